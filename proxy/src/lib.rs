@@ -1,0 +1,32 @@
+//! cutover's data plane.
+//!
+//! A pingora reverse proxy that serves whatever [`RouteTable`] the control
+//! plane last published through a [`TableHandle`]. This crate knows nothing
+//! of processes, YAML or deploys: it takes a route table and reports what its
+//! connections do (in-flight counts per [`Backend`], metrics).
+//!
+//! - [`router`]: host and path matching.
+//! - [`table`]: the immutable snapshot and backend selection.
+//! - [`backend`]: a backend's in-flight counter and drain wait.
+//! - [`handle`]: the `ArcSwap` holder and its change signal.
+//! - [`service`]: the pingora `ProxyHttp` hooks (the request path).
+//! - [`server`]: starting and stopping pingora.
+//! - [`metrics`]: Prometheus families with pre-resolved label handles.
+
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod handle;
+pub mod metrics;
+pub mod router;
+pub mod server;
+pub mod service;
+pub mod table;
+
+pub use backend::{Backend, InflightGuard};
+pub use handle::TableHandle;
+pub use metrics::{AppMetrics, ProxyMetrics};
+pub use router::{AppId, DuplicateRoute, HostMatch, Router};
+pub use server::{DataPlane, DataPlaneConfig, DataPlaneError};
+pub use service::{CutoverProxy, ProxySettings};
+pub use table::{AppEntry, RouteTable, RouteTableBuilder};

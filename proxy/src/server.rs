@@ -1,0 +1,168 @@
+//! Running the pingora server: built in code, run on its own thread, stopped
+//! programmatically.
+//!
+//! pingora's `Server::run` blocks on its own runtimes, so it cannot run
+//! inside ours (pingora issues #169, #292): it gets a plain thread. Its
+//! shutdown sleeps the whole grace period unconditionally (#719), so we do
+//! not rely on it for draining: [`DataPlane::shutdown`] tells pingora to stop
+//! accepting, waits for *our* count of active requests to reach zero, and
+//! returns; the caller then stops the apps and exits the process, which ends
+//! the pingora thread wherever it is in its sleep.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use tokio::sync::Notify;
+
+use crate::handle::TableHandle;
+use crate::metrics::ProxyMetrics;
+use crate::service::{CutoverProxy, ProxySettings};
+
+/// What the data plane listens on and how it runs.
+#[derive(Debug, Clone)]
+pub struct DataPlaneConfig {
+    /// Public listeners.
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads.
+    pub threads: usize,
+    /// The request path's settings.
+    pub settings: ProxySettings,
+    /// Backstop: pingora drops whatever is left this long after shutdown
+    /// starts, if the process is still running by then.
+    pub grace: Duration,
+}
+
+/// Errors starting the data plane.
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the proxy did not start listening on {0} within 10s")]
+    NotListening(SocketAddr),
+    #[error("cannot start the proxy thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A running data plane.
+pub struct DataPlane {
+    table: Arc<TableHandle>,
+    stop: Arc<Notify>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DataPlane {
+    /// Starts pingora on `config.listen`, serving the tables of `table`.
+    /// Returns once every listener accepts connections.
+    pub fn start(
+        config: DataPlaneConfig,
+        table: Arc<TableHandle>,
+        metrics: &ProxyMetrics,
+    ) -> Result<Self, DataPlaneError> {
+        // pingora panics on a bind failure; check first for a clear error.
+        for addr in &config.listen {
+            TcpListener::bind(addr).map_err(|source| DataPlaneError::Bind {
+                addr: *addr,
+                source,
+            })?;
+        }
+
+        let mut conf = ServerConf {
+            threads: config.threads.max(1),
+            grace_period_seconds: Some(config.grace.as_secs().max(1)),
+            graceful_shutdown_timeout_seconds: Some(1),
+            // Our own attempt limit (ProxySettings::max_attempts) governs.
+            max_retries: config.settings.max_attempts as usize + 1,
+            ..ServerConf::default()
+        };
+        conf.upstream_keepalive_pool_size = 256;
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        server.bootstrap();
+
+        let proxy = CutoverProxy::new(Arc::clone(&table), config.settings.clone(), metrics);
+        let mut service = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            proxy,
+            "cutover proxy",
+        );
+        for addr in &config.listen {
+            service.add_tcp(&addr.to_string());
+        }
+        server.add_service(service);
+
+        let stop = Arc::new(Notify::new());
+        let watch = StopWatch(Arc::clone(&stop));
+        let thread = std::thread::Builder::new()
+            .name("pingora".into())
+            .spawn(move || {
+                server.run(RunArgs {
+                    shutdown_signal: Box::new(watch),
+                })
+            })
+            .map_err(DataPlaneError::Thread)?;
+
+        for addr in &config.listen {
+            wait_listening(*addr)?;
+        }
+        Ok(Self {
+            table,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The table handle this data plane serves.
+    pub fn table(&self) -> &Arc<TableHandle> {
+        &self.table
+    }
+
+    /// Stops accepting connections, tells held requests to give up, and
+    /// waits up to `drain` for in-flight requests to finish. Returns how
+    /// many were still active when it gave up (0 when drained).
+    pub async fn shutdown(&mut self, drain: Duration) -> usize {
+        self.stop.notify_one();
+        self.table.close();
+        let deadline = tokio::time::Instant::now() + drain;
+        loop {
+            let active = self.table.active_requests();
+            if active == 0 || tokio::time::Instant::now() >= deadline {
+                return active;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether the pingora thread is still running.
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
+/// pingora's shutdown trigger: resolves when [`DataPlane::shutdown`] asks.
+struct StopWatch(Arc<Notify>);
+
+#[async_trait]
+impl ShutdownSignalWatch for StopWatch {
+    async fn recv(&self) -> ShutdownSignal {
+        self.0.notified().await;
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+fn wait_listening(addr: SocketAddr) -> Result<(), DataPlaneError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(DataPlaneError::NotListening(addr))
+}

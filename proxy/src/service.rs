@@ -1,0 +1,454 @@
+//! The pingora `ProxyHttp` implementation: the request path.
+//!
+//! 1. `request_filter` routes the request (host + longest path prefix) on
+//!    the current table; no route → 404.
+//! 2. `upstream_peer` loads the current table (once per attempt), picks the
+//!    app's least-loaded ready backend and claims it (the in-flight guard
+//!    lives in the context until the request ends). With no ready backend
+//!    the request is *held*: it waits for a table that has one, up to
+//!    `hold_timeout`, then gets 503 with `Retry-After`.
+//! 3. `fail_to_connect` remembers the failed backend and retries on another
+//!    one (or holds); `error_while_proxy` does the same for errors on a
+//!    reused upstream connection of an idempotent request.
+//! 4. `logging` counts the outcome; dropping the context releases the claim.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use tokio::time::Instant;
+
+use crate::backend::InflightGuard;
+use crate::handle::{ActiveGuard, TableHandle};
+use crate::metrics::{AppMetrics, ProxyMetrics};
+use crate::router::AppId;
+
+/// The data plane's request-path settings.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// How long a request may wait for a ready backend.
+    pub hold_timeout: Duration,
+    /// At most this many requests are held at once; more get 503 at once.
+    pub max_held: usize,
+    /// TCP connect timeout to a backend.
+    pub connect_timeout: Duration,
+    /// Idle pooled upstream connections are closed after this. Kept below
+    /// the common backend keep-alive timeout (Node's 5 s), so the proxy
+    /// closes first and never reuses a connection the backend is closing.
+    pub upstream_idle_timeout: Duration,
+    /// Failed attempts (connect errors, stale connections) after which a
+    /// request gives up.
+    pub max_attempts: u32,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            hold_timeout: Duration::from_secs(30),
+            max_held: 10_000,
+            connect_timeout: Duration::from_secs(2),
+            upstream_idle_timeout: Duration::from_secs(4),
+            max_attempts: 16,
+        }
+    }
+}
+
+/// The proxy service.
+pub struct CutoverProxy {
+    table: Arc<TableHandle>,
+    settings: ProxySettings,
+    unrouted: Arc<AppMetrics>,
+    held: AtomicUsize,
+}
+
+impl CutoverProxy {
+    /// A proxy serving whatever table `table` holds.
+    pub fn new(table: Arc<TableHandle>, settings: ProxySettings, metrics: &ProxyMetrics) -> Self {
+        Self {
+            table,
+            settings,
+            unrouted: metrics.unrouted(),
+            held: AtomicUsize::new(0),
+        }
+    }
+
+    /// Picks and claims a backend from the current table.
+    fn try_pick(&self, app: AppId, ctx: &RequestCtx) -> Pick {
+        let table = self.table.load();
+        match table.app(app) {
+            None => Pick::AppGone,
+            Some(entry) => match entry.pick(&ctx.failed) {
+                Some(claim) => Pick::Claimed(claim),
+                None => Pick::NoneReady,
+            },
+        }
+    }
+
+    /// Waits for a table with a ready backend, up to the hold deadline.
+    async fn hold(
+        &self,
+        app: AppId,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<InflightGuard, Refusal> {
+        if self.held.fetch_add(1, Ordering::SeqCst) >= self.settings.max_held {
+            self.held.fetch_sub(1, Ordering::SeqCst);
+            return Err(Refusal::HoldQueueFull);
+        }
+        let _slot = HeldSlot(&self.held);
+        let _gauge = ctx.metrics.as_ref().map(AppMetrics::hold);
+        let start = Instant::now();
+        let deadline = *ctx
+            .hold_deadline
+            .get_or_insert_with(|| start + self.settings.hold_timeout);
+        let mut changed = self.table.subscribe();
+        let result = loop {
+            if self.table.is_closing() {
+                break Err(Refusal::ShuttingDown);
+            }
+            match self.try_pick(app, ctx) {
+                Pick::Claimed(claim) => break Ok(claim),
+                Pick::AppGone => break Err(Refusal::AppGone),
+                Pick::NoneReady => {}
+            }
+            if Instant::now() >= deadline {
+                break Err(Refusal::HoldTimeout);
+            }
+            // Wake on the next table, or after a short pause to try the
+            // backends that failed once more (a backlog overflow or a slow
+            // accept is not a dead backend).
+            let pause = (Instant::now() + RETRY_PAUSE).min(deadline);
+            match tokio::time::timeout_at(pause, changed.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break Err(Refusal::ShuttingDown),
+                Err(_) => ctx.failed.clear(),
+            }
+        };
+        ctx.held += start.elapsed();
+        result
+    }
+
+    fn peer_for(&self, claim: &InflightGuard) -> HttpPeer {
+        let backend = claim.backend();
+        let mut peer = HttpPeer::new(backend.addr(), false, String::new());
+        // A new process behind the same address gets a new generation, so a
+        // pooled connection to its predecessor can never be picked for it.
+        peer.group_key = backend.generation();
+        peer.options.connection_timeout = Some(self.settings.connect_timeout);
+        peer.options.idle_timeout = Some(self.settings.upstream_idle_timeout);
+        peer
+    }
+
+    /// Records a failed attempt on the claimed backend; true if the request
+    /// may try again.
+    fn note_failure(&self, ctx: &mut RequestCtx, generation: u64) -> bool {
+        ctx.claim = None;
+        ctx.failed.push(generation);
+        ctx.attempts += 1;
+        ctx.attempts < self.settings.max_attempts
+    }
+}
+
+/// How long a held request waits before retrying backends that failed.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+enum Pick {
+    Claimed(InflightGuard),
+    NoneReady,
+    AppGone,
+}
+
+/// Why the proxy answered a request itself instead of proxying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    HoldTimeout,
+    HoldQueueFull,
+    ShuttingDown,
+    AppGone,
+}
+
+impl Refusal {
+    fn body(self) -> &'static str {
+        match self {
+            Refusal::HoldTimeout => "no ready backend: the app did not become ready in time\n",
+            Refusal::HoldQueueFull => "no ready backend and too many requests waiting for one\n",
+            Refusal::ShuttingDown => "cutover is shutting down\n",
+            Refusal::AppGone => "the app for this route was removed\n",
+        }
+    }
+}
+
+struct HeldSlot<'a>(&'a AtomicUsize);
+
+impl Drop for HeldSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    _active: ActiveGuard,
+    started: Instant,
+    app: Option<AppId>,
+    metrics: Option<Arc<AppMetrics>>,
+    /// The backend this request is using; released on drop.
+    claim: Option<InflightGuard>,
+    /// Generations of backends that failed for this request.
+    failed: Vec<u64>,
+    attempts: u32,
+    hold_deadline: Option<Instant>,
+    held: Duration,
+    refusal: Option<Refusal>,
+}
+
+#[async_trait]
+impl ProxyHttp for CutoverProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            _active: self.table.enter(),
+            started: Instant::now(),
+            app: None,
+            metrics: None,
+            claim: None,
+            failed: Vec::new(),
+            attempts: 0,
+            hold_deadline: None,
+            held: Duration::ZERO,
+            refusal: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        let host = request_host(req);
+        let routed = {
+            let table = self.table.load();
+            table
+                .route(host, req.uri.path())
+                .and_then(|id| table.app(id).map(|app| (id, Arc::clone(app.metrics()))))
+        };
+        match routed {
+            Some((id, metrics)) => {
+                ctx.app = Some(id);
+                ctx.metrics = Some(metrics);
+                Ok(false)
+            }
+            None => {
+                ctx.metrics = Some(Arc::clone(&self.unrouted));
+                respond(
+                    session,
+                    404,
+                    Bytes::from_static(b"no route for this host and path\n"),
+                    false,
+                )
+                .await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let app = ctx.app.ok_or_else(|| {
+            Error::explain(ErrorType::InternalError, "upstream_peer without a route")
+        })?;
+        let claim = match self.try_pick(app, ctx) {
+            Pick::Claimed(claim) => Ok(claim),
+            Pick::AppGone => Err(Refusal::AppGone),
+            Pick::NoneReady => self.hold(app, ctx).await,
+        };
+        match claim {
+            Ok(claim) => {
+                let peer = self.peer_for(&claim);
+                ctx.claim = Some(claim);
+                Ok(Box::new(peer))
+            }
+            Err(refusal) => {
+                ctx.refusal = Some(refusal);
+                Err(Error::explain(
+                    ErrorType::HTTPStatus(503),
+                    refusal.body().trim_end(),
+                ))
+            }
+        }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            let forwarded_for = match upstream
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prior) => format!("{prior}, {}", display_ip(ip)),
+                None => display_ip(ip),
+            };
+            upstream.insert_header("x-forwarded-for", forwarded_for)?;
+        }
+        upstream.insert_header("x-forwarded-proto", "http")?;
+        if let Some(host) = session.req_header().headers.get(header::HOST).cloned() {
+            upstream.insert_header("x-forwarded-host", host)?;
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(metrics) = &ctx.metrics {
+            metrics.connect_error();
+        }
+        // Nothing reached the backend, so any request may go elsewhere.
+        if self.note_failure(ctx, peer.group_key) {
+            e.set_retry(true);
+            if let Some(metrics) = &ctx.metrics {
+                metrics.retry();
+            }
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("backend {}", peer));
+        // Same rule as pingora's default: only an idempotent request whose
+        // body is still fully buffered may be replayed, and then only when
+        // the failure was a stale reused connection.
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        if e.retry() {
+            if self.note_failure(ctx, peer.group_key) {
+                if let Some(metrics) = &ctx.metrics {
+                    metrics.retry();
+                }
+            } else {
+                e.set_retry(false);
+            }
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let (code, body, retry_after) = match ctx.refusal {
+            Some(refusal) => (503, Bytes::from_static(refusal.body().as_bytes()), true),
+            None => match (e.etype(), e.esource()) {
+                (ErrorType::HTTPStatus(code), _) => (*code, Bytes::new(), false),
+                (
+                    ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
+                    ErrorSource::Downstream,
+                ) => {
+                    // The client is gone: nobody to answer.
+                    return FailToProxy {
+                        error_code: 0,
+                        can_reuse_downstream: false,
+                    };
+                }
+                (_, ErrorSource::Downstream) => (400, Bytes::from_static(b"bad request\n"), false),
+                (_, ErrorSource::Upstream) => (
+                    502,
+                    Bytes::from_static(b"the app failed to answer\n"),
+                    false,
+                ),
+                _ => (500, Bytes::from_static(b"internal error\n"), false),
+            },
+        };
+        if session.response_written().is_none() {
+            if let Err(err) = respond(session, code, body, retry_after).await {
+                tracing::debug!(error = %err, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+        // Refusals are counted and answered; they are not proxy errors.
+        ctx.refusal.is_some()
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        // 499 as nginx: the client left before any response was written.
+        let code = session
+            .response_written()
+            .map_or(499, |r| r.status.as_u16());
+        if let Some(metrics) = &ctx.metrics {
+            metrics.observe(code, ctx.started.elapsed().as_secs_f64());
+        }
+        ctx.claim = None;
+    }
+}
+
+/// The request's host: the `Host` header, else the URI's authority.
+fn request_host(req: &RequestHeader) -> &str {
+    req.headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri.host())
+        .unwrap_or("")
+}
+
+fn display_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+    }
+}
+
+/// Writes a short plain-text response from the proxy itself.
+async fn respond(session: &mut Session, code: u16, body: Bytes, retry_after: bool) -> Result<()> {
+    let mut resp = ResponseHeader::build(code, Some(4))?;
+    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    if retry_after {
+        resp.insert_header(header::RETRY_AFTER, "1")?;
+    }
+    resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}

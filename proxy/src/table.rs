@@ -1,0 +1,249 @@
+//! The route table: an immutable snapshot of routes and ready backends.
+//!
+//! The control plane builds a new table for every change and publishes it
+//! through [`crate::TableHandle`]; requests read whichever table is current
+//! when they pick a backend. Nothing in a table changes after it is built,
+//! except the per-backend counters (which belong to the backends, not the
+//! table) and the round-robin cursor.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::backend::{Backend, InflightGuard};
+use crate::metrics::AppMetrics;
+use crate::router::{AppId, DuplicateRoute, HostMatch, Router};
+
+/// One immutable snapshot.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    generation: u64,
+    router: Router,
+    /// Indexed by `AppId`; `None` for ids not (or no longer) in use.
+    apps: Vec<Option<AppEntry>>,
+}
+
+/// One app's ready backends and metric handles.
+#[derive(Debug)]
+pub struct AppEntry {
+    name: Arc<str>,
+    backends: Vec<Arc<Backend>>,
+    metrics: Arc<AppMetrics>,
+    /// Rotates the starting point of the least-in-flight scan, so ties
+    /// (the common case: all idle) spread round-robin.
+    cursor: AtomicUsize,
+}
+
+impl RouteTable {
+    /// Starts an empty table.
+    pub fn builder() -> RouteTableBuilder {
+        RouteTableBuilder::default()
+    }
+
+    /// Bumped by every publish; 0 for a table never published.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub(crate) fn set_generation(&mut self, generation: u64) {
+        self.generation = generation;
+    }
+
+    /// The app a request for `host` + `path` goes to.
+    #[inline]
+    pub fn route(&self, host: &str, path: &str) -> Option<AppId> {
+        self.router.lookup(host, path)
+    }
+
+    /// An app by id.
+    #[inline]
+    pub fn app(&self, id: AppId) -> Option<&AppEntry> {
+        self.apps.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    /// Every app in the table.
+    pub fn apps(&self) -> impl Iterator<Item = (AppId, &AppEntry)> {
+        self.apps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().map(|e| (AppId(i as u32), e)))
+    }
+
+    /// Number of routes.
+    pub fn route_count(&self) -> usize {
+        self.router.len()
+    }
+}
+
+impl AppEntry {
+    /// The app's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Ready backends.
+    pub fn backends(&self) -> &[Arc<Backend>] {
+        &self.backends
+    }
+
+    /// Metric handles.
+    pub fn metrics(&self) -> &Arc<AppMetrics> {
+        &self.metrics
+    }
+
+    /// Picks the backend with the fewest requests in flight, skipping the
+    /// generations in `exclude` (backends this request already failed on),
+    /// and claims it.
+    ///
+    /// Least-in-flight rather than plain round-robin: a deploy briefly runs
+    /// instances of unequal speed (a clone warming up, `/slow` requests
+    /// piling on one), and in-flight count adapts to that at the cost of one
+    /// atomic load per backend. Ties rotate, so idle backends share load
+    /// evenly.
+    ///
+    /// `None` when no backend is left, or the chosen one started draining
+    /// (this table is stale): the caller reloads the table and tries again.
+    #[inline]
+    pub fn pick(&self, exclude: &[u64]) -> Option<InflightGuard> {
+        let n = self.backends.len();
+        if n == 0 {
+            return None;
+        }
+        let start = if n == 1 {
+            0
+        } else {
+            self.cursor.fetch_add(1, Ordering::Relaxed) % n
+        };
+        let mut best: Option<(&Arc<Backend>, u64)> = None;
+        for i in 0..n {
+            let backend = &self.backends[(start + i) % n];
+            if exclude.contains(&backend.generation()) {
+                continue;
+            }
+            let load = backend.inflight();
+            if best.is_none_or(|(_, least)| load < least) {
+                best = Some((backend, load));
+            }
+        }
+        best.and_then(|(backend, _)| backend.try_claim())
+    }
+}
+
+/// Assembles a [`RouteTable`].
+#[derive(Debug, Default)]
+pub struct RouteTableBuilder {
+    router: Router,
+    apps: Vec<Option<AppEntry>>,
+}
+
+impl RouteTableBuilder {
+    /// Adds an app with its ready backends (possibly none: requests for it
+    /// are then held until a table gives it one).
+    pub fn app(
+        &mut self,
+        id: AppId,
+        name: impl Into<Arc<str>>,
+        backends: Vec<Arc<Backend>>,
+        metrics: Arc<AppMetrics>,
+    ) -> &mut Self {
+        let index = id.0 as usize;
+        if self.apps.len() <= index {
+            self.apps.resize_with(index + 1, || None);
+        }
+        self.apps[index] = Some(AppEntry {
+            name: name.into(),
+            backends,
+            metrics,
+            cursor: AtomicUsize::new(0),
+        });
+        self
+    }
+
+    /// Adds a route to an app.
+    pub fn route(
+        &mut self,
+        host: HostMatch,
+        path: &str,
+        app: AppId,
+    ) -> Result<&mut Self, DuplicateRoute> {
+        self.router.insert(host, path, app)?;
+        Ok(self)
+    }
+
+    /// The finished table (generation 0 until published).
+    pub fn build(self) -> RouteTable {
+        RouteTable {
+            generation: 0,
+            router: self.router,
+            apps: self.apps,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::ProxyMetrics;
+
+    fn entry(backends: Vec<Arc<Backend>>) -> RouteTable {
+        let metrics = ProxyMetrics::new(&prometheus::Registry::new()).unwrap();
+        let mut b = RouteTable::builder();
+        b.app(AppId(0), "web", backends, metrics.app("web"));
+        b.route(HostMatch::Any, "/", AppId(0)).unwrap();
+        b.build()
+    }
+
+    fn backend(port: u16, generation: u64) -> Arc<Backend> {
+        Backend::new(
+            ([127, 0, 0, 1], port).into(),
+            format!("web-{port}"),
+            generation,
+        )
+    }
+
+    #[test]
+    fn picks_least_inflight() {
+        let (a, b) = (backend(1, 1), backend(2, 2));
+        let table = entry(vec![a.clone(), b.clone()]);
+        let app = table.app(AppId(0)).unwrap();
+        let _busy = a.try_claim().unwrap();
+        for _ in 0..4 {
+            let g = app.pick(&[]).unwrap();
+            assert_eq!(g.backend().generation(), 2);
+        }
+    }
+
+    #[test]
+    fn ties_rotate() {
+        let table = entry(vec![backend(1, 1), backend(2, 2)]);
+        let app = table.app(AppId(0)).unwrap();
+        let first = app.pick(&[]).unwrap().backend().generation();
+        let second = app.pick(&[]).unwrap().backend().generation();
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn skips_excluded_generations() {
+        let table = entry(vec![backend(1, 1), backend(2, 2)]);
+        let app = table.app(AppId(0)).unwrap();
+        for _ in 0..4 {
+            assert_eq!(app.pick(&[1]).unwrap().backend().generation(), 2);
+        }
+        assert!(app.pick(&[1, 2]).is_none());
+    }
+
+    #[test]
+    fn draining_backend_is_not_picked() {
+        let a = backend(1, 1);
+        let table = entry(vec![a.clone()]);
+        a.start_draining();
+        assert!(table.app(AppId(0)).unwrap().pick(&[]).is_none());
+        assert_eq!(a.inflight(), 0);
+    }
+
+    #[test]
+    fn unknown_app_is_none() {
+        let table = entry(vec![]);
+        assert!(table.app(AppId(7)).is_none());
+        assert!(table.app(AppId(0)).unwrap().pick(&[]).is_none());
+    }
+}
