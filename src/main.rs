@@ -1,1 +1,112 @@
-fn main() {}
+//! The `cutover` command line (SPEC §2).
+
+mod client;
+mod logging;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use cutover_control::config::{self, ConfigError};
+
+#[derive(Debug, Parser)]
+#[command(name = "cutover", version, about = "Edge reverse proxy with zero-downtime deploys")]
+struct Cli {
+    /// Log format for cutover's own logs (RUST_LOG sets the level).
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    log_format: logging::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the proxy, the admin endpoint and every app; run until SIGTERM or SIGINT.
+    Up {
+        /// The config file.
+        #[arg(short, long, default_value = "deploy.yaml")]
+        config: PathBuf,
+    },
+    /// Check a config file: exit 0, or print every problem and exit 1.
+    Validate {
+        /// The config file.
+        #[arg(short, long, default_value = "deploy.yaml")]
+        config: PathBuf,
+    },
+    /// Show apps, instances and their state.
+    Status {
+        #[command(flatten)]
+        admin: client::AdminArgs,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+        /// Redraw every second until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { config } => validate(&config),
+        Command::Up { config } => {
+            logging::init(cli.log_format);
+            run_async(up::run(config))
+        }
+        Command::Status { admin, json, watch } => run_async(client::status(admin, json, watch)),
+    }
+}
+
+fn run_async(fut: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cutover: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cutover: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cutover validate`: every problem on its own line, exit 1 if any.
+fn validate(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} app{}, {} route{})",
+                path.display(),
+                config.apps.len(),
+                if config.apps.len() == 1 { "" } else { "s" },
+                config.routes.len(),
+                if config.routes.len() == 1 { "" } else { "s" },
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            print_config_error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a config error the way `validate` and `up` both report it.
+pub(crate) fn print_config_error(e: &ConfigError) {
+    match e {
+        ConfigError::Invalid(problems) => {
+            for problem in &problems.0 {
+                eprintln!("{problem}");
+            }
+            let n = problems.0.len();
+            eprintln!("{n} problem{} found", if n == 1 { "" } else { "s" });
+        }
+        other => eprintln!("{other}"),
+    }
+}

@@ -1,5 +1,18 @@
 //! cutover's control plane: configuration, the process supervisor, health
-//! checks and the admin API. It changes the data plane only through the
-//! [`cutover_proxy::TableHandle`] and the backends' drain signals.
+//! checks, hooks and the admin API. It changes the data plane only through
+//! the [`cutover_proxy::TableHandle`] (via [`routing::Routing`]) and the
+//! backends' drain signals.
+//!
+//! - [`config`]: `deploy.yaml` → validated [`config::Config`].
+//! - [`supervisor`]: instances as child processes, readiness, restarts.
+//! - [`routing`]: serving instances → route tables.
+//! - [`hooks`]: `sh -c` hooks with timeouts.
+//! - [`admin`]: the axum admin API.
 
+#![forbid(unsafe_code)]
+
+pub mod admin;
 pub mod config;
+pub mod hooks;
+pub mod routing;
+pub mod supervisor;

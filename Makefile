@@ -1,0 +1,31 @@
+# The whole set-up on a fresh machine is `make up` (run cutover on the
+# shipped deploy.yaml) or `make test` (run every test). Both install what
+# the build needs first.
+
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: up test deps build bench
+
+## Install build prerequisites when missing: pingora needs cmake (zlib-ng)
+## and a C toolchain; the test runner is cargo-nextest.
+deps:
+	@command -v cmake >/dev/null 2>&1 || { \
+		echo "installing cmake and a C toolchain (pingora builds zlib-ng with them)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq cmake build-essential pkg-config; }
+	@command -v cargo-nextest >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+
+build: deps
+	$(CARGO) build --release --bins
+
+## Run cutover on the shipped deploy.yaml (demo app included).
+up: build
+	./target/release/cutover up -c deploy.yaml
+
+## Run the whole test suite.
+test: deps
+	$(CARGO) nextest run --workspace --no-fail-fast
+
+## Micro-benchmarks (by hand, not in CI).
+bench: deps
+	$(CARGO) bench --bench route_lookup

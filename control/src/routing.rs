@@ -1,0 +1,147 @@
+//! Builds route tables from the configured routes and the instances each
+//! app serves, and publishes them to the data plane.
+//!
+//! Which instances *serve* an app is the control plane's decision (the
+//! originals normally, the clones during a rolling deploy); which of those
+//! are *ready* is the instances' own state. A table contains exactly the
+//! serving instances that are ready, so the table only ever points at
+//! instances that passed readiness.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use cutover_proxy::{AppId, AppMetrics, HostMatch, ProxyMetrics, RouteTable, TableHandle};
+
+use crate::config::{HostPattern, RouteConfig};
+use crate::supervisor::instance::{Instance, OnChange};
+
+/// The control plane's side of the route table.
+pub struct Routing {
+    table: Arc<TableHandle>,
+    metrics: ProxyMetrics,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    routes: Vec<RouteConfig>,
+    apps: BTreeMap<String, AppRouting>,
+    /// App ids are never reused, so a request routed on one table finds
+    /// the same app (or none) on the next.
+    next_id: u32,
+}
+
+struct AppRouting {
+    id: AppId,
+    metrics: Arc<AppMetrics>,
+    serving: Vec<Arc<Instance>>,
+}
+
+impl Routing {
+    /// Routing that publishes to `table`.
+    pub fn new(table: Arc<TableHandle>, metrics: ProxyMetrics) -> Arc<Self> {
+        Arc::new(Self {
+            table,
+            metrics,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// The data plane's table handle.
+    pub fn table(&self) -> &Arc<TableHandle> {
+        &self.table
+    }
+
+    /// A callback for instances: republish when their state changes.
+    pub fn on_change(self: &Arc<Self>) -> OnChange {
+        let routing: Weak<Self> = Arc::downgrade(self);
+        Arc::new(move || {
+            if let Some(routing) = routing.upgrade() {
+                routing.publish();
+            }
+        })
+    }
+
+    /// Sets the routes and the apps that exist; apps no longer named lose
+    /// their slot and their metric series. Does not publish.
+    pub fn configure<'a>(&self, routes: &[RouteConfig], apps: impl IntoIterator<Item = &'a str>) {
+        let mut state = self.lock();
+        let wanted: Vec<&str> = apps.into_iter().collect();
+        let gone: Vec<String> = state
+            .apps
+            .keys()
+            .filter(|name| !wanted.contains(&name.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            state.apps.remove(&name);
+            self.metrics.remove_app(&name);
+        }
+        for name in wanted {
+            if !state.apps.contains_key(name) {
+                let id = AppId(state.next_id);
+                state.next_id += 1;
+                let metrics = self.metrics.app(name);
+                state.apps.insert(
+                    name.to_string(),
+                    AppRouting {
+                        id,
+                        metrics,
+                        serving: Vec::new(),
+                    },
+                );
+            }
+        }
+        state.routes = routes.to_vec();
+    }
+
+    /// Makes `instances` the ones serving `app`, in one table swap.
+    pub fn serve(&self, app: &str, instances: Vec<Arc<Instance>>) -> u64 {
+        {
+            let mut state = self.lock();
+            if let Some(slot) = state.apps.get_mut(app) {
+                slot.serving = instances;
+            }
+        }
+        self.publish()
+    }
+
+    /// The instances serving `app`.
+    pub fn serving(&self, app: &str) -> Vec<Arc<Instance>> {
+        self.lock().apps.get(app).map(|a| a.serving.clone()).unwrap_or_default()
+    }
+
+    /// Builds the table from the current state and publishes it. Returns
+    /// the new generation.
+    pub fn publish(&self) -> u64 {
+        // Build under the lock so concurrent publishes cannot reorder an
+        // older view after a newer one.
+        let state = self.lock();
+        let mut builder = RouteTable::builder();
+        for (name, app) in &state.apps {
+            let backends = app
+                .serving
+                .iter()
+                .filter_map(|i| i.state().ready_backend().cloned())
+                .collect();
+            builder.app(app.id, name.as_str(), backends, Arc::clone(&app.metrics));
+        }
+        for route in &state.routes {
+            let Some(app) = state.apps.get(&route.app) else { continue };
+            let host = match &route.host {
+                HostPattern::Any => HostMatch::Any,
+                HostPattern::Exact(h) => HostMatch::Exact(h.clone()),
+                HostPattern::Wildcard(s) => HostMatch::Wildcard(s.clone()),
+            };
+            if let Err(e) = builder.route(host, &route.path, app.id) {
+                // Validation refuses duplicates; never reached with a valid config.
+                tracing::error!(error = %e, "route skipped");
+            }
+        }
+        self.table.publish(builder.build())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,443 @@
+//! One instance of an app and the task that keeps it running.
+//!
+//! Lifecycle, driven by [`run`]:
+//!
+//! ```text
+//! Starting ──health 2xx + post_start ok──▶ Ready ◀──probe ok── Unhealthy
+//!    │  ▲                                   │  └──3 failed probes──▶ ┘
+//!    │  └──── backoff ◀── Crashed ◀──exit───┘
+//!    └──not ready within start_timeout──▶ Failed (first start) / Crashed (later)
+//! any state ──stop()──▶ Stopping ──▶ Stopped
+//! ```
+//!
+//! Only `Ready` puts the instance's backend in the route table. Every state
+//! change calls the owner's `on_change`, which republishes the table, so a
+//! crash leaves the table at once and a recovery rejoins it.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cutover_proxy::Backend;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::health::probe;
+use super::process::{log_line, Process, ProcessSpec};
+use crate::config::AppConfig;
+use crate::hooks::Hook;
+
+/// Consecutive failed probes that take a ready instance out of the table.
+const UNHEALTHY_AFTER: u32 = 3;
+/// Restart backoff: doubles from the first value up to the second.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(10));
+/// Running this long after becoming ready resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+
+/// Unique per process start, across all instances: keys the connection pool.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// Whether an instance is the app's own or a temporary clone (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Original,
+    Clone,
+}
+
+impl Role {
+    /// The value of `CUTOVER_ROLE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Original => "original",
+            Role::Clone => "clone",
+        }
+    }
+}
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone)]
+pub enum InstanceState {
+    /// Process started (or starting); not ready yet.
+    Starting { attempt: u32 },
+    /// Passed readiness; in the table when the app serves it.
+    Ready(Arc<Backend>),
+    /// Was ready, now failing its health check; out of the table.
+    Unhealthy(Arc<Backend>),
+    /// Exited or never got ready; restarting after a backoff.
+    Crashed { reason: String, restart_in: Duration },
+    /// The first start failed and the instance gives up (deploy path).
+    Failed(String),
+    Stopping,
+    Stopped,
+}
+
+impl InstanceState {
+    /// Short name for status output.
+    pub fn name(&self) -> &'static str {
+        match self {
+            InstanceState::Starting { .. } => "starting",
+            InstanceState::Ready(_) => "ready",
+            InstanceState::Unhealthy(_) => "unhealthy",
+            InstanceState::Crashed { .. } => "crashed",
+            InstanceState::Failed(_) => "failed",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+        }
+    }
+
+    /// The backend, when the instance is ready.
+    pub fn ready_backend(&self) -> Option<&Arc<Backend>> {
+        match self {
+            InstanceState::Ready(backend) => Some(backend),
+            _ => None,
+        }
+    }
+
+    /// The backend of the running process, ready or not.
+    pub fn backend(&self) -> Option<&Arc<Backend>> {
+        match self {
+            InstanceState::Ready(backend) | InstanceState::Unhealthy(backend) => Some(backend),
+            _ => None,
+        }
+    }
+}
+
+/// Everything needed to run one instance.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    pub app: Arc<AppConfig>,
+    /// `web-0`; clones `web-clone-0`.
+    pub name: String,
+    pub role: Role,
+    /// Port to use if free; otherwise (or when `None`) a free one is chosen.
+    pub preferred_port: Option<u16>,
+    pub log: PathBuf,
+    /// Keep retrying a first start that fails (`cutover up`), or give up
+    /// and report `Failed` (a deploy, which then aborts or rolls back).
+    pub retry_first_start: bool,
+}
+
+impl InstanceSpec {
+    /// The instance's environment: the app's `env` plus what cutover sets.
+    pub fn env(&self, port: u16) -> BTreeMap<String, String> {
+        let mut env = self.app.env.clone();
+        env.insert("PORT".into(), port.to_string());
+        env.insert("CUTOVER_APP".into(), self.app.name.clone());
+        env.insert("CUTOVER_INSTANCE".into(), self.name.clone());
+        env.insert("CUTOVER_ROLE".into(), self.role.as_str().into());
+        env
+    }
+}
+
+/// Shared view of an instance: its spec, its state, and the stop switch.
+#[derive(Debug)]
+pub struct Instance {
+    spec: InstanceSpec,
+    state: watch::Sender<InstanceState>,
+    stop: watch::Sender<bool>,
+    /// The process's pid while it runs (0 otherwise).
+    pid: AtomicU64,
+    /// Last port used; kept across restarts when free.
+    port: AtomicU64,
+}
+
+/// Called after every state change (republishes the route table).
+pub type OnChange = Arc<dyn Fn() + Send + Sync>;
+
+impl Instance {
+    /// Starts the instance's task. Returns at once; see [`Instance::ready`].
+    pub fn spawn(spec: InstanceSpec, on_change: OnChange) -> Arc<Self> {
+        let instance = Arc::new(Self {
+            port: AtomicU64::new(spec.preferred_port.map_or(0, u64::from)),
+            spec,
+            state: watch::channel(InstanceState::Starting { attempt: 0 }).0,
+            stop: watch::channel(false).0,
+            pid: AtomicU64::new(0),
+        });
+        tokio::spawn(run(Arc::clone(&instance), on_change));
+        instance
+    }
+
+    pub fn spec(&self) -> &InstanceSpec {
+        &self.spec
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn role(&self) -> Role {
+        self.spec.role
+    }
+
+    /// The current state.
+    pub fn state(&self) -> InstanceState {
+        self.state.borrow().clone()
+    }
+
+    /// The running process's pid, if any.
+    pub fn pid(&self) -> Option<u32> {
+        u32::try_from(self.pid.load(Ordering::SeqCst)).ok().filter(|p| *p != 0)
+    }
+
+    /// The port the instance listens (or last listened) on.
+    pub fn port(&self) -> Option<u16> {
+        u16::try_from(self.port.load(Ordering::SeqCst)).ok().filter(|p| *p != 0)
+    }
+
+    /// Waits until the instance is ready (`Ok`) or has given up (`Err`).
+    pub async fn ready(&self) -> Result<Arc<Backend>, String> {
+        let mut rx = self.state.subscribe();
+        loop {
+            match &*rx.borrow_and_update() {
+                InstanceState::Ready(backend) => return Ok(Arc::clone(backend)),
+                InstanceState::Failed(reason) => return Err(reason.clone()),
+                InstanceState::Stopping | InstanceState::Stopped => return Err("stopped".into()),
+                _ => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err("instance task ended".into());
+            }
+        }
+    }
+
+    /// Stops the process (SIGTERM, SIGKILL after `stop_timeout`) and waits
+    /// until it is gone. Draining is the caller's job, before this.
+    pub async fn stop(&self) {
+        self.stop.send_replace(true);
+        let mut rx = self.state.subscribe();
+        loop {
+            if matches!(*rx.borrow_and_update(), InstanceState::Stopped) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn set(&self, state: InstanceState, on_change: &OnChange) {
+        tracing::debug!(instance = %self.spec.name, state = state.name(), "instance state");
+        self.state.send_replace(state);
+        on_change();
+    }
+}
+
+/// Picks the port: the preferred one if it is free, else any free one.
+fn choose_port(preferred: Option<u16>) -> std::io::Result<u16> {
+    if let Some(port) = preferred {
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The instance's task: start, get ready, watch, restart, stop.
+async fn run(instance: Arc<Instance>, on_change: OnChange) {
+    let spec = &instance.spec;
+    let mut stop = instance.stop.subscribe();
+    let mut attempt = 0u32;
+    let mut ever_ready = false;
+    loop {
+        if *stop.borrow_and_update() {
+            break;
+        }
+        instance.set(InstanceState::Starting { attempt }, &on_change);
+        let outcome = run_once(&instance, &on_change, &mut stop, &mut ever_ready).await;
+        let reason = match outcome {
+            Exit::Stopped => break,
+            Exit::Crashed { reason, was_stable } => {
+                if was_stable {
+                    attempt = 0;
+                }
+                reason
+            }
+        };
+        if !ever_ready && !spec.retry_first_start {
+            log_line(&spec.log, &format!("giving up: {reason}"));
+            instance.set(InstanceState::Failed(reason), &on_change);
+            // Stay failed until asked to stop, so `stop()` has a state to see.
+            let _ = stop.wait_for(|s| *s).await;
+            break;
+        }
+        let restart_in = backoff(attempt);
+        attempt = attempt.saturating_add(1);
+        tracing::warn!(instance = %spec.name, %reason, ?restart_in, "instance down; restarting");
+        log_line(&spec.log, &format!("down ({reason}); restarting in {restart_in:?}"));
+        instance.set(InstanceState::Crashed { reason, restart_in }, &on_change);
+        if tokio::time::timeout(restart_in, stop.wait_for(|s| *s)).await.is_ok() {
+            break;
+        }
+    }
+    instance.set(InstanceState::Stopped, &on_change);
+}
+
+enum Exit {
+    Stopped,
+    Crashed { reason: String, was_stable: bool },
+}
+
+/// One process lifetime.
+async fn run_once(instance: &Instance, on_change: &OnChange, stop: &mut watch::Receiver<bool>, ever_ready: &mut bool) -> Exit {
+    let spec = &instance.spec;
+    let app = &spec.app;
+    let port = match choose_port(instance.port()) {
+        Ok(port) => port,
+        Err(e) => return crashed(format!("no free port: {e}"), false),
+    };
+    instance.port.store(u64::from(port), Ordering::SeqCst);
+    let env = spec.env(port);
+    let process_spec = ProcessSpec {
+        command: app.command.clone(),
+        cwd: app.cwd.clone(),
+        env: env.clone(),
+        log: spec.log.clone(),
+    };
+    log_line(&spec.log, &format!("starting {} ({}) on port {port}", spec.name, spec.role.as_str()));
+    let mut process = match Process::spawn(&process_spec) {
+        Ok(p) => p,
+        Err(e) => return crashed(e.to_string(), false),
+    };
+    instance.pid.store(u64::from(process.pid()), Ordering::SeqCst);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let backend = Backend::new(addr, spec.name.as_str(), GENERATION.fetch_add(1, Ordering::SeqCst));
+
+    // Readiness: health 2xx, then post_start, all within start_timeout; the
+    // process exiting or a stop request ends the wait early.
+    let deadline = Instant::now() + app.health.start_timeout;
+    let readiness = become_ready(spec, addr, &env, deadline);
+    let exit = tokio::select! {
+        ready = readiness => match ready {
+            Ok(()) => None,
+            Err(reason) => Some(Exit::Crashed { reason, was_stable: false }),
+        },
+        status = process.wait() => Some(crashed(format!("exited during start ({})", describe(status)), false)),
+        _ = stop.wait_for(|s| *s) => Some(Exit::Stopped),
+    };
+    if let Some(exit) = exit {
+        instance.set(InstanceState::Stopping, on_change);
+        process.stop(app.stop_timeout).await;
+        instance.pid.store(0, Ordering::SeqCst);
+        return exit;
+    }
+
+    *ever_ready = true;
+    let ready_at = Instant::now();
+    tracing::info!(instance = %spec.name, %addr, "instance ready");
+    log_line(&spec.log, &format!("ready on {addr}"));
+    instance.set(InstanceState::Ready(Arc::clone(&backend)), on_change);
+
+    // Watch: process exit, health, stop.
+    let mut failures = 0u32;
+    let mut ticker = tokio::time::interval(app.health.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let exit = loop {
+        tokio::select! {
+            status = process.wait() => {
+                break crashed(format!("exited ({})", describe(status)), ready_at.elapsed() >= STABLE_AFTER);
+            }
+            _ = stop.wait_for(|s| *s) => break Exit::Stopped,
+            _ = ticker.tick() => {
+                match probe(addr, &app.health.path, app.health.timeout).await {
+                    Ok(()) if failures >= UNHEALTHY_AFTER => {
+                        failures = 0;
+                        tracing::info!(instance = %spec.name, "instance healthy again");
+                        instance.set(InstanceState::Ready(Arc::clone(&backend)), on_change);
+                    }
+                    Ok(()) => failures = 0,
+                    Err(e) => {
+                        failures += 1;
+                        if failures == UNHEALTHY_AFTER {
+                            tracing::warn!(instance = %spec.name, error = %e, "instance unhealthy; out of the table");
+                            log_line(&spec.log, &format!("unhealthy: {e}"));
+                            instance.set(InstanceState::Unhealthy(Arc::clone(&backend)), on_change);
+                        }
+                    }
+                }
+            }
+        }
+    };
+    instance.set(InstanceState::Stopping, on_change);
+    process.stop(app.stop_timeout).await;
+    instance.pid.store(0, Ordering::SeqCst);
+    exit
+}
+
+/// Polls health until 2xx, then runs `post_start`; both before `deadline`.
+async fn become_ready(spec: &InstanceSpec, addr: SocketAddr, env: &BTreeMap<String, String>, deadline: Instant) -> Result<(), String> {
+    let health = &spec.app.health;
+    let mut last_error = String::from("no probe answered yet");
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "not ready within start_timeout {:?}: {last_error}",
+                health.start_timeout
+            ));
+        }
+        match probe(addr, &health.path, health.timeout.min(left)).await {
+            Ok(()) => break,
+            Err(e) => last_error = format!("GET {} {e}", health.path),
+        }
+        tokio::time::sleep(health.interval.min(deadline.saturating_duration_since(Instant::now()))).await;
+    }
+    if let Some(script) = &spec.app.hooks.post_start {
+        let left = deadline.saturating_duration_since(Instant::now());
+        Hook {
+            name: "post_start",
+            script,
+            cwd: &spec.app.cwd,
+            env,
+            timeout: left.max(Duration::from_millis(1)),
+            log: &spec.log,
+        }
+        .run()
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn crashed(reason: String, was_stable: bool) -> Exit {
+    Exit::Crashed { reason, was_stable }
+}
+
+fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(status) => status.to_string(),
+        Err(e) => format!("wait failed: {e}"),
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let (first, max) = BACKOFF;
+    first.saturating_mul(2u32.saturating_pow(attempt.min(16))).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_cap() {
+        assert_eq!(backoff(0), Duration::from_millis(100));
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(3), Duration::from_millis(800));
+        assert_eq!(backoff(30), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn preferred_port_is_kept_when_free() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        assert_ne!(choose_port(Some(port)).unwrap(), port);
+        drop(taken);
+        assert_eq!(choose_port(Some(port)).unwrap(), port);
+    }
+}

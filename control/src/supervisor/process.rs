@@ -1,0 +1,198 @@
+//! One OS process: spawned in its own process group, stopped with SIGTERM
+//! then SIGKILL to the whole group, so nothing it started outlives it.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use crate::config::Command as AppCommand;
+
+/// What to run and where.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    pub command: AppCommand,
+    pub cwd: PathBuf,
+    /// The full environment on top of cutover's own.
+    pub env: BTreeMap<String, String>,
+    /// stdout and stderr are appended here.
+    pub log: PathBuf,
+}
+
+/// Errors starting a process.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot open log file {path}: {source}")]
+    Log { path: PathBuf, source: std::io::Error },
+    #[error("cannot start {program:?} in {cwd}: {source}")]
+    Spawn {
+        program: String,
+        cwd: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A running child process, leader of its own process group.
+#[derive(Debug)]
+pub struct Process {
+    child: Child,
+    pid: u32,
+}
+
+impl Process {
+    /// Starts `spec` in a new process group.
+    pub fn spawn(spec: &ProcessSpec) -> Result<Self, SpawnError> {
+        let log = open_log(&spec.log)?;
+        let log_err = log
+            .try_clone()
+            .map_err(|source| SpawnError::Log { path: spec.log.clone(), source })?;
+        let (program, args) = program_and_args(&spec.command, &spec.cwd);
+        let mut cmd = Command::new(&program);
+        cmd.args(args)
+            .current_dir(&spec.cwd)
+            .envs(&spec.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            // Its own group: signals reach everything it starts, and a
+            // Ctrl-C in cutover's terminal does not hit it directly.
+            .process_group(0)
+            .kill_on_drop(false);
+        let child = cmd.spawn().map_err(|source| SpawnError::Spawn {
+            program: program.clone(),
+            cwd: spec.cwd.clone(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or(0);
+        Ok(Self { child, pid })
+    }
+
+    /// The leader's pid (also the process group id).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits for the leader to exit.
+    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait().await
+    }
+
+    /// SIGTERM to the group; SIGKILL after `timeout` if the leader still
+    /// runs. Whatever the leader left behind in its group is killed too.
+    pub async fn stop(mut self, timeout: Duration) -> Option<ExitStatus> {
+        signal_group(self.pid, Signal::SIGTERM);
+        let status = match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                tracing::warn!(pid = self.pid, ?timeout, "did not stop after SIGTERM; sending SIGKILL");
+                signal_group(self.pid, Signal::SIGKILL);
+                self.child.wait().await.ok()
+            }
+        };
+        signal_group(self.pid, Signal::SIGKILL);
+        status
+    }
+}
+
+/// Sends `signal` to process group `pgid`; a group that is already gone is
+/// not an error.
+pub fn signal_group(pgid: u32, signal: Signal) {
+    let Ok(pgid) = i32::try_from(pgid) else { return };
+    if pgid <= 1 {
+        return; // never signal init or "every process"
+    }
+    let _ = killpg(Pid::from_raw(pgid), signal);
+}
+
+/// Appends a line of cutover's own to an instance log.
+pub fn log_line(path: &Path, line: &str) {
+    if let Ok(mut file) = open_log(path) {
+        let _ = writeln!(file, "[cutover] {line}");
+    }
+}
+
+fn open_log(path: &Path) -> Result<File, SpawnError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| SpawnError::Log { path: path.to_path_buf(), source })?;
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| SpawnError::Log { path: path.to_path_buf(), source })
+}
+
+/// An argv runs directly; a relative program path with a `/` is taken
+/// relative to the app's `cwd` (Rust leaves that case unspecified). A
+/// string runs under `sh -c`.
+fn program_and_args(command: &AppCommand, cwd: &Path) -> (String, Vec<String>) {
+    match command {
+        AppCommand::Argv(argv) => {
+            let program = &argv[0];
+            let program = if program.contains('/') && Path::new(program).is_relative() {
+                cwd.join(program).to_string_lossy().into_owned()
+            } else {
+                program.clone()
+            };
+            (program, argv[1..].to_vec())
+        }
+        AppCommand::Shell(script) => ("sh".to_string(), vec!["-c".to_string(), script.clone()]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_program_is_resolved_against_cwd() {
+        let (p, args) = program_and_args(&AppCommand::Argv(vec!["bin/app".into(), "-v".into()]), Path::new("/srv"));
+        assert_eq!(p, "/srv/bin/app");
+        assert_eq!(args, vec!["-v"]);
+        let (p, _) = program_and_args(&AppCommand::Argv(vec!["python3".into()]), Path::new("/srv"));
+        assert_eq!(p, "python3", "a bare name is looked up in PATH");
+    }
+
+    /// Processes of group `pgid` that are not zombies (a zombie is dead; it
+    /// only waits for its new parent to reap it).
+    fn live_members(pgid: u32) -> usize {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
+            .filter(|stat| {
+                // pid (comm) state ppid pgrp ...
+                let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                fields.len() > 2 && fields[2] == pgid.to_string() && fields[0] != "Z"
+            })
+            .count()
+    }
+
+    #[tokio::test]
+    async fn stop_kills_the_whole_group() {
+        let dir = std::env::temp_dir().join(format!("cutover-proc-{}", std::process::id()));
+        let spec = ProcessSpec {
+            // The shell ignores TERM and leaves a grandchild behind.
+            command: AppCommand::Shell("trap '' TERM; sleep 300 & wait".into()),
+            cwd: std::env::temp_dir(),
+            env: BTreeMap::new(),
+            log: dir.join("t.log"),
+        };
+        let process = Process::spawn(&spec).unwrap();
+        let pgid = process.pid();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        process.stop(Duration::from_millis(200)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while live_members(pgid) > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(live_members(pgid), 0, "no process of the group survives");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,147 @@
+//! `cutover up`: wires the data plane, the supervisor and the admin API,
+//! then runs until SIGTERM or SIGINT and shuts down in order:
+//!
+//! 1. stop accepting and let in-flight requests finish (bounded by the
+//!    longest `drain_timeout`);
+//! 2. stop every instance (SIGTERM, SIGKILL after `stop_timeout`);
+//! 3. stop the admin API and exit.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use cutover_control::admin::{self, AdminState};
+use cutover_control::config::{self, Config};
+use cutover_control::routing::Routing;
+use cutover_control::supervisor::Supervisor;
+use cutover_proxy::{DataPlane, DataPlaneConfig, ProxyMetrics, ProxySettings, RouteTable, TableHandle};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Runs `cutover up` on the config at `path`.
+pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
+    let config = match config::load(&path) {
+        Ok(config) => config,
+        Err(e) => {
+            crate::print_config_error(&e);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let token = admin_token(&config)?;
+    std::fs::create_dir_all(config.state_dir.join("logs"))
+        .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
+
+    let registry = prometheus::Registry::new();
+    let metrics = ProxyMetrics::new(&registry).context("cannot register metrics")?;
+    let table = TableHandle::new(RouteTable::default());
+    let routing = Routing::new(Arc::clone(&table), metrics.clone());
+    routing.configure(&config.routes, config.apps.keys().map(String::as_str));
+    routing.publish();
+
+    // Bind the admin listener before anything starts, so a taken port fails
+    // fast and leaves nothing behind.
+    let admin_listener = admin::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("cannot listen on admin address {}", config.admin.listen))?;
+
+    let data_plane_config = DataPlaneConfig {
+        listen: config.proxy.listen.clone(),
+        threads: config.proxy.threads,
+        settings: ProxySettings {
+            hold_timeout: config.proxy.hold_timeout,
+            ..ProxySettings::default()
+        },
+        grace: max_drain(&config) + Duration::from_secs(5),
+    };
+    let mut data_plane = {
+        let table = Arc::clone(&table);
+        let metrics = metrics.clone();
+        tokio::task::spawn_blocking(move || DataPlane::start(data_plane_config, table, &metrics))
+            .await
+            .context("proxy start-up panicked")??
+    };
+
+    let supervisor = Arc::new(Supervisor::new(Arc::clone(&routing), config.state_dir.join("logs")));
+    for app in config.apps.values() {
+        supervisor.start_app(Arc::new(app.clone()));
+    }
+
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_state = Arc::new(AdminState {
+        supervisor: Arc::clone(&supervisor),
+        registry,
+        token,
+        started: Instant::now(),
+    });
+    let admin_task = tokio::spawn(async move {
+        axum::serve(admin_listener, admin::router(admin_state))
+            .with_graceful_shutdown(async move {
+                let _ = admin_stopped.await;
+            })
+            .await
+    });
+
+    tracing::info!(
+        proxy = %list(&config.proxy.listen),
+        admin = %config.admin.listen,
+        apps = config.apps.len(),
+        config = %path.display(),
+        "cutover is up"
+    );
+
+    let signal_name = wait_for_signal().await?;
+    tracing::info!(signal = signal_name, "shutting down: draining requests");
+    let left = data_plane.shutdown(max_drain(&config)).await;
+    if left > 0 {
+        tracing::warn!(requests = left, "requests still running at the drain deadline are cut");
+    }
+    tracing::info!("stopping apps");
+    supervisor.stop_all().await;
+    let _ = admin_stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+    tracing::info!("cutover stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The bearer token, from the environment variable `admin.token_env` names.
+/// A non-loopback admin listener without a token is refused.
+fn admin_token(config: &Config) -> anyhow::Result<Option<String>> {
+    let token = config
+        .admin
+        .token_env
+        .as_deref()
+        .and_then(|var| std::env::var(var).ok())
+        .filter(|t| !t.is_empty());
+    if token.is_none() && !config.admin.listen.ip().is_loopback() {
+        bail!(
+            "admin.listen {} is not a loopback address: set a token in ${} (admin.token_env)",
+            config.admin.listen,
+            config.admin.token_env.as_deref().unwrap_or("CUTOVER_ADMIN_TOKEN")
+        );
+    }
+    Ok(token)
+}
+
+fn max_drain(config: &Config) -> Duration {
+    config
+        .apps
+        .values()
+        .map(|a| a.drain_timeout)
+        .max()
+        .unwrap_or(Duration::from_secs(30))
+}
+
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+fn list(addrs: &[SocketAddr]) -> String {
+    addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}

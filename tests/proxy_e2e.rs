@@ -1,0 +1,208 @@
+//! End-to-end: `cutover up` serves apps through the proxy, routes by host
+//! and path, holds requests while no backend is ready, retries connection
+//! failures, and shuts down leaving no process behind.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use support::{process_alive, App, Cutover};
+
+#[test]
+fn up_serves_the_demo_app_with_its_configured_version() {
+    let cutover = Cutover::builder().app(App::demo("web", "v7")).route("*", "/", "web").start();
+    let resp = cutover.get("example.test", "/");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "v7 web-0 original\n");
+}
+
+#[test]
+fn forwarded_headers_reach_the_app() {
+    let cutover = Cutover::builder().app(App::demo("web", "v1")).route("*", "/", "web").start();
+    let resp = cutover.get("shop.test", "/headers");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let body = resp.text().to_ascii_lowercase();
+    assert!(body.contains("x-forwarded-for: 127.0.0.1"), "{body}");
+    assert!(body.contains("x-forwarded-proto: http"), "{body}");
+    assert!(body.contains("x-forwarded-host: shop.test"), "{body}");
+}
+
+#[test]
+fn host_and_path_routes_reach_the_right_app_and_no_route_is_404() {
+    let cutover = Cutover::builder()
+        .app(App::demo("web", "web-v1"))
+        .app(App::demo("api", "api-v1"))
+        .app(App::demo("admin", "admin-v1"))
+        .route("shop.test", "/", "web")
+        .route("shop.test", "/api", "api")
+        .route("*.admin.test", "/", "admin")
+        .start();
+    assert!(cutover.get("shop.test", "/").text().starts_with("web-v1 "));
+    assert!(cutover.get("shop.test", "/api/orders").text().starts_with("api-v1 "));
+    assert!(cutover.get("SHOP.test:8080", "/api").text().starts_with("api-v1 "));
+    assert!(cutover.get("shop.test", "/apiary").text().starts_with("web-v1 "), "segment boundary");
+    assert!(cutover.get("eu.admin.test", "/").text().starts_with("admin-v1 "));
+
+    let missing = cutover.get("other.test", "/");
+    assert_eq!(missing.status, 404);
+    assert!(missing.text().contains("no route"), "{}", missing.text());
+    let bare = cutover.get("admin.test", "/");
+    assert_eq!(bare.status, 404, "a wildcard does not cover its bare domain");
+}
+
+#[test]
+fn killing_one_of_two_instances_fails_no_request_and_it_rejoins() {
+    let cutover = Cutover::builder()
+        .app(App::demo("web", "v1").instances(2))
+        .route("*", "/", "web")
+        .start();
+    let before = cutover.instances("web");
+    let victim = before.iter().find(|i| i["name"] == "web-0").unwrap()["pid"].as_u64().unwrap() as u32;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|n| {
+            let (stop, ok, proxy) = (Arc::clone(&stop), Arc::clone(&ok), cutover.proxy);
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                // Half the clients keep their connection, half open one per request.
+                let mut client = support::Client::connect(proxy).unwrap();
+                while !stop.load(Ordering::SeqCst) {
+                    let result = if n % 2 == 0 {
+                        client.get("t", "/")
+                    } else {
+                        support::http::get(proxy, "t", "/")
+                    };
+                    match result {
+                        Ok(r) if r.status == 200 => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(r) => failures.push(format!("status {}: {}", r.status, r.text())),
+                        Err(e) => {
+                            failures.push(format!("error: {e}"));
+                            client = support::Client::connect(proxy).unwrap();
+                        }
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    cutover.wait_until(Duration::from_secs(20), "web-0 restarted and ready", |c| {
+        c.instances("web")
+            .iter()
+            .any(|i| i["name"] == "web-0" && i["state"] == "ready" && i["pid"].as_u64() != Some(victim as u64))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let failures: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert!(ok.load(Ordering::SeqCst) > 50, "the load actually ran");
+    assert!(cutover.instance_log("web-0").contains("restarting"), "{}", cutover.instance_log("web-0"));
+}
+
+#[test]
+fn requests_are_held_until_a_slow_starting_app_is_ready() {
+    let cutover = Cutover::builder()
+        .app(App::demo("web", "v1").env("DEMO_START_DELAY_MS", "1500"))
+        .route("*", "/", "web")
+        .hold_timeout("10s")
+        .no_wait()
+        .start();
+    let started = Instant::now();
+    let held: Vec<_> = (0..5)
+        .map(|_| {
+            let proxy = cutover.proxy;
+            std::thread::spawn(move || support::http::get(proxy, "t", "/"))
+        })
+        .collect();
+    for h in held {
+        let resp = h.join().unwrap().expect("held request answered");
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert!(resp.text().starts_with("v1 "));
+    }
+    assert!(started.elapsed() >= Duration::from_millis(1000), "the requests were held, not refused");
+}
+
+#[test]
+fn a_backend_down_longer_than_hold_timeout_gives_503_with_retry_after() {
+    let cutover = Cutover::builder()
+        .app(App::demo("web", "v1").env("DEMO_HEALTH", "fail"))
+        .route("*", "/", "web")
+        .hold_timeout("500ms")
+        .no_wait()
+        .start();
+    let started = Instant::now();
+    let resp = cutover.get("t", "/");
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert!(resp.header("retry-after").is_some(), "{:?}", resp.headers);
+    assert!(started.elapsed() >= Duration::from_millis(450), "held for hold_timeout first");
+    let metrics = support::http::get(cutover.admin, "admin", "/metrics").unwrap().text();
+    assert!(
+        metrics.contains("cutover_requests_total{app=\"web\",code=\"503\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_keepalive_client_keeps_working_across_a_backend_restart_on_the_same_port() {
+    let cutover = Cutover::builder().app(App::demo("web", "v1")).route("*", "/", "web").start();
+    let mut client = cutover.client();
+    for _ in 0..3 {
+        assert_eq!(client.get("t", "/").unwrap().status, 200);
+    }
+    let before = cutover.instances("web")[0].clone();
+    let pid = before["pid"].as_u64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    // The same client connection: held until the restarted instance is ready.
+    let resp = client.get("t", "/").expect("the kept-alive connection still works");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let after = cutover.instances("web")[0].clone();
+    assert_eq!(after["address"], before["address"], "restarted on the same port");
+    assert_ne!(after["generation"], before["generation"], "a new pool generation");
+    for _ in 0..3 {
+        assert_eq!(client.get("t", "/").unwrap().status, 200);
+    }
+}
+
+#[test]
+fn sigterm_stops_cutover_and_every_app_process() {
+    let mut cutover = Cutover::builder()
+        .app(App::demo("web", "v1").instances(2))
+        .app(App::demo("api", "v1"))
+        .route("*", "/", "web")
+        .route("*", "/api", "api")
+        .start();
+    let pids = cutover.instance_pids();
+    assert_eq!(pids.len(), 3);
+    assert!(pids.iter().all(|p| process_alive(*p)));
+    let status = cutover.signal_and_wait(Signal::SIGTERM, Duration::from_secs(20));
+    assert!(status.success(), "clean exit: {status}; log:\n{}", cutover.log());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|p| process_alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let survivors: Vec<_> = pids.iter().filter(|p| process_alive(**p)).collect();
+    assert!(survivors.is_empty(), "processes left behind: {survivors:?}");
+}
+
+#[test]
+fn sigterm_lets_an_inflight_request_finish() {
+    let mut cutover = Cutover::builder().app(App::demo("web", "v1")).route("*", "/", "web").start();
+    let proxy = cutover.proxy;
+    let slow = std::thread::spawn(move || support::http::get(proxy, "t", "/slow?ms=800"));
+    std::thread::sleep(Duration::from_millis(200));
+    let status = cutover.signal_and_wait(Signal::SIGTERM, Duration::from_secs(20));
+    assert!(status.success());
+    let resp = slow.join().unwrap().expect("in-flight request completed");
+    assert_eq!(resp.status, 200);
+    assert!(resp.text().contains("slept 800ms"));
+}

@@ -1,0 +1,342 @@
+//! Test harness: a real `cutover up` on a generated config, with real
+//! demo-app instances, on free loopback ports.
+#![allow(dead_code)] // each test binary uses a different part
+
+pub mod http;
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub use http::{Client, Response};
+
+/// The demo app binary built with the tests.
+pub fn demo_app() -> &'static str {
+    env!("CARGO_BIN_EXE_demo-app")
+}
+
+/// The cutover binary built with the tests.
+pub fn cutover_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cutover")
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A fresh temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("cutover-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// One app in a generated config.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub name: String,
+    pub instances: u32,
+    pub env: Vec<(String, String)>,
+    pub extra: Vec<String>,
+}
+
+impl App {
+    /// A demo-app with `APP_VERSION=version`.
+    pub fn demo(name: &str, version: &str) -> Self {
+        Self {
+            name: name.into(),
+            instances: 1,
+            env: vec![("APP_VERSION".into(), version.into()), ("DEMO_TICK_MS".into(), "0".into())],
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn instances(mut self, n: u32) -> Self {
+        self.instances = n;
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// A raw YAML line under the app, e.g. `drain_timeout: 2s`.
+    pub fn yaml(mut self, line: &str) -> Self {
+        self.extra.push(line.into());
+        self
+    }
+}
+
+/// Builds a config and starts cutover on it.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    apps: Vec<App>,
+    routes: Vec<(String, String, String)>,
+    hold_timeout: String,
+    wait_ready: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            apps: Vec::new(),
+            routes: Vec::new(),
+            hold_timeout: "10s".into(),
+            wait_ready: true,
+        }
+    }
+}
+
+impl Builder {
+    pub fn app(mut self, app: App) -> Self {
+        self.apps.push(app);
+        self
+    }
+
+    pub fn route(mut self, host: &str, path: &str, app: &str) -> Self {
+        self.routes.push((host.into(), path.into(), app.into()));
+        self
+    }
+
+    pub fn hold_timeout(mut self, t: &str) -> Self {
+        self.hold_timeout = t.into();
+        self
+    }
+
+    /// Return as soon as the proxy listens, before the apps are ready.
+    pub fn no_wait(mut self) -> Self {
+        self.wait_ready = false;
+        self
+    }
+
+    fn yaml(&self, proxy: SocketAddr, admin: SocketAddr) -> String {
+        let mut y = String::new();
+        writeln!(y, "proxy:\n  listen: [\"{proxy}\"]\n  threads: 2\n  hold_timeout: {}", self.hold_timeout).unwrap();
+        writeln!(y, "admin:\n  listen: {admin}\nstate_dir: state\napps:").unwrap();
+        for app in &self.apps {
+            writeln!(y, "  {}:\n    command: [\"{}\"]\n    instances: {}", app.name, demo_app(), app.instances).unwrap();
+            writeln!(y, "    health: {{ path: /health, interval: 100ms, timeout: 1s, start_timeout: 20s }}").unwrap();
+            writeln!(y, "    stop_timeout: 3s").unwrap();
+            writeln!(y, "    env:").unwrap();
+            for (k, v) in &app.env {
+                writeln!(y, "      {k}: \"{v}\"").unwrap();
+            }
+            for line in &app.extra {
+                writeln!(y, "    {line}").unwrap();
+            }
+        }
+        writeln!(y, "routes:").unwrap();
+        for (host, path, app) in &self.routes {
+            writeln!(y, "  - {{ host: \"{host}\", path: \"{path}\", app: {app} }}").unwrap();
+        }
+        y
+    }
+
+    /// Writes the config and starts `cutover up` on it.
+    pub fn start(self) -> Cutover {
+        let dir = TempDir::new("up");
+        let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config = dir.path().join("deploy.yaml");
+        std::fs::write(&config, self.yaml(proxy, admin)).unwrap();
+        let log = std::fs::File::create(dir.path().join("cutover.log")).unwrap();
+        let child = Command::new(cutover_bin())
+            .args(["up", "-c"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .env_remove("CUTOVER_ADMIN_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cutover starts");
+        let mut cutover = Cutover {
+            child: Some(child),
+            dir,
+            config,
+            proxy,
+            admin,
+        };
+        cutover.wait_listening();
+        if self.wait_ready {
+            cutover.wait_all_ready(Duration::from_secs(30));
+        }
+        cutover
+    }
+}
+
+/// A running `cutover up`.
+pub struct Cutover {
+    child: Option<Child>,
+    pub dir: TempDir,
+    pub config: PathBuf,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Cutover {
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("cutover exited early ({status}); log:\n{}", self.log());
+            }
+            let admin_ok = std::net::TcpStream::connect(self.admin).is_ok();
+            let proxy_ok = std::net::TcpStream::connect(self.proxy).is_ok();
+            if admin_ok && proxy_ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "cutover did not listen; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// cutover's own log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("cutover.log")).unwrap_or_default()
+    }
+
+    /// An instance's log.
+    pub fn instance_log(&self, instance: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join("state/logs").join(format!("{instance}.log"))).unwrap_or_default()
+    }
+
+    /// `GET /status` from the admin API.
+    pub fn status(&self) -> Value {
+        let resp = http::get(self.admin, "admin", "/status").expect("admin answers");
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        serde_json::from_slice(&resp.body).unwrap()
+    }
+
+    /// Every instance of `app` in the status.
+    pub fn instances(&self, app: &str) -> Vec<Value> {
+        self.status()["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == app)
+            .map(|a| a["instances"].as_array().unwrap().clone())
+            .unwrap_or_default()
+    }
+
+    /// Pids of every instance process.
+    pub fn instance_pids(&self) -> Vec<u32> {
+        self.status()["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|a| a["instances"].as_array().unwrap().clone())
+            .filter_map(|i| i["pid"].as_u64().map(|p| p as u32))
+            .collect()
+    }
+
+    /// Waits until every instance of every app is ready.
+    pub fn wait_all_ready(&self, timeout: Duration) {
+        self.wait_until(timeout, "every instance ready", |c| {
+            let status = c.status();
+            status["apps"].as_array().unwrap().iter().all(|a| {
+                let instances = a["instances"].as_array().unwrap();
+                !instances.is_empty() && instances.iter().all(|i| i["state"] == "ready")
+            })
+        });
+    }
+
+    /// Polls `check` every 20 ms until it holds or `timeout` passes.
+    pub fn wait_until(&self, timeout: Duration, what: &str, mut check: impl FnMut(&Self) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !check(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A keep-alive client to the proxy.
+    pub fn client(&self) -> Client {
+        Client::connect(self.proxy).expect("proxy accepts")
+    }
+
+    /// One GET through the proxy on a fresh connection.
+    pub fn get(&self, host: &str, path: &str) -> Response {
+        http::get(self.proxy, host, path).expect("proxy answers")
+    }
+
+    /// The process id of cutover itself.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends `signal` to cutover and waits (up to `timeout`) for it to exit.
+    pub fn signal_and_wait(&mut self, signal: nix::sys::signal::Signal, timeout: Duration) -> ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "cutover did not exit after {signal}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Cutover {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let pids = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.instance_pids())).unwrap_or_default();
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        for pid in pids {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// True while a process with this pid exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => {
+            let state = stat.rsplit_once(')').map(|(_, r)| r.trim_start().chars().next());
+            !matches!(state, Some(Some('Z')) | Some(Some('X')))
+        }
+    }
+}
