@@ -44,7 +44,9 @@ impl AdminClient {
             .strip_prefix("http://")
             .with_context(|| format!("admin URL {url:?} must start with http://"))?
             .to_string();
-        let token = std::env::var("CUTOVER_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+        let token = std::env::var("CUTOVER_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
         Ok(Self { authority, token })
     }
 
@@ -55,17 +57,32 @@ impl AdminClient {
         let value: Value = serde_json::from_slice(&body)
             .with_context(|| format!("admin API answered {status} with a body that is not JSON"))?;
         if !status.is_success() {
-            bail!("admin API answered {status}: {}", value["error"].as_str().unwrap_or("unknown error"));
+            bail!(
+                "admin API answered {status}: {}",
+                value["error"].as_str().unwrap_or("unknown error")
+            );
         }
         Ok(value)
     }
 
-    async fn request(&self, method: &str, path: &str, body: Bytes) -> anyhow::Result<(http::StatusCode, Bytes)> {
-        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&self.authority))
-            .await
-            .with_context(|| format!("admin endpoint {} did not answer", self.authority))?
-            .with_context(|| format!("cannot reach cutover's admin endpoint at {} (is `cutover up` running?)", self.authority))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+    ) -> anyhow::Result<(http::StatusCode, Bytes)> {
+        let stream =
+            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&self.authority))
+                .await
+                .with_context(|| format!("admin endpoint {} did not answer", self.authority))?
+                .with_context(|| {
+                    format!(
+                        "cannot reach cutover's admin endpoint at {} (is `cutover up` running?)",
+                        self.authority
+                    )
+                })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         let conn = tokio::spawn(conn);
         let mut request = http::Request::builder()
             .method(method)

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use cutover_control::config::{self, ConfigError};
 
 #[derive(Debug, Parser)]
-#[command(name = "cutover", version, about = "Edge reverse proxy with zero-downtime deploys")]
+#[command(
+    name = "cutover",
+    version,
+    about = "Edge reverse proxy with zero-downtime deploys"
+)]
 struct Cli {
     /// Log format for cutover's own logs (RUST_LOG sets the level).
     #[arg(long, global = true, value_enum, default_value = "human")]
@@ -60,7 +64,11 @@ fn main() -> ExitCode {
 }
 
 fn run_async(fut: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cutover: cannot start the async runtime: {e}");

@@ -17,7 +17,9 @@ use cutover_control::admin::{self, AdminState};
 use cutover_control::config::{self, Config};
 use cutover_control::routing::Routing;
 use cutover_control::supervisor::Supervisor;
-use cutover_proxy::{DataPlane, DataPlaneConfig, ProxyMetrics, ProxySettings, RouteTable, TableHandle};
+use cutover_proxy::{
+    DataPlane, DataPlaneConfig, ProxyMetrics, ProxySettings, RouteTable, TableHandle,
+};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Runs `cutover up` on the config at `path`.
@@ -63,7 +65,10 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
             .context("proxy start-up panicked")??
     };
 
-    let supervisor = Arc::new(Supervisor::new(Arc::clone(&routing), config.state_dir.join("logs")));
+    let supervisor = Arc::new(Supervisor::new(
+        Arc::clone(&routing),
+        config.state_dir.join("logs"),
+    ));
     for app in config.apps.values() {
         supervisor.start_app(Arc::new(app.clone()));
     }
@@ -95,7 +100,10 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     tracing::info!(signal = signal_name, "shutting down: draining requests");
     let left = data_plane.shutdown(max_drain(&config)).await;
     if left > 0 {
-        tracing::warn!(requests = left, "requests still running at the drain deadline are cut");
+        tracing::warn!(
+            requests = left,
+            "requests still running at the drain deadline are cut"
+        );
     }
     tracing::info!("stopping apps");
     supervisor.stop_all().await;
@@ -118,7 +126,11 @@ fn admin_token(config: &Config) -> anyhow::Result<Option<String>> {
         bail!(
             "admin.listen {} is not a loopback address: set a token in ${} (admin.token_env)",
             config.admin.listen,
-            config.admin.token_env.as_deref().unwrap_or("CUTOVER_ADMIN_TOKEN")
+            config
+                .admin
+                .token_env
+                .as_deref()
+                .unwrap_or("CUTOVER_ADMIN_TOKEN")
         );
     }
     Ok(token)
@@ -143,5 +155,9 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
 }
 
 fn list(addrs: &[SocketAddr]) -> String {
-    addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -13,7 +13,10 @@ use support::{process_alive, App, Cutover};
 
 #[test]
 fn up_serves_the_demo_app_with_its_configured_version() {
-    let cutover = Cutover::builder().app(App::demo("web", "v7")).route("*", "/", "web").start();
+    let cutover = Cutover::builder()
+        .app(App::demo("web", "v7"))
+        .route("*", "/", "web")
+        .start();
     let resp = cutover.get("example.test", "/");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "v7 web-0 original\n");
@@ -21,7 +24,10 @@ fn up_serves_the_demo_app_with_its_configured_version() {
 
 #[test]
 fn forwarded_headers_reach_the_app() {
-    let cutover = Cutover::builder().app(App::demo("web", "v1")).route("*", "/", "web").start();
+    let cutover = Cutover::builder()
+        .app(App::demo("web", "v1"))
+        .route("*", "/", "web")
+        .start();
     let resp = cutover.get("shop.test", "/headers");
     assert_eq!(resp.status, 200, "{}", resp.text());
     let body = resp.text().to_ascii_lowercase();
@@ -41,16 +47,34 @@ fn host_and_path_routes_reach_the_right_app_and_no_route_is_404() {
         .route("*.admin.test", "/", "admin")
         .start();
     assert!(cutover.get("shop.test", "/").text().starts_with("web-v1 "));
-    assert!(cutover.get("shop.test", "/api/orders").text().starts_with("api-v1 "));
-    assert!(cutover.get("SHOP.test:8080", "/api").text().starts_with("api-v1 "));
-    assert!(cutover.get("shop.test", "/apiary").text().starts_with("web-v1 "), "segment boundary");
-    assert!(cutover.get("eu.admin.test", "/").text().starts_with("admin-v1 "));
+    assert!(cutover
+        .get("shop.test", "/api/orders")
+        .text()
+        .starts_with("api-v1 "));
+    assert!(cutover
+        .get("SHOP.test:8080", "/api")
+        .text()
+        .starts_with("api-v1 "));
+    assert!(
+        cutover
+            .get("shop.test", "/apiary")
+            .text()
+            .starts_with("web-v1 "),
+        "segment boundary"
+    );
+    assert!(cutover
+        .get("eu.admin.test", "/")
+        .text()
+        .starts_with("admin-v1 "));
 
     let missing = cutover.get("other.test", "/");
     assert_eq!(missing.status, 404);
     assert!(missing.text().contains("no route"), "{}", missing.text());
     let bare = cutover.get("admin.test", "/");
-    assert_eq!(bare.status, 404, "a wildcard does not cover its bare domain");
+    assert_eq!(
+        bare.status, 404,
+        "a wildcard does not cover its bare domain"
+    );
 }
 
 #[test]
@@ -60,7 +84,9 @@ fn killing_one_of_two_instances_fails_no_request_and_it_rejoins() {
         .route("*", "/", "web")
         .start();
     let before = cutover.instances("web");
-    let victim = before.iter().find(|i| i["name"] == "web-0").unwrap()["pid"].as_u64().unwrap() as u32;
+    let victim = before.iter().find(|i| i["name"] == "web-0").unwrap()["pid"]
+        .as_u64()
+        .unwrap() as u32;
 
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
@@ -97,16 +123,25 @@ fn killing_one_of_two_instances_fails_no_request_and_it_rejoins() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
     std::thread::sleep(Duration::from_millis(700));
     cutover.wait_until(Duration::from_secs(20), "web-0 restarted and ready", |c| {
-        c.instances("web")
-            .iter()
-            .any(|i| i["name"] == "web-0" && i["state"] == "ready" && i["pid"].as_u64() != Some(victim as u64))
+        c.instances("web").iter().any(|i| {
+            i["name"] == "web-0"
+                && i["state"] == "ready"
+                && i["pid"].as_u64() != Some(victim as u64)
+        })
     });
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
-    let failures: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let failures: Vec<String> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
     assert!(failures.is_empty(), "failed requests: {failures:?}");
     assert!(ok.load(Ordering::SeqCst) > 50, "the load actually ran");
-    assert!(cutover.instance_log("web-0").contains("restarting"), "{}", cutover.instance_log("web-0"));
+    assert!(
+        cutover.instance_log("web-0").contains("restarting"),
+        "{}",
+        cutover.instance_log("web-0")
+    );
 }
 
 #[test]
@@ -129,7 +164,10 @@ fn requests_are_held_until_a_slow_starting_app_is_ready() {
         assert_eq!(resp.status, 200, "{}", resp.text());
         assert!(resp.text().starts_with("v1 "));
     }
-    assert!(started.elapsed() >= Duration::from_millis(1000), "the requests were held, not refused");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "the requests were held, not refused"
+    );
 }
 
 #[test]
@@ -144,8 +182,13 @@ fn a_backend_down_longer_than_hold_timeout_gives_503_with_retry_after() {
     let resp = cutover.get("t", "/");
     assert_eq!(resp.status, 503, "{}", resp.text());
     assert!(resp.header("retry-after").is_some(), "{:?}", resp.headers);
-    assert!(started.elapsed() >= Duration::from_millis(450), "held for hold_timeout first");
-    let metrics = support::http::get(cutover.admin, "admin", "/metrics").unwrap().text();
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "held for hold_timeout first"
+    );
+    let metrics = support::http::get(cutover.admin, "admin", "/metrics")
+        .unwrap()
+        .text();
     assert!(
         metrics.contains("cutover_requests_total{app=\"web\",code=\"503\"} 1"),
         "{metrics}"
@@ -154,7 +197,10 @@ fn a_backend_down_longer_than_hold_timeout_gives_503_with_retry_after() {
 
 #[test]
 fn a_keepalive_client_keeps_working_across_a_backend_restart_on_the_same_port() {
-    let cutover = Cutover::builder().app(App::demo("web", "v1")).route("*", "/", "web").start();
+    let cutover = Cutover::builder()
+        .app(App::demo("web", "v1"))
+        .route("*", "/", "web")
+        .start();
     let mut client = cutover.client();
     for _ in 0..3 {
         assert_eq!(client.get("t", "/").unwrap().status, 200);
@@ -163,11 +209,19 @@ fn a_keepalive_client_keeps_working_across_a_backend_restart_on_the_same_port() 
     let pid = before["pid"].as_u64().unwrap() as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
     // The same client connection: held until the restarted instance is ready.
-    let resp = client.get("t", "/").expect("the kept-alive connection still works");
+    let resp = client
+        .get("t", "/")
+        .expect("the kept-alive connection still works");
     assert_eq!(resp.status, 200, "{}", resp.text());
     let after = cutover.instances("web")[0].clone();
-    assert_eq!(after["address"], before["address"], "restarted on the same port");
-    assert_ne!(after["generation"], before["generation"], "a new pool generation");
+    assert_eq!(
+        after["address"], before["address"],
+        "restarted on the same port"
+    );
+    assert_ne!(
+        after["generation"], before["generation"],
+        "a new pool generation"
+    );
     for _ in 0..3 {
         assert_eq!(client.get("t", "/").unwrap().status, 200);
     }
@@ -185,7 +239,11 @@ fn sigterm_stops_cutover_and_every_app_process() {
     assert_eq!(pids.len(), 3);
     assert!(pids.iter().all(|p| process_alive(*p)));
     let status = cutover.signal_and_wait(Signal::SIGTERM, Duration::from_secs(20));
-    assert!(status.success(), "clean exit: {status}; log:\n{}", cutover.log());
+    assert!(
+        status.success(),
+        "clean exit: {status}; log:\n{}",
+        cutover.log()
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     while pids.iter().any(|p| process_alive(*p)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -196,7 +254,10 @@ fn sigterm_stops_cutover_and_every_app_process() {
 
 #[test]
 fn sigterm_lets_an_inflight_request_finish() {
-    let mut cutover = Cutover::builder().app(App::demo("web", "v1")).route("*", "/", "web").start();
+    let mut cutover = Cutover::builder()
+        .app(App::demo("web", "v1"))
+        .route("*", "/", "web")
+        .start();
     let proxy = cutover.proxy;
     let slow = std::thread::spawn(move || support::http::get(proxy, "t", "/slow?ms=800"));
     std::thread::sleep(Duration::from_millis(200));

@@ -25,7 +25,11 @@ fn run(cmd: &str, yaml: &str) -> (i32, String) {
     let dir = TempDir::new("validate");
     let file = dir.path().join("deploy.yaml");
     std::fs::write(&file, yaml).unwrap();
-    let out = Command::new(cutover_bin()).args([cmd, "-c"]).arg(&file).output().unwrap();
+    let out = Command::new(cutover_bin())
+        .args([cmd, "-c"])
+        .arg(&file)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (out.status.code().unwrap_or(-1), stderr)
 }
@@ -35,7 +39,9 @@ fn refused(yaml: &str, expect: &[&str]) -> String {
     let (code, stderr) = run("validate", yaml);
     assert_eq!(code, 1, "exit 1 expected; stderr:\n{stderr}");
     assert!(
-        stderr.lines().any(|line| expect.iter().all(|e| line.contains(e))),
+        stderr
+            .lines()
+            .any(|line| expect.iter().all(|e| line.contains(e))),
         "no line contains all of {expect:?}; stderr:\n{stderr}"
     );
     stderr
@@ -50,34 +56,53 @@ fn the_good_config_validates() {
 #[test]
 fn the_shipped_deploy_yaml_validates() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy.yaml");
-    let out = Command::new(cutover_bin()).args(["validate", "-c", shipped]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(cutover_bin())
+        .args(["validate", "-c", shipped])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn a_bad_duration_names_its_key_and_line() {
     let yaml = GOOD.replace("apps:\n  web:\n", "apps:\n  web:\n    drain_timeout: 5x\n");
-    refused(&yaml, &["deploy.yaml:9:", "apps.web.drain_timeout", "5x"]);
+    refused(&yaml, &["deploy.yaml:8:5:", "apps.web.drain_timeout", "5x"]);
 }
 
 #[test]
 fn a_bad_listen_address_is_refused() {
-    refused(&GOOD.replace("127.0.0.1:18080", "127.0.0.1:notaport"), &["proxy.listen", "127.0.0.1:notaport"]);
+    refused(
+        &GOOD.replace("127.0.0.1:18080", "127.0.0.1:notaport"),
+        &["proxy.listen", "127.0.0.1:notaport"],
+    );
 }
 
 #[test]
 fn an_empty_command_is_refused() {
-    refused(&GOOD.replace(r#"command: ["demo-app"]"#, "command: []"), &["apps.web.command"]);
+    refused(
+        &GOOD.replace(r#"command: ["demo-app"]"#, "command: []"),
+        &["apps.web.command"],
+    );
 }
 
 #[test]
 fn a_missing_command_is_refused() {
-    refused(&GOOD.replace("    command: [\"demo-app\"]\n", ""), &["apps.web", "command"]);
+    refused(
+        &GOOD.replace("    command: [\"demo-app\"]\n", ""),
+        &["apps.web", "command"],
+    );
 }
 
 #[test]
 fn a_route_to_an_unknown_app_is_refused() {
-    refused(&GOOD.replace("app: web }", "app: wbe }"), &["routes[0].app", "wbe"]);
+    refused(
+        &GOOD.replace("app: web }", "app: wbe }"),
+        &["routes[0].app", "wbe"],
+    );
 }
 
 #[test]
@@ -94,13 +119,19 @@ fn zero_instances_is_refused() {
 
 #[test]
 fn a_health_path_without_slash_is_refused() {
-    let yaml = GOOD.replace("apps:\n  web:\n", "apps:\n  web:\n    health: { path: health }\n");
+    let yaml = GOOD.replace(
+        "apps:\n  web:\n",
+        "apps:\n  web:\n    health: { path: health }\n",
+    );
     refused(&yaml, &["apps.web.health.path"]);
 }
 
 #[test]
 fn a_public_admin_listener_without_token_is_refused() {
-    let yaml = GOOD.replace("listen: 127.0.0.1:19180", "listen: 0.0.0.0:19180\n  token_env: \"\"");
+    let yaml = GOOD.replace(
+        "listen: 127.0.0.1:19180",
+        "listen: 0.0.0.0:19180\n  token_env: \"\"",
+    );
     refused(&yaml, &["admin", "token"]);
 }
 
@@ -112,9 +143,10 @@ fn an_unknown_key_is_refused_with_its_location() {
 
 #[test]
 fn every_problem_is_reported_not_just_the_first() {
-    let yaml = GOOD
-        .replace("app: web }", "app: nope }")
-        .replace("apps:\n  web:\n", "apps:\n  web:\n    instances: 0\n    stop_timeout: soon\n");
+    let yaml = GOOD.replace("app: web }", "app: nope }").replace(
+        "apps:\n  web:\n",
+        "apps:\n  web:\n    instances: 0\n    stop_timeout: soon\n",
+    );
     let stderr = refused(&yaml, &["routes[0].app"]);
     assert!(stderr.contains("apps.web.instances"), "{stderr}");
     assert!(stderr.contains("apps.web.stop_timeout"), "{stderr}");

@@ -49,7 +49,13 @@ impl IntoResponse for ApiError {
         struct Body {
             error: String,
         }
-        (self.status, Json(Body { error: self.message })).into_response()
+        (
+            self.status,
+            Json(Body {
+                error: self.message,
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -58,7 +64,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
     let protected = Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_token));
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            require_token,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(protected)
@@ -71,7 +80,12 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-async fn require_token(State(state): State<Arc<AdminState>>, headers: HeaderMap, request: Request, next: Next) -> Response {
+async fn require_token(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
     if let Some(expected) = &state.token {
         let given = headers
             .get(header::AUTHORIZATION)
@@ -81,8 +95,11 @@ async fn require_token(State(state): State<Arc<AdminState>>, headers: HeaderMap,
         // Constant time in the token's content; the length is not secret.
         let ok: bool = given.as_bytes().ct_eq(expected.as_bytes()).into();
         if !ok {
-            return ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token (set CUTOVER_ADMIN_TOKEN)")
-                .into_response();
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (set CUTOVER_ADMIN_TOKEN)",
+            )
+            .into_response();
         }
     }
     next.run(request).await
@@ -116,6 +133,15 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Result<Response, ApiEr
     let mut buf = Vec::with_capacity(16 * 1024);
     encoder
         .encode(&state.registry.gather(), &mut buf)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}")))?;
-    Ok(([(header::CONTENT_TYPE, encoder.format_type().to_string())], buf).into_response())
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot encode metrics: {e}"),
+            )
+        })?;
+    Ok((
+        [(header::CONTENT_TYPE, encoder.format_type().to_string())],
+        buf,
+    )
+        .into_response())
 }

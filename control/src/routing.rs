@@ -108,7 +108,11 @@ impl Routing {
 
     /// The instances serving `app`.
     pub fn serving(&self, app: &str) -> Vec<Arc<Instance>> {
-        self.lock().apps.get(app).map(|a| a.serving.clone()).unwrap_or_default()
+        self.lock()
+            .apps
+            .get(app)
+            .map(|a| a.serving.clone())
+            .unwrap_or_default()
     }
 
     /// Builds the table from the current state and publishes it. Returns
@@ -127,7 +131,9 @@ impl Routing {
             builder.app(app.id, name.as_str(), backends, Arc::clone(&app.metrics));
         }
         for route in &state.routes {
-            let Some(app) = state.apps.get(&route.app) else { continue };
+            let Some(app) = state.apps.get(&route.app) else {
+                continue;
+            };
             let host = match &route.host {
                 HostPattern::Any => HostMatch::Any,
                 HostPattern::Exact(h) => HostMatch::Exact(h.clone()),

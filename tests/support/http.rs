@@ -43,7 +43,10 @@ impl Client {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         stream.set_read_timeout(Some(Duration::from_secs(60)))?;
         stream.set_nodelay(true)?;
-        Ok(Self { stream, buf: Vec::new() })
+        Ok(Self {
+            stream,
+            buf: Vec::new(),
+        })
     }
 
     pub fn get(&mut self, host: &str, path: &str) -> io::Result<Response> {
@@ -51,8 +54,15 @@ impl Client {
     }
 
     /// Sends one request and reads its response.
-    pub fn request(&mut self, method: &str, host: &str, path: &str, body: &[u8]) -> io::Result<Response> {
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: cutover-tests\r\n");
+    pub fn request(
+        &mut self,
+        method: &str,
+        host: &str,
+        path: &str,
+        body: &[u8],
+    ) -> io::Result<Response> {
+        let mut head =
+            format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: cutover-tests\r\n");
         if !body.is_empty() || method == "POST" || method == "PUT" {
             head.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
@@ -67,7 +77,10 @@ impl Client {
         let mut chunk = [0u8; 16 * 1024];
         let n = self.stream.read(&mut chunk)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before the response ended"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before the response ended",
+            ));
         }
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(())
@@ -82,7 +95,12 @@ impl Client {
                     let headers = parsed
                         .headers
                         .iter()
-                        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                        .map(|h| {
+                            (
+                                h.name.to_string(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
                         .collect::<Vec<_>>();
                     break (parsed.code.unwrap_or(0), headers, len);
                 }
@@ -91,13 +109,23 @@ impl Client {
             }
         };
         self.buf.drain(..head_len);
-        let find = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
         let body = if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
             Vec::new()
-        } else if find("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        } else if find("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        {
             self.read_chunked()?
         } else if let Some(len) = find("content-length") {
-            let len: usize = len.trim().parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad content-length"))?;
+            let len: usize = len
+                .trim()
+                .parse()
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad content-length"))?;
             while self.buf.len() < len {
                 self.fill()?;
             }
@@ -113,7 +141,11 @@ impl Client {
             }
             std::mem::take(&mut self.buf)
         };
-        Ok(Response { status, headers, body })
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
     }
 
     fn read_line(&mut self) -> io::Result<String> {
@@ -132,7 +164,12 @@ impl Client {
         loop {
             let line = self.read_line()?;
             let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk size {line:?}")))?;
+                .map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("bad chunk size {line:?}"),
+                    )
+                })?;
             if size == 0 {
                 // Trailers until an empty line.
                 while !self.read_line()?.is_empty() {}

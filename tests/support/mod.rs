@@ -26,7 +26,11 @@ pub fn cutover_bin() -> &'static str {
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A fresh temporary directory, removed on drop.
@@ -36,7 +40,8 @@ impl TempDir {
     pub fn new(tag: &str) -> Self {
         static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("cutover-test-{tag}-{}-{n}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("cutover-test-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
@@ -70,7 +75,10 @@ impl App {
         Self {
             name: name.into(),
             instances: 1,
-            env: vec![("APP_VERSION".into(), version.into()), ("DEMO_TICK_MS".into(), "0".into())],
+            env: vec![
+                ("APP_VERSION".into(), version.into()),
+                ("DEMO_TICK_MS".into(), "0".into()),
+            ],
             extra: Vec::new(),
         }
     }
@@ -136,11 +144,27 @@ impl Builder {
 
     fn yaml(&self, proxy: SocketAddr, admin: SocketAddr) -> String {
         let mut y = String::new();
-        writeln!(y, "proxy:\n  listen: [\"{proxy}\"]\n  threads: 2\n  hold_timeout: {}", self.hold_timeout).unwrap();
+        writeln!(
+            y,
+            "proxy:\n  listen: [\"{proxy}\"]\n  threads: 2\n  hold_timeout: {}",
+            self.hold_timeout
+        )
+        .unwrap();
         writeln!(y, "admin:\n  listen: {admin}\nstate_dir: state\napps:").unwrap();
         for app in &self.apps {
-            writeln!(y, "  {}:\n    command: [\"{}\"]\n    instances: {}", app.name, demo_app(), app.instances).unwrap();
-            writeln!(y, "    health: {{ path: /health, interval: 100ms, timeout: 1s, start_timeout: 20s }}").unwrap();
+            writeln!(
+                y,
+                "  {}:\n    command: [\"{}\"]\n    instances: {}",
+                app.name,
+                demo_app(),
+                app.instances
+            )
+            .unwrap();
+            writeln!(
+                y,
+                "    health: {{ path: /health, interval: 100ms, timeout: 1s, start_timeout: 20s }}"
+            )
+            .unwrap();
             writeln!(y, "    stop_timeout: 3s").unwrap();
             writeln!(y, "    env:").unwrap();
             for (k, v) in &app.env {
@@ -152,7 +176,11 @@ impl Builder {
         }
         writeln!(y, "routes:").unwrap();
         for (host, path, app) in &self.routes {
-            writeln!(y, "  - {{ host: \"{host}\", path: \"{path}\", app: {app} }}").unwrap();
+            writeln!(
+                y,
+                "  - {{ host: \"{host}\", path: \"{path}\", app: {app} }}"
+            )
+            .unwrap();
         }
         y
     }
@@ -215,7 +243,11 @@ impl Cutover {
             if admin_ok && proxy_ok {
                 return;
             }
-            assert!(Instant::now() < deadline, "cutover did not listen; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "cutover did not listen; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -227,7 +259,13 @@ impl Cutover {
 
     /// An instance's log.
     pub fn instance_log(&self, instance: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join("state/logs").join(format!("{instance}.log"))).unwrap_or_default()
+        std::fs::read_to_string(
+            self.dir
+                .path()
+                .join("state/logs")
+                .join(format!("{instance}.log")),
+        )
+        .unwrap_or_default()
     }
 
     /// `GET /status` from the admin API.
@@ -274,7 +312,11 @@ impl Cutover {
     pub fn wait_until(&self, timeout: Duration, what: &str, mut check: impl FnMut(&Self) -> bool) {
         let deadline = Instant::now() + timeout;
         while !check(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -295,7 +337,11 @@ impl Cutover {
     }
 
     /// Sends `signal` to cutover and waits (up to `timeout`) for it to exit.
-    pub fn signal_and_wait(&mut self, signal: nix::sys::signal::Signal, timeout: Duration) -> ExitStatus {
+    pub fn signal_and_wait(
+        &mut self,
+        signal: nix::sys::signal::Signal,
+        timeout: Duration,
+    ) -> ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
         nix::sys::signal::kill(pid, signal).unwrap();
         let deadline = Instant::now() + timeout;
@@ -304,7 +350,10 @@ impl Cutover {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "cutover did not exit after {signal}");
+            assert!(
+                Instant::now() < deadline,
+                "cutover did not exit after {signal}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -312,12 +361,18 @@ impl Cutover {
 
 impl Drop for Cutover {
     fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         if child.try_wait().ok().flatten().is_some() {
             return;
         }
-        let pids = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.instance_pids())).unwrap_or_default();
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let pids = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.instance_pids()))
+            .unwrap_or_default();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -325,7 +380,10 @@ impl Drop for Cutover {
         let _ = child.kill();
         let _ = child.wait();
         for pid in pids {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
@@ -335,7 +393,9 @@ pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => false,
         Ok(stat) => {
-            let state = stat.rsplit_once(')').map(|(_, r)| r.trim_start().chars().next());
+            let state = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.trim_start().chars().next());
             !matches!(state, Some(Some('Z')) | Some(Some('X')))
         }
     }

@@ -13,7 +13,9 @@ use serde::Serialize;
 /// A whole, valid `deploy.yaml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// `proxy:`
     pub proxy: ProxyConfig,
+    /// `admin:`
     pub admin: AdminConfig,
     /// Journal, deployment history and instance logs live here. Relative paths
     /// are resolved against the directory of the config file.
@@ -33,6 +35,7 @@ pub struct ProxyConfig {
     pub threads: usize,
     /// How long a request may wait for a ready backend. Default 30 s.
     pub hold_timeout: Duration,
+    /// `proxy.long_lived:`
     pub long_lived: LongLivedConfig,
 }
 
@@ -61,14 +64,21 @@ pub struct AdminConfig {
 /// One app: how to run it, check it and deploy it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppConfig {
+    /// The key under `apps:`; matches `[a-z0-9][a-z0-9_-]*`.
     pub name: String,
+    /// How to start it.
     pub command: Command,
     /// Resolved against the config file's directory when relative. Default `.`.
     pub cwd: PathBuf,
+    /// Extra environment for every instance, on top of cutover's own
+    /// `PORT`, `CUTOVER_APP`, `CUTOVER_INSTANCE`, `CUTOVER_ROLE` (which it
+    /// may not override).
     pub env: BTreeMap<String, String>,
     /// At least 1. Default 1.
     pub instances: u32,
+    /// `health:`
     pub health: HealthConfig,
+    /// `hooks:`
     pub hooks: Hooks,
     /// Default 30 s.
     pub drain_timeout: Duration,
@@ -107,9 +117,13 @@ pub struct HealthConfig {
 /// in the file means "no hook" and becomes `None`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct Hooks {
+    /// Before anything changes; failure aborts the deploy.
     pub build: Option<String>,
+    /// Once per deploy, after the new version starts, before it gets traffic.
     pub deploy: Option<String>,
+    /// After every instance start (clones too); must exit 0 before traffic.
     pub post_start: Option<String>,
+    /// After traffic reached the new version.
     pub post_deploy: Option<String>,
 }
 
@@ -117,13 +131,16 @@ pub struct Hooks {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
+    /// Clone, route, upgrade, switch: no moment without a ready instance.
     Rolling,
+    /// Drain and stop, then start the new version; requests are held meanwhile.
     Stopstart,
 }
 
 /// One entry of `routes:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
+    /// Which request hosts match. Default `*`.
     pub host: HostPattern,
     /// Starts with `/`. Default `/`.
     pub path: String,
@@ -141,4 +158,158 @@ pub enum HostPattern {
     /// `*.example.com`: stored as the suffix `example.com`, lowercased.
     /// Matches any name ending in `.example.com`, not `example.com` itself.
     Wildcard(String),
+}
+
+// === impl AppConfig ===
+
+impl AppConfig {
+    /// The app's version: a 12-hex-digit digest of its definition (command,
+    /// cwd, env, hooks; SPEC §3 "an app's version is its definition").
+    ///
+    /// Stable across runs and builds (FNV-1a 64 over a length-prefixed
+    /// encoding, no randomly seeded hasher), so the journal can compare
+    /// versions written by an earlier process. Instance count, timeouts and
+    /// strategy are not part of it: changing them is not a new version.
+    pub fn version(&self) -> String {
+        let mut digest = Fnv1a::default();
+        match &self.command {
+            Command::Argv(argv) => {
+                digest.field(b"argv");
+                digest.number(argv.len());
+                for arg in argv {
+                    digest.field(arg.as_bytes());
+                }
+            }
+            Command::Shell(script) => {
+                digest.field(b"shell");
+                digest.field(script.as_bytes());
+            }
+        }
+        digest.field(self.cwd.as_os_str().as_encoded_bytes());
+        // BTreeMap iterates in key order: the encoding is canonical.
+        digest.number(self.env.len());
+        for (name, value) in &self.env {
+            digest.field(name.as_bytes());
+            digest.field(value.as_bytes());
+        }
+        for hook in [
+            &self.hooks.build,
+            &self.hooks.deploy,
+            &self.hooks.post_start,
+            &self.hooks.post_deploy,
+        ] {
+            match hook {
+                None => digest.field(b"-"),
+                Some(script) => {
+                    digest.field(b"+");
+                    digest.field(script.as_bytes());
+                }
+            }
+        }
+        let hex = format!("{:016x}", digest.0);
+        hex[..12].to_string()
+    }
+}
+
+/// 64-bit FNV-1a. Fields are written with their length first, so
+/// `["ab", "c"]` and `["a", "bc"]` digest differently.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    fn bytes(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 ^= u64::from(byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn number(&mut self, n: usize) {
+        self.bytes(&(n as u64).to_le_bytes());
+    }
+
+    fn field(&mut self, bytes: &[u8]) {
+        self.number(bytes.len());
+        self.bytes(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn web() -> AppConfig {
+        AppConfig {
+            name: "web".into(),
+            command: Command::Argv(vec!["bin/web".into()]),
+            cwd: PathBuf::from("/srv/app"),
+            env: BTreeMap::from([("APP_VERSION".to_string(), "v1".to_string())]),
+            instances: 1,
+            health: HealthConfig {
+                path: "/health".into(),
+                interval: Duration::from_millis(500),
+                timeout: Duration::from_secs(2),
+                start_timeout: Duration::from_secs(30),
+            },
+            hooks: Hooks::default(),
+            drain_timeout: Duration::from_secs(30),
+            stop_timeout: Duration::from_secs(10),
+            deploy_strategy: Strategy::Stopstart,
+            manual_deployments: false,
+        }
+    }
+
+    #[test]
+    fn version_is_twelve_hex_digits_and_stable_across_runs() {
+        let version = web().version();
+        assert_eq!(version.len(), 12);
+        assert!(version.chars().all(|c| c.is_ascii_hexdigit()));
+        // Pinned: a change here would make every running app look changed
+        // to a journal written by an older build.
+        assert_eq!(version, PINNED_WEB_VERSION);
+    }
+
+    const PINNED_WEB_VERSION: &str = "66ae022d7e11";
+
+    #[test]
+    fn version_changes_with_the_definition() {
+        let base = web().version();
+        let mut env = web();
+        env.env.insert("APP_VERSION".into(), "v2".into());
+        assert_ne!(env.version(), base);
+        let mut command = web();
+        command.command = Command::Shell("bin/web".into());
+        assert_ne!(command.version(), base);
+        let mut hooks = web();
+        hooks.hooks.build = Some("make".into());
+        assert_ne!(hooks.version(), base);
+        let mut cwd = web();
+        cwd.cwd = PathBuf::from("/srv/other");
+        assert_ne!(cwd.version(), base);
+    }
+
+    #[test]
+    fn version_ignores_how_the_app_is_run() {
+        let base = web().version();
+        let mut scaled = web();
+        scaled.instances = 4;
+        scaled.deploy_strategy = Strategy::Rolling;
+        scaled.drain_timeout = Duration::from_secs(5);
+        scaled.manual_deployments = true;
+        assert_eq!(scaled.version(), base);
+    }
+
+    #[test]
+    fn version_fields_cannot_run_into_each_other() {
+        let mut a = web();
+        a.command = Command::Argv(vec!["ab".into(), "c".into()]);
+        let mut b = web();
+        b.command = Command::Argv(vec!["a".into(), "bc".into()]);
+        assert_ne!(a.version(), b.version());
+    }
 }

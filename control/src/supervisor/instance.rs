@@ -63,13 +63,18 @@ impl Role {
 #[derive(Debug, Clone)]
 pub enum InstanceState {
     /// Process started (or starting); not ready yet.
-    Starting { attempt: u32 },
+    Starting {
+        attempt: u32,
+    },
     /// Passed readiness; in the table when the app serves it.
     Ready(Arc<Backend>),
     /// Was ready, now failing its health check; out of the table.
     Unhealthy(Arc<Backend>),
     /// Exited or never got ready; restarting after a backoff.
-    Crashed { reason: String, restart_in: Duration },
+    Crashed {
+        reason: String,
+        restart_in: Duration,
+    },
     /// The first start failed and the instance gives up (deploy path).
     Failed(String),
     Stopping,
@@ -182,12 +187,16 @@ impl Instance {
 
     /// The running process's pid, if any.
     pub fn pid(&self) -> Option<u32> {
-        u32::try_from(self.pid.load(Ordering::SeqCst)).ok().filter(|p| *p != 0)
+        u32::try_from(self.pid.load(Ordering::SeqCst))
+            .ok()
+            .filter(|p| *p != 0)
     }
 
     /// The port the instance listens (or last listened) on.
     pub fn port(&self) -> Option<u16> {
-        u16::try_from(self.port.load(Ordering::SeqCst)).ok().filter(|p| *p != 0)
+        u16::try_from(self.port.load(Ordering::SeqCst))
+            .ok()
+            .filter(|p| *p != 0)
     }
 
     /// Waits until the instance is ready (`Ok`) or has given up (`Err`).
@@ -263,15 +272,21 @@ async fn run(instance: Arc<Instance>, on_change: OnChange) {
             log_line(&spec.log, &format!("giving up: {reason}"));
             instance.set(InstanceState::Failed(reason), &on_change);
             // Stay failed until asked to stop, so `stop()` has a state to see.
-            let _ = stop.wait_for(|s| *s).await;
+            until_stopped(&mut stop).await;
             break;
         }
         let restart_in = backoff(attempt);
         attempt = attempt.saturating_add(1);
         tracing::warn!(instance = %spec.name, %reason, ?restart_in, "instance down; restarting");
-        log_line(&spec.log, &format!("down ({reason}); restarting in {restart_in:?}"));
+        log_line(
+            &spec.log,
+            &format!("down ({reason}); restarting in {restart_in:?}"),
+        );
         instance.set(InstanceState::Crashed { reason, restart_in }, &on_change);
-        if tokio::time::timeout(restart_in, stop.wait_for(|s| *s)).await.is_ok() {
+        if tokio::time::timeout(restart_in, until_stopped(&mut stop))
+            .await
+            .is_ok()
+        {
             break;
         }
     }
@@ -284,7 +299,12 @@ enum Exit {
 }
 
 /// One process lifetime.
-async fn run_once(instance: &Instance, on_change: &OnChange, stop: &mut watch::Receiver<bool>, ever_ready: &mut bool) -> Exit {
+async fn run_once(
+    instance: &Instance,
+    on_change: &OnChange,
+    stop: &mut watch::Receiver<bool>,
+    ever_ready: &mut bool,
+) -> Exit {
     let spec = &instance.spec;
     let app = &spec.app;
     let port = match choose_port(instance.port()) {
@@ -299,14 +319,27 @@ async fn run_once(instance: &Instance, on_change: &OnChange, stop: &mut watch::R
         env: env.clone(),
         log: spec.log.clone(),
     };
-    log_line(&spec.log, &format!("starting {} ({}) on port {port}", spec.name, spec.role.as_str()));
+    log_line(
+        &spec.log,
+        &format!(
+            "starting {} ({}) on port {port}",
+            spec.name,
+            spec.role.as_str()
+        ),
+    );
     let mut process = match Process::spawn(&process_spec) {
         Ok(p) => p,
         Err(e) => return crashed(e.to_string(), false),
     };
-    instance.pid.store(u64::from(process.pid()), Ordering::SeqCst);
+    instance
+        .pid
+        .store(u64::from(process.pid()), Ordering::SeqCst);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let backend = Backend::new(addr, spec.name.as_str(), GENERATION.fetch_add(1, Ordering::SeqCst));
+    let backend = Backend::new(
+        addr,
+        spec.name.as_str(),
+        GENERATION.fetch_add(1, Ordering::SeqCst),
+    );
 
     // Readiness: health 2xx, then post_start, all within start_timeout; the
     // process exiting or a stop request ends the wait early.
@@ -318,7 +351,7 @@ async fn run_once(instance: &Instance, on_change: &OnChange, stop: &mut watch::R
             Err(reason) => Some(Exit::Crashed { reason, was_stable: false }),
         },
         status = process.wait() => Some(crashed(format!("exited during start ({})", describe(status)), false)),
-        _ = stop.wait_for(|s| *s) => Some(Exit::Stopped),
+        _ = until_stopped(stop) => Some(Exit::Stopped),
     };
     if let Some(exit) = exit {
         instance.set(InstanceState::Stopping, on_change);
@@ -342,7 +375,7 @@ async fn run_once(instance: &Instance, on_change: &OnChange, stop: &mut watch::R
             status = process.wait() => {
                 break crashed(format!("exited ({})", describe(status)), ready_at.elapsed() >= STABLE_AFTER);
             }
-            _ = stop.wait_for(|s| *s) => break Exit::Stopped,
+            _ = until_stopped(stop) => break Exit::Stopped,
             _ = ticker.tick() => {
                 match probe(addr, &app.health.path, app.health.timeout).await {
                     Ok(()) if failures >= UNHEALTHY_AFTER => {
@@ -370,7 +403,12 @@ async fn run_once(instance: &Instance, on_change: &OnChange, stop: &mut watch::R
 }
 
 /// Polls health until 2xx, then runs `post_start`; both before `deadline`.
-async fn become_ready(spec: &InstanceSpec, addr: SocketAddr, env: &BTreeMap<String, String>, deadline: Instant) -> Result<(), String> {
+async fn become_ready(
+    spec: &InstanceSpec,
+    addr: SocketAddr,
+    env: &BTreeMap<String, String>,
+    deadline: Instant,
+) -> Result<(), String> {
     let health = &spec.app.health;
     let mut last_error = String::from("no probe answered yet");
     loop {
@@ -385,7 +423,12 @@ async fn become_ready(spec: &InstanceSpec, addr: SocketAddr, env: &BTreeMap<Stri
             Ok(()) => break,
             Err(e) => last_error = format!("GET {} {e}", health.path),
         }
-        tokio::time::sleep(health.interval.min(deadline.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(
+            health
+                .interval
+                .min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
     }
     if let Some(script) = &spec.app.hooks.post_start {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -404,6 +447,12 @@ async fn become_ready(spec: &InstanceSpec, addr: SocketAddr, env: &BTreeMap<Stri
     Ok(())
 }
 
+/// Resolves once a stop was requested. (A plain `wait_for` would keep its
+/// borrow guard in the `select!` state, making the task `!Send`.)
+async fn until_stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 fn crashed(reason: String, was_stable: bool) -> Exit {
     Exit::Crashed { reason, was_stable }
 }
@@ -417,7 +466,9 @@ fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
 
 fn backoff(attempt: u32) -> Duration {
     let (first, max) = BACKOFF;
-    first.saturating_mul(2u32.saturating_pow(attempt.min(16))).min(max)
+    first
+        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+        .min(max)
 }
 
 #[cfg(test)]

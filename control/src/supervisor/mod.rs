@@ -77,7 +77,8 @@ impl Supervisor {
     /// Stops every serving instance of every app, concurrently.
     pub async fn stop_all(&self) {
         let names: Vec<String> = self.lock().keys().cloned().collect();
-        let instances: Vec<Arc<Instance>> = names.iter().flat_map(|n| self.routing.serving(n)).collect();
+        let instances: Vec<Arc<Instance>> =
+            names.iter().flat_map(|n| self.routing.serving(n)).collect();
         join_all(instances.iter().map(|i| i.stop())).await;
     }
 
@@ -87,7 +88,12 @@ impl Supervisor {
         apps.into_iter()
             .map(|(name, config)| AppStatus {
                 version: config.version(),
-                instances: self.routing.serving(&name).iter().map(|i| InstanceStatus::of(i)).collect(),
+                instances: self
+                    .routing
+                    .serving(&name)
+                    .iter()
+                    .map(|i| InstanceStatus::of(i))
+                    .collect(),
                 name,
             })
             .collect()

@@ -29,7 +29,10 @@ pub struct ProcessSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     #[error("cannot open log file {path}: {source}")]
-    Log { path: PathBuf, source: std::io::Error },
+    Log {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot start {program:?} in {cwd}: {source}")]
     Spawn {
         program: String,
@@ -49,9 +52,10 @@ impl Process {
     /// Starts `spec` in a new process group.
     pub fn spawn(spec: &ProcessSpec) -> Result<Self, SpawnError> {
         let log = open_log(&spec.log)?;
-        let log_err = log
-            .try_clone()
-            .map_err(|source| SpawnError::Log { path: spec.log.clone(), source })?;
+        let log_err = log.try_clone().map_err(|source| SpawnError::Log {
+            path: spec.log.clone(),
+            source,
+        })?;
         let (program, args) = program_and_args(&spec.command, &spec.cwd);
         let mut cmd = Command::new(&program);
         cmd.args(args)
@@ -90,7 +94,11 @@ impl Process {
         let status = match tokio::time::timeout(timeout, self.child.wait()).await {
             Ok(status) => status.ok(),
             Err(_) => {
-                tracing::warn!(pid = self.pid, ?timeout, "did not stop after SIGTERM; sending SIGKILL");
+                tracing::warn!(
+                    pid = self.pid,
+                    ?timeout,
+                    "did not stop after SIGTERM; sending SIGKILL"
+                );
                 signal_group(self.pid, Signal::SIGKILL);
                 self.child.wait().await.ok()
             }
@@ -103,7 +111,9 @@ impl Process {
 /// Sends `signal` to process group `pgid`; a group that is already gone is
 /// not an error.
 pub fn signal_group(pgid: u32, signal: Signal) {
-    let Ok(pgid) = i32::try_from(pgid) else { return };
+    let Ok(pgid) = i32::try_from(pgid) else {
+        return;
+    };
     if pgid <= 1 {
         return; // never signal init or "every process"
     }
@@ -119,13 +129,19 @@ pub fn log_line(path: &Path, line: &str) {
 
 fn open_log(path: &Path) -> Result<File, SpawnError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| SpawnError::Log { path: path.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| SpawnError::Log {
+            path: path.to_path_buf(),
+            source,
+        })?;
     }
     OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|source| SpawnError::Log { path: path.to_path_buf(), source })
+        .map_err(|source| SpawnError::Log {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// An argv runs directly; a relative program path with a `/` is taken
@@ -152,7 +168,10 @@ mod tests {
 
     #[test]
     fn relative_program_is_resolved_against_cwd() {
-        let (p, args) = program_and_args(&AppCommand::Argv(vec!["bin/app".into(), "-v".into()]), Path::new("/srv"));
+        let (p, args) = program_and_args(
+            &AppCommand::Argv(vec!["bin/app".into(), "-v".into()]),
+            Path::new("/srv"),
+        );
         assert_eq!(p, "/srv/bin/app");
         assert_eq!(args, vec!["-v"]);
         let (p, _) = program_and_args(&AppCommand::Argv(vec!["python3".into()]), Path::new("/srv"));

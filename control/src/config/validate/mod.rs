@@ -1,0 +1,117 @@
+//! [`RawConfig`] → [`Config`]: defaults filled in, every value checked.
+//!
+//! Validation never stops early. Each field is checked on its own and a bad
+//! value is replaced by its default so the rest can still be checked; the
+//! caller throws the result away if any problem was found. One file per part
+//! of `deploy.yaml`: `listeners` (`proxy:` and `admin:`), `apps`, `routes`.
+
+mod apps;
+mod listeners;
+mod routes;
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use super::model::Config;
+use super::problem::Findings;
+use super::raw::{RawAdmin, RawConfig, RawDuration, RawProxy};
+use super::rules::{self, Zero};
+
+/// Checks `raw`, pushing every problem into `findings`. Relative `cwd` and
+/// `state_dir` are resolved against `base_dir`. The returned config is only
+/// meaningful when `findings` is empty.
+pub(crate) fn validate(raw: &RawConfig, base_dir: &Path, findings: &mut Findings) -> Config {
+    let mut check = Check { findings };
+    let (proxy, indexes) = check.proxy(raw.proxy.as_ref().unwrap_or(&RawProxy::default()));
+    let listeners: Vec<_> = indexes
+        .into_iter()
+        .zip(proxy.listen.iter().copied())
+        .collect();
+    let admin = check.admin(
+        raw.admin.as_ref().unwrap_or(&RawAdmin::default()),
+        &listeners,
+    );
+    let state_dir = check.dir("state_dir", raw.state_dir.as_deref(), ".cutover", base_dir);
+    let apps = check.apps(raw.apps.as_ref(), base_dir);
+    let routes = check.routes(raw.routes.as_deref(), raw.apps.as_ref());
+    Config {
+        proxy,
+        admin,
+        state_dir,
+        apps,
+        routes,
+    }
+}
+
+/// The validator's state: where problems go.
+struct Check<'a> {
+    findings: &'a mut Findings,
+}
+
+impl Check<'_> {
+    fn push(&mut self, key_path: impl Into<String>, message: impl Into<String>) {
+        self.findings.push(key_path, message);
+    }
+
+    /// The value in `result`, or else: records the problem at `key_path`
+    /// and gives `fallback`.
+    fn or<T>(&mut self, key_path: &str, result: Result<T, String>, fallback: T) -> T {
+        result.unwrap_or_else(|message| {
+            self.push(key_path, message);
+            fallback
+        })
+    }
+
+    /// An optional duration: `default` when absent.
+    fn duration(
+        &mut self,
+        key_path: &str,
+        raw: Option<&RawDuration>,
+        default: Duration,
+        zero: Zero,
+    ) -> Duration {
+        match raw {
+            None => default,
+            Some(text) => self.or(key_path, rules::duration(&text.0, zero), default),
+        }
+    }
+
+    /// A directory: relative paths are resolved against `base_dir`.
+    fn dir(
+        &mut self,
+        key_path: &str,
+        raw: Option<&str>,
+        default: &str,
+        base_dir: &Path,
+    ) -> PathBuf {
+        let text = raw.unwrap_or(default);
+        if text.is_empty() {
+            self.push(key_path, format!("is empty; use . for the config file's directory, or leave it out for {default}"));
+        }
+        if let Err(message) = rules::no_nul(text) {
+            self.push(key_path, message);
+        }
+        resolve(base_dir, text)
+    }
+}
+
+/// One worker per CPU; 1 if the count is unknown.
+pub(crate) fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `base_dir/path` for a relative path, without `.` components (`.` is
+/// `base_dir` itself). `..` is kept: it cannot be removed without asking the
+/// file system about symlinks.
+pub(crate) fn resolve(base_dir: &Path, path: &str) -> PathBuf {
+    let joined = base_dir.join(path);
+    let resolved: PathBuf = joined
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect();
+    if resolved.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        resolved
+    }
+}
