@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use cutover_control::admin::{self, AdminState};
 use cutover_control::config::{self, Config};
+use cutover_control::deploy::metrics::DeployMetrics;
+use cutover_control::deploy::{boot, Controller};
+use cutover_control::journal::{AppSource, Journal};
 use cutover_control::routing::Routing;
-use cutover_control::supervisor::Supervisor;
+use cutover_control::supervisor::{self, Supervisor};
 use cutover_proxy::{
     DataPlane, DataPlaneConfig, ProxyMetrics, ProxySettings, RouteTable, TableHandle,
 };
@@ -32,14 +35,26 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         }
     };
     let token = admin_token(&config)?;
+    let source = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let base_dir = config_dir(&path);
     std::fs::create_dir_all(config.state_dir.join("logs"))
         .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
 
+    // Whatever a killed predecessor left running goes first.
+    let reaped = supervisor::orphans::reap(&config.state_dir.join("run"));
+    if !reaped.is_empty() {
+        tracing::warn!(instances = ?reaped, "stopped instances left behind by a previous run");
+    }
+    let journal = Arc::new(Journal::open(&config.state_dir)?);
+    let restored = boot::restore(&journal, &config, &source, &base_dir);
+
     let registry = prometheus::Registry::new();
     let metrics = ProxyMetrics::new(&registry).context("cannot register metrics")?;
+    let deploy_metrics = DeployMetrics::new(&registry).context("cannot register metrics")?;
     let table = TableHandle::new(RouteTable::default());
     let routing = Routing::new(Arc::clone(&table), metrics.clone());
-    routing.configure(&config.routes, config.apps.keys().map(String::as_str));
+    let serving = &restored.config;
+    routing.configure(&serving.routes, serving.proxy.hold_timeout, serving.apps.keys().map(String::as_str));
     routing.publish();
 
     // Bind the admin listener before anything starts, so a taken port fails
@@ -65,17 +80,45 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
             .context("proxy start-up panicked")??
     };
 
-    let supervisor = Arc::new(Supervisor::new(
-        Arc::clone(&routing),
-        config.state_dir.join("logs"),
-    ));
-    for app in config.apps.values() {
+    let supervisor = Arc::new(Supervisor::new(Arc::clone(&routing), &config.state_dir));
+    for app in serving.apps.values() {
         supervisor.start_app(Arc::new(app.clone()));
+    }
+    journal.update(|state| {
+        for (name, app) in &serving.apps {
+            state.current.entry(name.clone()).or_insert_with(|| AppSource {
+                version: app.version(),
+                config: restored.sources.get(name).cloned().unwrap_or_else(|| source.clone()),
+            });
+        }
+    })?;
+    let controller = Controller::new(
+        Arc::clone(&supervisor),
+        Arc::clone(&journal),
+        deploy_metrics,
+        base_dir,
+        restored.config.clone(),
+        restored.sources.clone(),
+    );
+    controller.close_interrupted();
+    controller.restore_staged(restored.staged);
+    if restored.config.apps != config.apps || restored.config.routes != config.routes {
+        // deploy.yaml changed while cutover was down: apply it like a push.
+        match controller.push(&source, None) {
+            Ok(report) => tracing::info!(
+                deployments = ?report.deployments,
+                staged = ?report.staged,
+                added = ?report.added,
+                removed = ?report.removed,
+                "deploy.yaml differs from the journal; applied it like a push"
+            ),
+            Err(e) => tracing::error!(error = %e, "cannot apply deploy.yaml's changes"),
+        }
     }
 
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_state = Arc::new(AdminState {
-        supervisor: Arc::clone(&supervisor),
+        controller,
         registry,
         token,
         started: Instant::now(),
@@ -134,6 +177,15 @@ fn admin_token(config: &Config) -> anyhow::Result<Option<String>> {
         );
     }
     Ok(token)
+}
+
+/// The directory relative paths in the config are resolved against.
+fn config_dir(path: &std::path::Path) -> PathBuf {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())
 }
 
 fn max_drain(config: &Config) -> Duration {

@@ -6,6 +6,8 @@
 //! - [`config`]: `deploy.yaml` → validated [`config::Config`].
 //! - [`supervisor`]: instances as child processes, readiness, restarts.
 //! - [`routing`]: serving instances → route tables.
+//! - [`deploy`]: the rollout controller (rolling, stopstart, push, staging).
+//! - [`journal`]: what was deployed and staged, the deployment history.
 //! - [`hooks`]: `sh -c` hooks with timeouts.
 //! - [`admin`]: the axum admin API.
 
@@ -13,6 +15,8 @@
 
 pub mod admin;
 pub mod config;
+pub mod deploy;
 pub mod hooks;
+pub mod journal;
 pub mod routing;
 pub mod supervisor;

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use cutover_proxy::{AppId, AppMetrics, HostMatch, ProxyMetrics, RouteTable, TableHandle};
 
@@ -25,6 +26,7 @@ pub struct Routing {
 #[derive(Default)]
 struct State {
     routes: Vec<RouteConfig>,
+    hold_timeout: Option<Duration>,
     apps: BTreeMap<String, AppRouting>,
     /// App ids are never reused, so a request routed on one table finds
     /// the same app (or none) on the next.
@@ -64,7 +66,7 @@ impl Routing {
 
     /// Sets the routes and the apps that exist; apps no longer named lose
     /// their slot and their metric series. Does not publish.
-    pub fn configure<'a>(&self, routes: &[RouteConfig], apps: impl IntoIterator<Item = &'a str>) {
+    pub fn configure<'a>(&self, routes: &[RouteConfig], hold_timeout: Duration, apps: impl IntoIterator<Item = &'a str>) {
         let mut state = self.lock();
         let wanted: Vec<&str> = apps.into_iter().collect();
         let gone: Vec<String> = state
@@ -93,6 +95,7 @@ impl Routing {
             }
         }
         state.routes = routes.to_vec();
+        state.hold_timeout = Some(hold_timeout);
     }
 
     /// Makes `instances` the ones serving `app`, in one table swap.
@@ -122,6 +125,9 @@ impl Routing {
         // older view after a newer one.
         let state = self.lock();
         let mut builder = RouteTable::builder();
+        if let Some(timeout) = state.hold_timeout {
+            builder.hold_timeout(timeout);
+        }
         for (name, app) in &state.apps {
             let backends = app
                 .serving

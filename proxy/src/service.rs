@@ -34,7 +34,8 @@ use crate::router::AppId;
 /// The data plane's request-path settings.
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
-    /// How long a request may wait for a ready backend.
+    /// How long a request may wait for a ready backend, unless the route
+    /// table sets it.
     pub hold_timeout: Duration,
     /// At most this many requests are held at once; more get 503 at once.
     pub max_held: usize,
@@ -105,9 +106,8 @@ impl CutoverProxy {
         let _slot = HeldSlot(&self.held);
         let _gauge = ctx.metrics.as_ref().map(AppMetrics::hold);
         let start = Instant::now();
-        let deadline = *ctx
-            .hold_deadline
-            .get_or_insert_with(|| start + self.settings.hold_timeout);
+        let hold_timeout = self.table.load().hold_timeout().unwrap_or(self.settings.hold_timeout);
+        let deadline = *ctx.hold_deadline.get_or_insert(start + hold_timeout);
         let mut changed = self.table.subscribe();
         let result = loop {
             if self.table.is_closing() {

@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::backend::{Backend, InflightGuard};
 use crate::metrics::AppMetrics;
@@ -17,6 +18,9 @@ use crate::router::{AppId, DuplicateRoute, HostMatch, Router};
 #[derive(Debug, Default)]
 pub struct RouteTable {
     generation: u64,
+    /// How long a request may wait for a ready backend; `None`: the
+    /// proxy's default. In the table so a pushed change applies at once.
+    hold_timeout: Option<Duration>,
     router: Router,
     /// Indexed by `AppId`; `None` for ids not (or no longer) in use.
     apps: Vec<Option<AppEntry>>,
@@ -71,6 +75,11 @@ impl RouteTable {
     /// Number of routes.
     pub fn route_count(&self) -> usize {
         self.router.len()
+    }
+
+    /// The hold timeout this table sets, if any.
+    pub fn hold_timeout(&self) -> Option<Duration> {
+        self.hold_timeout
     }
 }
 
@@ -131,6 +140,7 @@ impl AppEntry {
 /// Assembles a [`RouteTable`].
 #[derive(Debug, Default)]
 pub struct RouteTableBuilder {
+    hold_timeout: Option<Duration>,
     router: Router,
     apps: Vec<Option<AppEntry>>,
 }
@@ -169,10 +179,17 @@ impl RouteTableBuilder {
         Ok(self)
     }
 
+    /// Sets how long requests may wait for a ready backend.
+    pub fn hold_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.hold_timeout = Some(timeout);
+        self
+    }
+
     /// The finished table (generation 0 until published).
     pub fn build(self) -> RouteTable {
         RouteTable {
             generation: 0,
+            hold_timeout: self.hold_timeout,
             router: self.router,
             apps: self.apps,
         }

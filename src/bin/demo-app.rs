@@ -1,1 +1,430 @@
-fn main() {}
+//! `demo-app`: the small HTTP app that `cutover up` runs by default and that
+//! cutover's end-to-end tests use to drive every deploy path.
+//!
+//! It listens on `127.0.0.1:$PORT` and answers:
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /` | `"{version} {instance} {role}\n"` |
+//! | `POST /` | the same line, then `"received {n} bytes\n"` (the body is read to its end) |
+//! | `GET /health` | `200 ok`, or `503` while made unhealthy (see below) |
+//! | `GET /slow?ms=N` | sleeps N ms (at most 600000), then `"{version} {instance} slept {N}ms\n"`; 400 without a whole `ms` |
+//! | `GET /ws` | WebSocket: echoes text and binary messages (up to 64 MiB), sends `tick {version} {instance} {n}` every `DEMO_TICK_MS`; subprotocols `demo.v1` and `chat` (the first one the client offers wins) |
+//! | `GET /events` | Server-Sent Events: `event: tick`, `data: {version} {instance} {n}`, `id: {n}`, every `DEMO_SSE_MS`, the first (n = 0) at once |
+//! | anything else | 404 |
+//!
+//! Every response carries `x-app-version` and `x-instance`, and every request
+//! is logged as one line on stdout (method, path, status, duration).
+//!
+//! Environment:
+//! - `PORT` (required), `APP_VERSION` (default `dev`), `CUTOVER_INSTANCE`
+//!   (default `demo`), `CUTOVER_ROLE` (default `original`).
+//! - `DEMO_TICK_MS`: WebSocket tick period (default 1000; 0 = no ticks).
+//! - `DEMO_SSE_MS`: SSE event period (default 1000; must be above 0).
+//! - `DEMO_START_DELAY_MS`: wait this long before binding the port (a slow start).
+//! - `DEMO_FAIL_START=1`: print an error to stderr and exit 1 at once (a failed start).
+//! - `DEMO_HEALTH=fail`: `/health` always answers 503.
+//! - `DEMO_HEALTH_FAIL_FILE=/path`: `/health` answers 503 while that file exists.
+//! - `DEMO_EXIT_AFTER_MS`: exit with code 3 this long after the process started
+//!   (a crash; unset or 0: never).
+//!
+//! A missing or invalid `PORT`, or any invalid knob, exits 2 with a message
+//! naming the variable. On SIGTERM or SIGINT the app stops accepting, lets
+//! in-flight requests finish, ends WebSocket sessions (close 1001) and SSE
+//! streams, and exits 0; whatever is still open 5 s after the signal does not
+//! keep it alive.
+
+#![forbid(unsafe_code)]
+
+use std::{
+    collections::HashMap, convert::Infallible, path::PathBuf, process::ExitCode, sync::Arc,
+    time::Duration,
+};
+
+use axum::{
+    body::Body,
+    extract::{
+        ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
+        Query, Request, State,
+    },
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    middleware::{self, Next},
+    response::{
+        sse::{Event, Sse},
+        IntoResponse, Response,
+    },
+    routing::get,
+    Router,
+};
+use futures_util::{stream, Stream, StreamExt};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{signal, SignalKind},
+    sync::watch,
+    time::{interval, interval_at, sleep, Instant, Interval, MissedTickBehavior},
+};
+use tracing::{info, warn};
+
+/// Longest sleep `/slow` agrees to (10 minutes).
+const MAX_SLOW_MS: u64 = 600_000;
+/// After SIGTERM/SIGINT, the process exits at the latest this much later.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Largest WebSocket message and frame accepted (tests echo 1 MiB messages).
+const MAX_WS_MESSAGE: usize = 64 << 20;
+/// WebSocket subprotocols the app speaks.
+const SUBPROTOCOLS: [&str; 2] = ["demo.v1", "chat"];
+
+/// Identity and knobs, read once from the environment.
+struct Config {
+    port: u16,
+    version: String,
+    instance: String,
+    role: String,
+    start_delay: Duration,
+    fail_start: bool,
+    exit_after: Option<Duration>,
+    health_fail: bool,
+    health_fail_file: Option<PathBuf>,
+    tick: Option<Duration>,
+    sse_every: Duration,
+}
+
+impl Config {
+    /// Reads the environment; the error names the variable and what it accepts.
+    fn from_env() -> Result<Config, String> {
+        let port = match std::env::var("PORT") {
+            Err(_) => return Err("PORT is not set; run with PORT=<1-65535>".into()),
+            Ok(v) => match v.trim().parse::<u16>() {
+                Ok(p) if p > 0 => p,
+                _ => return Err(format!("PORT={v:?} is not a port number (1-65535)")),
+            },
+        };
+        let sse_every = millis("DEMO_SSE_MS", 1000)?;
+        if sse_every.is_zero() {
+            return Err("DEMO_SSE_MS=0: the SSE period must be at least 1 ms".into());
+        }
+        let positive = |d: Duration| Some(d).filter(|d| !d.is_zero());
+        Ok(Config {
+            port,
+            version: text("APP_VERSION", "dev"),
+            instance: text("CUTOVER_INSTANCE", "demo"),
+            role: text("CUTOVER_ROLE", "original"),
+            start_delay: millis("DEMO_START_DELAY_MS", 0)?,
+            fail_start: flag("DEMO_FAIL_START", "0", "1")?,
+            exit_after: positive(millis("DEMO_EXIT_AFTER_MS", 0)?),
+            health_fail: flag("DEMO_HEALTH", "ok", "fail")?,
+            health_fail_file: std::env::var_os("DEMO_HEALTH_FAIL_FILE")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+            tick: positive(millis("DEMO_TICK_MS", 1000)?),
+            sse_every,
+        })
+    }
+}
+
+/// A text variable; unset or empty means `default`.
+fn text(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// A two-valued variable; unset or empty means `off`.
+fn flag(name: &str, off: &str, on: &str) -> Result<bool, String> {
+    match text(name, off) {
+        v if v == on => Ok(true),
+        v if v == off => Ok(false),
+        v => Err(format!("{name}={v:?}: use {on:?} or {off:?}")),
+    }
+}
+
+/// A duration in whole milliseconds; unset or empty means `default_ms`.
+fn millis(name: &str, default_ms: u64) -> Result<Duration, String> {
+    let raw = text(name, &default_ms.to_string());
+    raw.trim()
+        .parse()
+        .map(Duration::from_millis)
+        .map_err(|_| format!("{name}={raw:?} is not a whole number of milliseconds"))
+}
+
+/// What every handler shares.
+struct App {
+    cfg: Config,
+    /// Flips to `true` on SIGTERM/SIGINT; long-lived streams end when it does.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl App {
+    /// `"{version} {instance} {role}\n"`, the answer of `GET /`.
+    fn identity(&self) -> String {
+        let c = &self.cfg;
+        format!("{} {} {}\n", c.version, c.instance, c.role)
+    }
+}
+
+type Shared = Arc<App>;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cfg = match Config::from_env() {
+        Ok(cfg) => cfg,
+        Err(problem) => {
+            eprintln!("demo-app: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    if cfg.fail_start {
+        eprintln!("demo-app: failing at start because DEMO_FAIL_START=1");
+        return ExitCode::from(1);
+    }
+    // Plain lines on stdout: cutover keeps instance output in its log files.
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_target(false)
+        .init();
+    match run(cfg).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(problem) => {
+            eprintln!("demo-app: {problem}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Waits out the start delay, then serves until SIGTERM/SIGINT.
+async fn run(cfg: Config) -> Result<(), String> {
+    if let Some(after) = cfg.exit_after {
+        tokio::spawn(async move {
+            sleep(after).await;
+            eprintln!("demo-app: crashing on purpose (DEMO_EXIT_AFTER_MS)");
+            std::process::exit(3);
+        });
+    }
+    // Installed before the start delay, so a stop during a slow start is prompt.
+    let handler_error = |e| format!("cannot install signal handlers: {e}");
+    let mut term = signal(SignalKind::terminate()).map_err(handler_error)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(handler_error)?;
+    let mut stop_signal = Box::pin(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    });
+    if !cfg.start_delay.is_zero() {
+        info!(
+            "waiting {:?} before listening (DEMO_START_DELAY_MS)",
+            cfg.start_delay
+        );
+        tokio::select! {
+            _ = sleep(cfg.start_delay) => {}
+            name = &mut stop_signal => {
+                info!("{name} during the start delay; exiting");
+                return Ok(());
+            }
+        }
+    }
+    let listener = TcpListener::bind(("127.0.0.1", cfg.port))
+        .await
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", cfg.port))?;
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let app = Arc::new(App { cfg, shutdown });
+    info!(
+        "listening on 127.0.0.1:{} as {}",
+        app.cfg.port,
+        app.identity().trim_end()
+    );
+    let shutdown = async move {
+        let name = stop_signal.await;
+        info!("{name}: finishing in-flight requests, then exiting");
+        let _ = shutdown_tx.send(true);
+        tokio::spawn(async {
+            sleep(SHUTDOWN_GRACE).await;
+            warn!("still busy {SHUTDOWN_GRACE:?} after the signal; exiting anyway");
+            std::process::exit(0);
+        });
+    };
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| format!("server failed: {e}"))?;
+    info!("stopped");
+    Ok(())
+}
+
+fn router(app: Shared) -> Router {
+    Router::new()
+        .route("/", get(root).post(root_post))
+        .route("/health", get(health))
+        .route("/slow", get(slow))
+        .route("/ws", get(websocket))
+        .route("/events", get(events))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .layer(middleware::from_fn_with_state(app.clone(), log_and_label))
+        .with_state(app)
+}
+
+/// Logs one line per request and adds the identity headers to every response.
+async fn log_and_label(State(app): State<Shared>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let mut response = next.run(req).await;
+    let status = response.status().as_u16();
+    info!("{method} {path} {status} {:?}", started.elapsed());
+    // Skipped if the environment holds something a header cannot carry.
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-app-version", &app.cfg.version),
+        ("x-instance", &app.cfg.instance),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
+
+async fn root(State(app): State<Shared>) -> String {
+    app.identity()
+}
+
+/// Counts the body as it streams in, so a large upload is not held in memory.
+async fn root_post(State(app): State<Shared>, body: Body) -> Response {
+    let mut received = 0usize;
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        match chunk {
+            Ok(bytes) => received += bytes.len(),
+            Err(e) => {
+                let msg = format!("could not read the request body: {e}\n");
+                return (StatusCode::BAD_REQUEST, msg).into_response();
+            }
+        }
+    }
+    format!("{}received {received} bytes\n", app.identity()).into_response()
+}
+
+async fn health(State(app): State<Shared>) -> (StatusCode, String) {
+    if app.cfg.health_fail {
+        let msg = "unhealthy: DEMO_HEALTH=fail\n".to_string();
+        return (StatusCode::SERVICE_UNAVAILABLE, msg);
+    }
+    if let Some(file) = &app.cfg.health_fail_file {
+        if tokio::fs::try_exists(file).await.unwrap_or(false) {
+            let msg = format!("unhealthy: {} exists\n", file.display());
+            return (StatusCode::SERVICE_UNAVAILABLE, msg);
+        }
+    }
+    (StatusCode::OK, "ok\n".into())
+}
+
+async fn slow(State(app): State<Shared>, Query(query): Query<HashMap<String, String>>) -> Response {
+    let Some(ms) = query.get("ms").and_then(|v| v.parse::<u64>().ok()) else {
+        let msg = "usage: /slow?ms=N with N a whole number of milliseconds\n";
+        return (StatusCode::BAD_REQUEST, msg).into_response();
+    };
+    let ms = ms.min(MAX_SLOW_MS);
+    sleep(Duration::from_millis(ms)).await;
+    format!("{} {} slept {ms}ms\n", app.cfg.version, app.cfg.instance).into_response()
+}
+
+async fn websocket(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    mut ws: WebSocketUpgrade,
+) -> Response {
+    // axum's `protocols()` sees the offers as a sorted set; the client's order decides here.
+    if let Some(chosen) = pick_subprotocol(&headers) {
+        ws.set_selected_protocol(HeaderValue::from_static(chosen));
+    }
+    ws.max_message_size(MAX_WS_MESSAGE)
+        .max_frame_size(MAX_WS_MESSAGE)
+        .on_upgrade(move |socket| websocket_session(app, socket))
+}
+
+/// The first subprotocol the client offers that the app speaks.
+fn pick_subprotocol(headers: &HeaderMap) -> Option<&'static str> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|offered| SUBPROTOCOLS.into_iter().find(|known| *known == offered))
+}
+
+/// Echoes messages and sends ticks until the client closes or the app stops.
+async fn websocket_session(app: Shared, mut socket: WebSocket) {
+    let mut shutdown = app.shutdown.clone();
+    let mut ticks = app.cfg.tick.map(|every| {
+        let mut ticks = interval_at(Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        ticks
+    });
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => match incoming {
+                Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
+                    if socket.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(_))) => {
+                    // The close reply is queued; the next read sends it and ends the stream.
+                    let _ = socket.recv().await;
+                    return;
+                }
+                Some(Ok(_)) => {} // pings are answered by axum itself
+                Some(Err(_)) | None => return,
+            },
+            () = next_tick(&mut ticks) => {
+                let tick = format!("tick {} {} {n}", app.cfg.version, app.cfg.instance);
+                if socket.send(Message::Text(tick.into())).await.is_err() {
+                    return;
+                }
+                n += 1;
+            }
+            () = stopping(&mut shutdown) => {
+                let close = CloseFrame { code: 1001, reason: "server shutting down".into() };
+                let _ = socket.send(Message::Close(Some(close))).await;
+                return;
+            }
+        }
+    }
+}
+
+/// The next tick, or never when ticks are off.
+async fn next_tick(ticks: &mut Option<Interval>) {
+    match ticks {
+        Some(ticks) => {
+            ticks.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves once the app is shutting down.
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone, which only happens on the way out.
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
+}
+
+async fn events(State(app): State<Shared>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let mut every = interval(app.cfg.sse_every);
+    every.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut shutdown = app.shutdown.clone();
+    let ticks = stream::unfold((every, 0u64, app), |(mut every, n, app)| async move {
+        every.tick().await; // the first tick is immediate
+        let data = format!("{} {} {n}", app.cfg.version, app.cfg.instance);
+        let event = Event::default().event("tick").data(data).id(n.to_string());
+        Some((Ok(event), (every, n + 1, app)))
+    });
+    // Ending the stream on shutdown lets the graceful shutdown complete.
+    Sse::new(ticks.take_until(async move { stopping(&mut shutdown).await }))
+}

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,6 +122,9 @@ pub struct InstanceSpec {
     /// Port to use if free; otherwise (or when `None`) a free one is chosen.
     pub preferred_port: Option<u16>,
     pub log: PathBuf,
+    /// Holds the process group id while the process runs, so a restarted
+    /// cutover can clean up after one that was killed.
+    pub pid_file: Option<PathBuf>,
     /// Keep retrying a first start that fails (`cutover up`), or give up
     /// and report `Failed` (a deploy, which then aborts or rolls back).
     pub retry_first_start: bool,
@@ -149,6 +152,9 @@ pub struct Instance {
     pid: AtomicU64,
     /// Last port used; kept across restarts when free.
     port: AtomicU64,
+    /// A clone that became an original (a rolling deploy whose rollback
+    /// failed keeps its clones).
+    promoted: AtomicBool,
 }
 
 /// Called after every state change (republishes the route table).
@@ -163,6 +169,7 @@ impl Instance {
             state: watch::channel(InstanceState::Starting { attempt: 0 }).0,
             stop: watch::channel(false).0,
             pid: AtomicU64::new(0),
+            promoted: AtomicBool::new(false),
         });
         tokio::spawn(run(Arc::clone(&instance), on_change));
         instance
@@ -176,8 +183,18 @@ impl Instance {
         &self.spec.name
     }
 
+    /// The instance's role now (a promoted clone is an original).
     pub fn role(&self) -> Role {
-        self.spec.role
+        if self.promoted.load(Ordering::SeqCst) {
+            Role::Original
+        } else {
+            self.spec.role
+        }
+    }
+
+    /// Makes a clone an original for good.
+    pub fn promote(&self) {
+        self.promoted.store(true, Ordering::SeqCst);
     }
 
     /// The current state.
@@ -334,6 +351,7 @@ async fn run_once(
     instance
         .pid
         .store(u64::from(process.pid()), Ordering::SeqCst);
+    let _pid_file = spec.pid_file.as_deref().map(|path| PidFile::write(path, process.pid()));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let backend = Backend::new(
         addr,
@@ -400,6 +418,27 @@ async fn run_once(
     process.stop(app.stop_timeout).await;
     instance.pid.store(0, Ordering::SeqCst);
     exit
+}
+
+/// A pid file that is removed when dropped (the process is gone by then).
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: &std::path::Path, pid: u32) -> Self {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(e) = std::fs::write(path, format!("{pid}\n")) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write pid file");
+        }
+        Self(path.to_path_buf())
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Polls health until 2xx, then runs `post_start`; both before `deadline`.

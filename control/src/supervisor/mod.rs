@@ -5,9 +5,11 @@
 //! - [`health`]: the HTTP readiness probe.
 //! - [`instance`]: one instance's lifecycle task (start → ready → watch →
 //!   restart / stop).
+//! - [`orphans`]: cleaning up instances a killed cutover left behind.
 
 pub mod health;
 pub mod instance;
+pub mod orphans;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -25,15 +27,29 @@ use instance::{Instance, InstanceSpec, Role};
 pub struct Supervisor {
     routing: Arc<Routing>,
     logs_dir: PathBuf,
-    apps: Mutex<BTreeMap<String, Arc<AppConfig>>>,
+    run_dir: PathBuf,
+    apps: Mutex<BTreeMap<String, AppRuntime>>,
+}
+
+/// One app's current definition and processes.
+#[derive(Clone)]
+pub struct AppRuntime {
+    /// The definition that currently serves (the journal's "current").
+    pub config: Arc<AppConfig>,
+    /// The app's own instances (`web-0`, `web-1`, …).
+    pub originals: Vec<Arc<Instance>>,
+    /// Temporary clones; only during a rolling deployment.
+    pub clones: Vec<Arc<Instance>>,
 }
 
 impl Supervisor {
-    /// A supervisor whose instances log to `logs_dir/<instance>.log`.
-    pub fn new(routing: Arc<Routing>, logs_dir: PathBuf) -> Self {
+    /// A supervisor whose instances log to `state_dir/logs/<instance>.log`
+    /// and keep pid files in `state_dir/run/`.
+    pub fn new(routing: Arc<Routing>, state_dir: &std::path::Path) -> Self {
         Self {
             routing,
-            logs_dir,
+            logs_dir: state_dir.join("logs"),
+            run_dir: state_dir.join("run"),
             apps: Mutex::new(BTreeMap::new()),
         }
     }
@@ -43,24 +59,56 @@ impl Supervisor {
         &self.routing
     }
 
-    /// Starts an app's original instances and makes them its serving set.
-    /// Returns at once; each joins the table when it is ready.
+    /// Where instance and hook logs go.
+    pub fn logs_dir(&self) -> &PathBuf {
+        &self.logs_dir
+    }
+
+    /// Starts an app's original instances (retrying failed starts forever)
+    /// and makes them its serving set. Returns at once; each joins the
+    /// table when it is ready.
     pub fn start_app(&self, app: Arc<AppConfig>) -> Vec<Arc<Instance>> {
         let instances: Vec<_> = (0..app.instances)
-            .map(|i| {
-                self.spawn(InstanceSpec {
-                    app: Arc::clone(&app),
-                    name: format!("{}-{i}", app.name),
-                    role: Role::Original,
-                    preferred_port: None,
-                    log: self.log_path(&format!("{}-{i}", app.name)),
-                    retry_first_start: true,
-                })
-            })
+            .map(|i| self.spawn(self.original_spec(&app, i, None, true)))
             .collect();
-        self.lock().insert(app.name.clone(), Arc::clone(&app));
+        self.lock().insert(
+            app.name.clone(),
+            AppRuntime {
+                config: Arc::clone(&app),
+                originals: instances.clone(),
+                clones: Vec::new(),
+            },
+        );
         self.routing.serve(&app.name, instances.clone());
         instances
+    }
+
+    /// The spec of original instance `index` of `app`.
+    pub fn original_spec(&self, app: &Arc<AppConfig>, index: u32, port: Option<u16>, retry_first_start: bool) -> InstanceSpec {
+        let name = format!("{}-{index}", app.name);
+        InstanceSpec {
+            app: Arc::clone(app),
+            log: self.log_path(&name),
+            pid_file: Some(self.run_dir.join(format!("{name}.pid"))),
+            name,
+            role: Role::Original,
+            preferred_port: port,
+            retry_first_start,
+        }
+    }
+
+    /// The spec of clone `index` of `app`.
+    pub fn clone_spec(&self, app: &Arc<AppConfig>, index: usize) -> InstanceSpec {
+        let name = format!("{}-clone-{index}", app.name);
+        InstanceSpec {
+            app: Arc::clone(app),
+            log: self.log_path(&name),
+            pid_file: Some(self.run_dir.join(format!("{name}.pid"))),
+            name,
+            role: Role::Clone,
+            preferred_port: None,
+            retry_first_start: false,
+        }
     }
 
     /// Starts one instance. It is in no app's serving set until the caller
@@ -74,11 +122,35 @@ impl Supervisor {
         self.logs_dir.join(format!("{instance}.log"))
     }
 
-    /// Stops every serving instance of every app, concurrently.
+    /// An app's runtime, if it exists.
+    pub fn app(&self, name: &str) -> Option<AppRuntime> {
+        self.lock().get(name).cloned()
+    }
+
+    /// Names of every app.
+    pub fn app_names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Changes an app's runtime in place.
+    pub fn update(&self, name: &str, change: impl FnOnce(&mut AppRuntime)) {
+        if let Some(app) = self.lock().get_mut(name) {
+            change(app);
+        }
+    }
+
+    /// Forgets an app (its instances must be stopped already).
+    pub fn remove_app(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    /// Stops every instance of every app, concurrently.
     pub async fn stop_all(&self) {
-        let names: Vec<String> = self.lock().keys().cloned().collect();
-        let instances: Vec<Arc<Instance>> =
-            names.iter().flat_map(|n| self.routing.serving(n)).collect();
+        let instances: Vec<Arc<Instance>> = self
+            .lock()
+            .values()
+            .flat_map(|a| a.originals.iter().chain(a.clones.iter()).cloned())
+            .collect();
         join_all(instances.iter().map(|i| i.stop())).await;
     }
 
@@ -86,12 +158,12 @@ impl Supervisor {
     pub fn status(&self) -> Vec<AppStatus> {
         let apps = self.lock().clone();
         apps.into_iter()
-            .map(|(name, config)| AppStatus {
-                version: config.version(),
-                instances: self
-                    .routing
-                    .serving(&name)
+            .map(|(name, app)| AppStatus {
+                version: app.config.version(),
+                instances: app
+                    .originals
                     .iter()
+                    .chain(app.clones.iter())
                     .map(|i| InstanceStatus::of(i))
                     .collect(),
                 name,
@@ -99,7 +171,7 @@ impl Supervisor {
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<AppConfig>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, AppRuntime>> {
         self.apps.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

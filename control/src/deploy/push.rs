@@ -1,0 +1,158 @@
+//! Applying a pushed config: compare it with what runs, then deploy (or
+//! stage) changed apps, start added ones, retire removed ones, and swap
+//! the table for route and proxy-setting changes. A config that does not
+//! validate changes nothing.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::drain::drain_and_stop;
+use super::{Controller, DeployError, Started};
+use crate::config::{AppConfig, ConfigError, Strategy};
+use crate::journal::AppSource;
+
+/// What a push did.
+#[derive(Debug, Default, Serialize)]
+pub struct PushReport {
+    /// Deployments started for changed apps.
+    pub deployments: Vec<Started>,
+    /// Changed apps with `manual_deployments: true`: staged for `cutover deploy`.
+    pub staged: Vec<String>,
+    /// New apps, started.
+    pub added: Vec<String>,
+    /// Apps no longer in the config: drained and stopped.
+    pub removed: Vec<String>,
+    pub unchanged: Vec<String>,
+    /// True when routes or proxy settings changed (applied by a table swap).
+    pub routes_changed: bool,
+    /// Settings that only apply at the next start of cutover.
+    pub warnings: Vec<String>,
+}
+
+impl Controller {
+    /// Applies the config text `source`. `strategy` overrides the apps'
+    /// `deploy_strategy` for the deployments it starts.
+    pub fn push(self: &Arc<Self>, source: &str, strategy: Option<Strategy>) -> Result<PushReport, DeployError> {
+        let new = self.parse(source, "deploy.yaml").map_err(|e| match e {
+            ConfigError::Invalid(problems) => DeployError::InvalidConfig(
+                problems
+                    .0
+                    .iter()
+                    .map(|p| p.to_string().trim_start_matches("deploy.yaml:").trim_start().to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            other => DeployError::InvalidConfig(other.to_string()),
+        })?;
+        let old = self.lock_active().config.clone();
+        let mut report = PushReport::default();
+
+        let mut changed = Vec::new();
+        for (name, app) in &new.apps {
+            match old.apps.get(name) {
+                None => report.added.push(name.clone()),
+                Some(current) if current != app => changed.push(name.clone()),
+                Some(_) => report.unchanged.push(name.clone()),
+            }
+        }
+        report.removed = old.apps.keys().filter(|n| !new.apps.contains_key(*n)).cloned().collect();
+        let busy: Vec<String> = changed.iter().chain(report.removed.iter()).cloned().collect();
+        self.refuse_running(&busy)?;
+
+        if new.proxy.listen != old.proxy.listen || new.proxy.threads != old.proxy.threads {
+            report.warnings.push("proxy.listen and proxy.threads apply at the next start of cutover".into());
+        }
+        if new.admin != old.admin {
+            report.warnings.push("admin settings apply at the next start of cutover".into());
+        }
+        if new.state_dir != old.state_dir {
+            report.warnings.push("state_dir applies at the next start of cutover".into());
+        }
+        report.routes_changed = new.routes != old.routes || new.proxy.hold_timeout != old.proxy.hold_timeout;
+
+        // Added apps start first, so routes to them have instances to hold for.
+        for name in &report.added {
+            let app = Arc::new(new.apps[name].clone());
+            self.supervisor.start_app(Arc::clone(&app));
+            self.commit(&app, source.to_string());
+        }
+
+        // One table swap for routes, hold timeout and the set of apps.
+        let routing = self.supervisor.routing();
+        let names: Vec<&str> = new.apps.keys().map(String::as_str).collect();
+        routing.configure(&new.routes, new.proxy.hold_timeout, names);
+        routing.publish();
+        {
+            let mut active = self.lock_active();
+            active.config.proxy = new.proxy.clone();
+            active.config.admin = new.admin.clone();
+            active.config.routes = new.routes.clone();
+            for name in &report.removed {
+                active.config.apps.remove(name);
+                active.sources.remove(name);
+                active.staged.remove(name);
+            }
+        }
+        self.journal.update(|s| {
+            s.routes_config = Some(source.to_string());
+            for name in &report.removed {
+                s.current.remove(name);
+                s.staged.remove(name);
+            }
+        })?;
+        for name in &report.removed {
+            self.retire_app(name);
+        }
+
+        for name in changed {
+            let app = Arc::new(new.apps[&name].clone());
+            if app.manual_deployments {
+                self.stage(app, source);
+                report.staged.push(name);
+            } else {
+                report.deployments.push(self.start_deployment(app, source.to_string(), strategy)?);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Keeps `app` for the next `cutover deploy`.
+    fn stage(&self, app: Arc<AppConfig>, source: &str) {
+        let name = app.name.clone();
+        let version = app.version();
+        self.lock_active().staged.insert(name.clone(), (app, source.to_string()));
+        if let Err(e) = self.journal.update(|s| {
+            s.staged.insert(
+                name.clone(),
+                AppSource {
+                    version,
+                    config: source.to_string(),
+                },
+            );
+        }) {
+            tracing::error!(error = %e, app = %name, "cannot journal the staged change");
+        }
+    }
+
+    /// Drains and stops a removed app's instances in the background.
+    fn retire_app(&self, name: &str) {
+        let Some(app) = self.supervisor.app(name) else { return };
+        self.supervisor.remove_app(name);
+        let instances: Vec<_> = app.originals.into_iter().chain(app.clones).collect();
+        let drain_timeout = app.config.drain_timeout;
+        let name = name.to_string();
+        tokio::spawn(async move {
+            drain_and_stop(&instances, drain_timeout, None).await;
+            tracing::info!(app = %name, "removed app stopped");
+        });
+    }
+
+    /// Restores staged changes from the journal (at start-up).
+    pub fn restore_staged(&self, staged: Vec<(Arc<AppConfig>, String)>) {
+        let mut active = self.lock_active();
+        for (app, source) in staged {
+            active.staged.insert(app.name.clone(), (app, source));
+        }
+    }
+}
