@@ -48,13 +48,7 @@ fn lookup(handle: &TableHandle, host: &str, path: &str) -> bool {
 fn bench(c: &mut Criterion) {
     let metrics = ProxyMetrics::new(&prometheus::Registry::new()).unwrap();
     let backends: Vec<_> = (0..2)
-        .map(|i| {
-            Backend::new(
-                ([127, 0, 0, 1], 9000 + i).into(),
-                format!("web-{i}"),
-                u64::from(i) + 1,
-            )
-        })
+        .map(|i| Backend::new(([127, 0, 0, 1], 9000 + i).into(), format!("web-{i}"), u64::from(i) + 1))
         .collect();
 
     let mut group = c.benchmark_group("route_lookup");
@@ -66,13 +60,7 @@ fn bench(c: &mut Criterion) {
         });
         if n >= 100 {
             group.bench_with_input(BenchmarkId::new("wildcard_host", n), &n, |b, _| {
-                b.iter(|| {
-                    black_box(lookup(
-                        &handle,
-                        black_box("a.tenant-9.test"),
-                        black_box("/api"),
-                    ))
-                })
+                b.iter(|| black_box(lookup(&handle, black_box("a.tenant-9.test"), black_box("/api"))))
             });
         }
         group.bench_with_input(BenchmarkId::new("catch_all", n), &n, |b, _| {
@@ -100,19 +88,9 @@ fn bench(c: &mut Criterion) {
                 swaps
             })
         };
-        group.bench_with_input(
-            BenchmarkId::new("exact_host_during_swaps", n),
-            &n,
-            |b, _| {
-                b.iter(|| {
-                    black_box(lookup(
-                        &handle,
-                        black_box("host-7.test"),
-                        black_box("/api/v2/users"),
-                    ))
-                })
-            },
-        );
+        group.bench_with_input(BenchmarkId::new("exact_host_during_swaps", n), &n, |b, _| {
+            b.iter(|| black_box(lookup(&handle, black_box("host-7.test"), black_box("/api/v2/users"))))
+        });
         stop.store(true, Ordering::Relaxed);
         let swaps = writer.join().unwrap();
         eprintln!("  ({swaps} table swaps while measuring with {n} routes)");

@@ -22,6 +22,13 @@ pub struct AdminArgs {
     config: PathBuf,
 }
 
+impl AdminArgs {
+    /// Endpoint from `admin`, else from the config file `config`.
+    pub fn new(admin: Option<String>, config: PathBuf) -> Self {
+        Self { admin, config }
+    }
+}
+
 /// A tiny admin API client (one request per connection).
 pub struct AdminClient {
     authority: String,
@@ -44,9 +51,7 @@ impl AdminClient {
             .strip_prefix("http://")
             .with_context(|| format!("admin URL {url:?} must start with http://"))?
             .to_string();
-        let token = std::env::var("CUTOVER_ADMIN_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty());
+        let token = std::env::var("CUTOVER_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
         Ok(Self { authority, token })
     }
 
@@ -65,29 +70,52 @@ impl AdminClient {
         Ok(value)
     }
 
-    async fn request(
-        &self,
-        method: &str,
-        path: &str,
-        body: Bytes,
-    ) -> anyhow::Result<(http::StatusCode, Bytes)> {
-        let stream =
-            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&self.authority))
-                .await
-                .with_context(|| format!("admin endpoint {} did not answer", self.authority))?
-                .with_context(|| {
-                    format!(
-                        "cannot reach cutover's admin endpoint at {} (is `cutover up` running?)",
-                        self.authority
-                    )
-                })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    /// POST `body` to `path`; the status and parsed JSON answer.
+    pub async fn post_json(&self, path: &str, body: Bytes) -> anyhow::Result<(http::StatusCode, Value)> {
+        let (status, body) = self.request("POST", path, body).await?;
+        let value: Value = serde_json::from_slice(&body)
+            .with_context(|| format!("admin API answered {status} with a body that is not JSON"))?;
+        Ok((status, value))
+    }
+
+    /// Opens `path` as a stream (SSE); returns the response to read from.
+    pub async fn stream(&self, path: &str) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+        let stream = TcpStream::connect(&self.authority)
+            .await
+            .with_context(|| format!("cannot reach cutover's admin endpoint at {}", self.authority))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let mut request = http::Request::builder()
+            .uri(path)
+            .header(http::header::HOST, &self.authority)
+            .header(http::header::ACCEPT, "text/event-stream");
+        if let Some(token) = &self.token {
+            request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = sender.send_request(request.body(Full::new(Bytes::new()))?).await?;
+        if !response.status().is_success() {
+            bail!("admin API answered {} for {path}", response.status());
+        }
+        Ok(response)
+    }
+
+    async fn request(&self, method: &str, path: &str, body: Bytes) -> anyhow::Result<(http::StatusCode, Bytes)> {
+        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&self.authority))
+            .await
+            .with_context(|| format!("admin endpoint {} did not answer", self.authority))?
+            .with_context(|| {
+                format!(
+                    "cannot reach cutover's admin endpoint at {} (is `cutover up` running?)",
+                    self.authority
+                )
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         let conn = tokio::spawn(conn);
         let mut request = http::Request::builder()
             .method(method)
             .uri(path)
-            .header(http::header::HOST, &self.authority);
+            .header(http::header::HOST, &self.authority)
+            .header(http::header::CONTENT_TYPE, "application/json");
         if let Some(token) = &self.token {
             request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -153,4 +181,135 @@ fn render_status(status: &Value) -> String {
         status["route_table_generation"].as_u64().unwrap_or(0)
     ));
     out
+}
+
+/// `cutover deploy [APP] [--strategy S] [--no-wait]`.
+pub async fn deploy(
+    args: AdminArgs,
+    app: Option<String>,
+    strategy: Option<String>,
+    no_wait: bool,
+) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::new(&args)?;
+    let body = serde_json::json!({ "app": app, "strategy": strategy });
+    let (status, answer) = client.post_json("/deploy", Bytes::from(body.to_string())).await?;
+    if !status.is_success() {
+        let running = answer["id"]
+            .as_str()
+            .map(|id| format!(" (running: {id})"))
+            .unwrap_or_default();
+        bail!("{}{running}", answer["error"].as_str().unwrap_or("deploy refused"));
+    }
+    let ids = started_ids(&answer["deployments"]);
+    follow_all(&client, &ids, no_wait).await
+}
+
+/// `cutover push [FILE] [--deploy-strategy S] [--no-wait]`.
+pub async fn push(args: AdminArgs, file: PathBuf, strategy: Option<String>, no_wait: bool) -> anyhow::Result<ExitCode> {
+    let source = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let client = AdminClient::new(&args)?;
+    let path = match &strategy {
+        Some(s) => format!("/push?deploy_strategy={s}"),
+        None => "/push".to_string(),
+    };
+    let (status, report) = client.post_json(&path, Bytes::from(source)).await?;
+    if !status.is_success() {
+        eprintln!("{}: push refused ({status}):", file.display());
+        for line in report["error"].as_str().unwrap_or("unknown error").lines() {
+            eprintln!("  {line}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    let list = |key: &str| -> Vec<String> {
+        report[key]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    for (key, label) in [
+        ("added", "started"),
+        ("removed", "removed"),
+        ("staged", "staged (run `cutover deploy` to apply)"),
+    ] {
+        for app in list(key) {
+            println!("{app}: {label}");
+        }
+    }
+    if report["routes_changed"].as_bool() == Some(true) {
+        println!("routes and proxy settings: applied");
+    }
+    for warning in list("warnings") {
+        println!("warning: {warning}");
+    }
+    let ids = started_ids(&report["deployments"]);
+    if ids.is_empty() {
+        if list("staged").is_empty() && list("added").is_empty() && list("removed").is_empty() {
+            println!("no app changed");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    follow_all(&client, &ids, no_wait).await
+}
+
+/// `cutover history [APP]`.
+pub async fn history(args: AdminArgs, app: Option<String>) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::new(&args)?;
+    let deployments = client.get_json("/deployments").await?;
+    let empty = Vec::new();
+    println!(
+        "{:<14} {:<10} {:<10} {:<12} {:<25} {:>9}  PHASES",
+        "ID", "APP", "STRATEGY", "OUTCOME", "STARTED", "DURATION"
+    );
+    for d in deployments.as_array().unwrap_or(&empty) {
+        if app.as_deref().is_some_and(|a| d["app"] != a) {
+            continue;
+        }
+        let phases: Vec<String> = d["phases"]
+            .as_array()
+            .unwrap_or(&empty)
+            .iter()
+            .map(|p| {
+                let ms = p["duration_ms"]
+                    .as_u64()
+                    .map(|ms| format!(" {:.1}s", ms as f64 / 1000.0))
+                    .unwrap_or_default();
+                format!("{}{ms}", p["phase"].as_str().unwrap_or("?"))
+            })
+            .collect();
+        println!(
+            "{:<14} {:<10} {:<10} {:<12} {:<25} {:>9}  {}",
+            d["id"].as_str().unwrap_or("?"),
+            d["app"].as_str().unwrap_or("?"),
+            d["strategy"].as_str().unwrap_or("?"),
+            d["outcome"].as_str().unwrap_or("running"),
+            d["started_at"].as_str().unwrap_or("?"),
+            d["duration_ms"]
+                .as_u64()
+                .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+                .unwrap_or_else(|| "-".into()),
+            phases.join(", "),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn started_ids(deployments: &Value) -> Vec<String> {
+    deployments
+        .as_array()
+        .map(|a| a.iter().filter_map(|d| d["id"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+async fn follow_all(client: &AdminClient, ids: &[String], no_wait: bool) -> anyhow::Result<ExitCode> {
+    if no_wait {
+        for id in ids {
+            println!("{id}: started");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut outcomes = Vec::new();
+    for id in ids {
+        outcomes.push(crate::follow::follow(client, id).await?);
+    }
+    Ok(crate::follow::exit_code(&outcomes))
 }

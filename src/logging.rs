@@ -12,9 +12,8 @@ pub enum LogFormat {
 /// Installs the global subscriber. Default level: info for cutover, warn
 /// for everything else (pingora is chatty at info).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("warn,cutover=info,cutover_control=info,cutover_proxy=info")
-    });
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,cutover=info,cutover_control=info,cutover_proxy=info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

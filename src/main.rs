@@ -1,6 +1,7 @@
 //! The `cutover` command line (SPEC §2).
 
 mod client;
+mod follow;
 mod logging;
 mod up;
 
@@ -11,11 +12,7 @@ use clap::{Parser, Subcommand};
 use cutover_control::config::{self, ConfigError};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "cutover",
-    version,
-    about = "Edge reverse proxy with zero-downtime deploys"
-)]
+#[command(name = "cutover", version, about = "Edge reverse proxy with zero-downtime deploys")]
 struct Cli {
     /// Log format for cutover's own logs (RUST_LOG sets the level).
     #[arg(long, global = true, value_enum, default_value = "human")]
@@ -37,6 +34,43 @@ enum Command {
         /// The config file.
         #[arg(short, long, default_value = "deploy.yaml")]
         config: PathBuf,
+    },
+    /// Deploy the staged changes of an app (or redeploy its current version).
+    /// Exit 0 if it succeeded, 1 if it failed, 2 if it rolled back.
+    Deploy {
+        /// The app; every app when omitted.
+        app: Option<String>,
+        /// rolling or stopstart; default: the app's deploy_strategy.
+        #[arg(long, value_parser = ["rolling", "stopstart"])]
+        strategy: Option<String>,
+        /// Return once the deployment started.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        admin: client::AdminArgs,
+    },
+    /// Send a new config to the running cutover: changed apps are deployed
+    /// (or staged with manual_deployments), routes apply at once.
+    Push {
+        /// The config to send.
+        #[arg(default_value = "deploy.yaml")]
+        file: PathBuf,
+        /// rolling or stopstart, for the deployments this push starts.
+        #[arg(long, value_parser = ["rolling", "stopstart"])]
+        deploy_strategy: Option<String>,
+        /// Return once the deployments started.
+        #[arg(long)]
+        no_wait: bool,
+        /// Admin endpoint, e.g. http://127.0.0.1:9180 (default: from FILE).
+        #[arg(long, env = "CUTOVER_ADMIN")]
+        admin: Option<String>,
+    },
+    /// Past deployments with strategy, outcome and phase timings.
+    History {
+        /// Only this app's.
+        app: Option<String>,
+        #[command(flatten)]
+        admin: client::AdminArgs,
     },
     /// Show apps, instances and their state.
     Status {
@@ -60,6 +94,22 @@ fn main() -> ExitCode {
             run_async(up::run(config))
         }
         Command::Status { admin, json, watch } => run_async(client::status(admin, json, watch)),
+        Command::Deploy {
+            app,
+            strategy,
+            no_wait,
+            admin,
+        } => run_async(client::deploy(admin, app, strategy, no_wait)),
+        Command::Push {
+            file,
+            deploy_strategy,
+            no_wait,
+            admin,
+        } => {
+            let admin = client::AdminArgs::new(admin, file.clone());
+            run_async(client::push(admin, file, deploy_strategy, no_wait))
+        }
+        Command::History { app, admin } => run_async(client::history(admin, app)),
     }
 }
 

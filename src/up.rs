@@ -20,9 +20,7 @@ use cutover_control::deploy::{boot, Controller};
 use cutover_control::journal::{AppSource, Journal};
 use cutover_control::routing::Routing;
 use cutover_control::supervisor::{self, Supervisor};
-use cutover_proxy::{
-    DataPlane, DataPlaneConfig, ProxyMetrics, ProxySettings, RouteTable, TableHandle,
-};
+use cutover_proxy::{DataPlane, DataPlaneConfig, ProxyMetrics, ProxySettings, RouteTable, TableHandle};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Runs `cutover up` on the config at `path`.
@@ -54,7 +52,11 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     let table = TableHandle::new(RouteTable::default());
     let routing = Routing::new(Arc::clone(&table), metrics.clone());
     let serving = &restored.config;
-    routing.configure(&serving.routes, serving.proxy.hold_timeout, serving.apps.keys().map(String::as_str));
+    routing.configure(
+        &serving.routes,
+        serving.proxy.hold_timeout,
+        serving.apps.keys().map(String::as_str),
+    );
     routing.publish();
 
     // Bind the admin listener before anything starts, so a taken port fails
@@ -143,10 +145,7 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     tracing::info!(signal = signal_name, "shutting down: draining requests");
     let left = data_plane.shutdown(max_drain(&config)).await;
     if left > 0 {
-        tracing::warn!(
-            requests = left,
-            "requests still running at the drain deadline are cut"
-        );
+        tracing::warn!(requests = left, "requests still running at the drain deadline are cut");
     }
     tracing::info!("stopping apps");
     supervisor.stop_all().await;
@@ -169,11 +168,7 @@ fn admin_token(config: &Config) -> anyhow::Result<Option<String>> {
         bail!(
             "admin.listen {} is not a loopback address: set a token in ${} (admin.token_env)",
             config.admin.listen,
-            config
-                .admin
-                .token_env
-                .as_deref()
-                .unwrap_or("CUTOVER_ADMIN_TOKEN")
+            config.admin.token_env.as_deref().unwrap_or("CUTOVER_ADMIN_TOKEN")
         );
     }
     Ok(token)
@@ -207,9 +202,5 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
 }
 
 fn list(addrs: &[SocketAddr]) -> String {
-    addrs
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
+    addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }

@@ -51,17 +51,18 @@ fn host_and_path_routes_reach_the_right_app_and_no_route_is_404() {
     assert_eq!(served_by("shop.test", "/").as_deref(), Some("web-v1"));
     assert_eq!(served_by("shop.test", "/api/orders").as_deref(), Some("api-v1"));
     assert_eq!(served_by("SHOP.test:8080", "/api").as_deref(), Some("api-v1"));
-    assert_eq!(served_by("shop.test", "/apiary").as_deref(), Some("web-v1"), "segment boundary");
+    assert_eq!(
+        served_by("shop.test", "/apiary").as_deref(),
+        Some("web-v1"),
+        "segment boundary"
+    );
     assert_eq!(served_by("eu.admin.test", "/").as_deref(), Some("admin-v1"));
 
     let missing = cutover.get("other.test", "/");
     assert_eq!(missing.status, 404);
     assert!(missing.text().contains("no route"), "{}", missing.text());
     let bare = cutover.get("admin.test", "/");
-    assert_eq!(
-        bare.status, 404,
-        "a wildcard does not cover its bare domain"
-    );
+    assert_eq!(bare.status, 404, "a wildcard does not cover its bare domain");
 }
 
 #[test]
@@ -110,18 +111,13 @@ fn killing_one_of_two_instances_fails_no_request_and_it_rejoins() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
     std::thread::sleep(Duration::from_millis(700));
     cutover.wait_until(Duration::from_secs(20), "web-0 restarted and ready", |c| {
-        c.instances("web").iter().any(|i| {
-            i["name"] == "web-0"
-                && i["state"] == "ready"
-                && i["pid"].as_u64() != Some(victim as u64)
-        })
+        c.instances("web")
+            .iter()
+            .any(|i| i["name"] == "web-0" && i["state"] == "ready" && i["pid"].as_u64() != Some(victim as u64))
     });
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
-    let failures: Vec<String> = clients
-        .into_iter()
-        .flat_map(|c| c.join().unwrap())
-        .collect();
+    let failures: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
     assert!(failures.is_empty(), "failed requests: {failures:?}");
     assert!(ok.load(Ordering::SeqCst) > 50, "the load actually ran");
     assert!(
@@ -173,9 +169,7 @@ fn a_backend_down_longer_than_hold_timeout_gives_503_with_retry_after() {
         started.elapsed() >= Duration::from_millis(450),
         "held for hold_timeout first"
     );
-    let metrics = support::http::get(cutover.admin, "admin", "/metrics")
-        .unwrap()
-        .text();
+    let metrics = support::http::get(cutover.admin, "admin", "/metrics").unwrap().text();
     assert!(
         metrics.contains("cutover_requests_total{app=\"web\",code=\"503\"} 1"),
         "{metrics}"
@@ -196,19 +190,11 @@ fn a_keepalive_client_keeps_working_across_a_backend_restart_on_the_same_port() 
     let pid = before["pid"].as_u64().unwrap() as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
     // The same client connection: held until the restarted instance is ready.
-    let resp = client
-        .get("t", "/")
-        .expect("the kept-alive connection still works");
+    let resp = client.get("t", "/").expect("the kept-alive connection still works");
     assert_eq!(resp.status, 200, "{}", resp.text());
     let after = cutover.instances("web")[0].clone();
-    assert_eq!(
-        after["address"], before["address"],
-        "restarted on the same port"
-    );
-    assert_ne!(
-        after["generation"], before["generation"],
-        "a new pool generation"
-    );
+    assert_eq!(after["address"], before["address"], "restarted on the same port");
+    assert_ne!(after["generation"], before["generation"], "a new pool generation");
     for _ in 0..3 {
         assert_eq!(client.get("t", "/").unwrap().status, 200);
     }
@@ -226,11 +212,7 @@ fn sigterm_stops_cutover_and_every_app_process() {
     assert_eq!(pids.len(), 3);
     assert!(pids.iter().all(|p| process_alive(*p)));
     let status = cutover.signal_and_wait(Signal::SIGTERM, Duration::from_secs(20));
-    assert!(
-        status.success(),
-        "clean exit: {status}; log:\n{}",
-        cutover.log()
-    );
+    assert!(status.success(), "clean exit: {status}; log:\n{}", cutover.log());
     let deadline = Instant::now() + Duration::from_secs(5);
     while pids.iter().any(|p| process_alive(*p)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

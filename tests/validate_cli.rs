@@ -39,9 +39,7 @@ fn refused(yaml: &str, expect: &[&str]) -> String {
     let (code, stderr) = run("validate", yaml);
     assert_eq!(code, 1, "exit 1 expected; stderr:\n{stderr}");
     assert!(
-        stderr
-            .lines()
-            .any(|line| expect.iter().all(|e| line.contains(e))),
+        stderr.lines().any(|line| expect.iter().all(|e| line.contains(e))),
         "no line contains all of {expect:?}; stderr:\n{stderr}"
     );
     stderr
@@ -60,11 +58,7 @@ fn the_shipped_deploy_yaml_validates() {
         .args(["validate", "-c", shipped])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -99,10 +93,7 @@ fn a_missing_command_is_refused() {
 
 #[test]
 fn a_route_to_an_unknown_app_is_refused() {
-    refused(
-        &GOOD.replace("app: web }", "app: wbe }"),
-        &["routes[0].app", "wbe"],
-    );
+    refused(&GOOD.replace("app: web }", "app: wbe }"), &["routes[0].app", "wbe"]);
 }
 
 #[test]
@@ -119,19 +110,13 @@ fn zero_instances_is_refused() {
 
 #[test]
 fn a_health_path_without_slash_is_refused() {
-    let yaml = GOOD.replace(
-        "apps:\n  web:\n",
-        "apps:\n  web:\n    health: { path: health }\n",
-    );
+    let yaml = GOOD.replace("apps:\n  web:\n", "apps:\n  web:\n    health: { path: health }\n");
     refused(&yaml, &["apps.web.health.path"]);
 }
 
 #[test]
 fn a_public_admin_listener_without_token_is_refused() {
-    let yaml = GOOD.replace(
-        "listen: 127.0.0.1:19180",
-        "listen: 0.0.0.0:19180\n  token_env: \"\"",
-    );
+    let yaml = GOOD.replace("listen: 127.0.0.1:19180", "listen: 0.0.0.0:19180\n  token_env: \"\"");
     refused(&yaml, &["admin", "token"]);
 }
 

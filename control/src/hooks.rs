@@ -32,10 +32,7 @@ pub struct Hook<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
     #[error("{name} hook could not start: {source}")]
-    Spawn {
-        name: &'static str,
-        source: std::io::Error,
-    },
+    Spawn { name: &'static str, source: std::io::Error },
     #[error("{name} hook exited with {status}; output: {output}")]
     Failed {
         name: &'static str,
@@ -53,10 +50,7 @@ pub enum HookError {
 impl Hook<'_> {
     /// Runs the hook; `Ok` with its (tail of) output when it exits 0.
     pub async fn run(&self) -> Result<String, HookError> {
-        log_line(
-            self.log,
-            &format!("running {} hook: {}", self.name, self.script),
-        );
+        log_line(self.log, &format!("running {} hook: {}", self.name, self.script));
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(self.script)
@@ -134,9 +128,7 @@ impl Hook<'_> {
 
 fn tail(bytes: &[u8]) -> String {
     let start = bytes.len().saturating_sub(OUTPUT_LIMIT);
-    String::from_utf8_lossy(&bytes[start..])
-        .trim_end()
-        .to_string()
+    String::from_utf8_lossy(&bytes[start..]).trim_end().to_string()
 }
 
 #[cfg(test)]
@@ -158,10 +150,7 @@ mod tests {
     async fn success_returns_output_and_sees_env() {
         let env = BTreeMap::from([("GREETING".to_string(), "hi".to_string())]);
         let log = std::env::temp_dir().join(format!("cutover-hook-{}.log", std::process::id()));
-        let out = hook("echo $GREETING; echo oops >&2", &env, &log)
-            .run()
-            .await
-            .unwrap();
+        let out = hook("echo $GREETING; echo oops >&2", &env, &log).run().await.unwrap();
         assert_eq!(out, "hi\noops");
         let _ = std::fs::remove_file(log);
     }
@@ -170,20 +159,14 @@ mod tests {
     async fn failure_and_timeout_are_errors() {
         let env = BTreeMap::new();
         let log = std::env::temp_dir().join(format!("cutover-hook2-{}.log", std::process::id()));
-        let err = hook("echo bad; exit 3", &env, &log)
-            .run()
-            .await
-            .unwrap_err();
+        let err = hook("echo bad; exit 3", &env, &log).run().await.unwrap_err();
         assert!(
             matches!(err, HookError::Failed { ref output, .. } if output == "bad"),
             "{err}"
         );
         let mut slow = hook("sleep 10", &env, &log);
         slow.timeout = Duration::from_millis(100);
-        assert!(matches!(
-            slow.run().await.unwrap_err(),
-            HookError::Timeout { .. }
-        ));
+        assert!(matches!(slow.run().await.unwrap_err(), HookError::Timeout { .. }));
         let _ = std::fs::remove_file(log);
     }
 }

@@ -66,7 +66,10 @@ impl Journal {
         fs::create_dir_all(state_dir.join("deployments")).map_err(io(state_dir))?;
         let path = state_dir.join("journal.json");
         let state = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| JournalError::Corrupt { path: path.clone(), source })?,
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| JournalError::Corrupt {
+                path: path.clone(),
+                source,
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => JournalState::default(),
             Err(e) => return Err(io(&path)(e)),
         };
@@ -115,8 +118,14 @@ impl Journal {
     /// record.
     pub fn append_history(&self, deployment: &Deployment) -> Result<(), JournalError> {
         let path = self.dir.join("history.jsonl");
-        let io = |source| JournalError::Io { path: path.clone(), source };
-        let mut line = serde_json::to_vec(deployment).map_err(|source| JournalError::Corrupt { path: path.clone(), source })?;
+        let io = |source| JournalError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut line = serde_json::to_vec(deployment).map_err(|source| JournalError::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
         line.push(b'\n');
         let mut file = OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
         file.write_all(&line).map_err(io)?;
@@ -197,7 +206,13 @@ mod tests {
         let d = dir("reopen");
         let j = Journal::open(&d).unwrap();
         j.update(|s| {
-            s.current.insert("web".into(), AppSource { version: "abc".into(), config: "x".into() });
+            s.current.insert(
+                "web".into(),
+                AppSource {
+                    version: "abc".into(),
+                    config: "x".into(),
+                },
+            );
         })
         .unwrap();
         assert_eq!(j.next_deployment_number().unwrap(), 1);

@@ -66,7 +66,12 @@ impl Routing {
 
     /// Sets the routes and the apps that exist; apps no longer named lose
     /// their slot and their metric series. Does not publish.
-    pub fn configure<'a>(&self, routes: &[RouteConfig], hold_timeout: Duration, apps: impl IntoIterator<Item = &'a str>) {
+    pub fn configure<'a>(
+        &self,
+        routes: &[RouteConfig],
+        hold_timeout: Duration,
+        apps: impl IntoIterator<Item = &'a str>,
+    ) {
         let mut state = self.lock();
         let wanted: Vec<&str> = apps.into_iter().collect();
         let gone: Vec<String> = state
@@ -111,11 +116,7 @@ impl Routing {
 
     /// The instances serving `app`.
     pub fn serving(&self, app: &str) -> Vec<Arc<Instance>> {
-        self.lock()
-            .apps
-            .get(app)
-            .map(|a| a.serving.clone())
-            .unwrap_or_default()
+        self.lock().apps.get(app).map(|a| a.serving.clone()).unwrap_or_default()
     }
 
     /// Builds the table from the current state and publishes it. Returns

@@ -180,9 +180,7 @@ mod tests {
         let b = backend();
         let _g = b.try_claim().unwrap();
         b.start_draining();
-        let left = b
-            .wait_idle(Instant::now() + Duration::from_millis(50))
-            .await;
+        let left = b.wait_idle(Instant::now() + Duration::from_millis(50)).await;
         assert_eq!(left, 1);
     }
 }

@@ -7,8 +7,8 @@
 use std::sync::{Arc, OnceLock};
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry,
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
 
 /// Status codes with a pre-resolvable counter slot: 100..=599.
@@ -32,10 +32,7 @@ impl ProxyMetrics {
         let buckets = exponential_buckets(0.0005, 2.0, 17)?;
         let metrics = Self {
             requests: IntCounterVec::new(
-                Opts::new(
-                    "cutover_requests_total",
-                    "Requests answered, by app and status code.",
-                ),
+                Opts::new("cutover_requests_total", "Requests answered, by app and status code."),
                 &["app", "code"],
             )?,
             duration: HistogramVec::new(
@@ -54,10 +51,7 @@ impl ProxyMetrics {
                 &["app"],
             )?,
             retries: IntCounterVec::new(
-                Opts::new(
-                    "cutover_retries_total",
-                    "Requests retried on another backend.",
-                ),
+                Opts::new("cutover_retries_total", "Requests retried on another backend."),
                 &["app"],
             )?,
             held: IntGaugeVec::new(
@@ -121,9 +115,7 @@ pub struct AppMetrics {
 
 impl std::fmt::Debug for AppMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppMetrics")
-            .field("app", &self.app)
-            .finish()
+        f.debug_struct("AppMetrics").field("app", &self.app).finish()
     }
 }
 
@@ -134,15 +126,9 @@ impl AppMetrics {
         self.duration.observe(seconds);
         match self.by_code.get(usize::from(code).wrapping_sub(100)) {
             Some(slot) => slot
-                .get_or_init(|| {
-                    self.requests
-                        .with_label_values(&[&*self.app, &code.to_string()])
-                })
+                .get_or_init(|| self.requests.with_label_values(&[&*self.app, &code.to_string()]))
                 .inc(),
-            None => self
-                .requests
-                .with_label_values(&[&*self.app, &code.to_string()])
-                .inc(),
+            None => self.requests.with_label_values(&[&*self.app, &code.to_string()]).inc(),
         }
     }
 

@@ -85,19 +85,11 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 
 impl Router {
     /// Adds a route; refuses an exact duplicate (same host, same path).
-    pub fn insert(
-        &mut self,
-        host: HostMatch,
-        path: &str,
-        app: AppId,
-    ) -> Result<(), DuplicateRoute> {
+    pub fn insert(&mut self, host: HostMatch, path: &str, app: AppId) -> Result<(), DuplicateRoute> {
         let set = match &host {
             HostMatch::Any => &mut self.any,
             HostMatch::Exact(name) => self.exact.entry(name.as_str().into()).or_default(),
-            HostMatch::Wildcard(suffix) => self
-                .wildcard
-                .entry(format!(".{suffix}").into())
-                .or_default(),
+            HostMatch::Wildcard(suffix) => self.wildcard.entry(format!(".{suffix}").into()).or_default(),
         };
         if set.insert(path, app) {
             Ok(())
@@ -230,10 +222,7 @@ mod tests {
 
     #[test]
     fn longest_wildcard_suffix_wins() {
-        let r = router(&[
-            (wild("example.com"), "/", 1),
-            (wild("eu.example.com"), "/", 2),
-        ]);
+        let r = router(&[(wild("example.com"), "/", 1), (wild("eu.example.com"), "/", 2)]);
         assert_eq!(r.lookup("a.eu.example.com", "/"), Some(AppId(2)));
         assert_eq!(r.lookup("a.us.example.com", "/"), Some(AppId(1)));
     }

@@ -41,10 +41,7 @@ pub struct DataPlaneConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum DataPlaneError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("the proxy did not start listening on {0} within 10s")]
     NotListening(SocketAddr),
     #[error("cannot start the proxy thread: {0}")]
@@ -68,10 +65,7 @@ impl DataPlane {
     ) -> Result<Self, DataPlaneError> {
         // pingora panics on a bind failure; check first for a clear error.
         for addr in &config.listen {
-            TcpListener::bind(addr).map_err(|source| DataPlaneError::Bind {
-                addr: *addr,
-                source,
-            })?;
+            TcpListener::bind(addr).map_err(|source| DataPlaneError::Bind { addr: *addr, source })?;
         }
 
         let mut conf = ServerConf {
@@ -87,11 +81,7 @@ impl DataPlane {
         server.bootstrap();
 
         let proxy = CutoverProxy::new(Arc::clone(&table), config.settings.clone(), metrics);
-        let mut service = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            proxy,
-            "cutover proxy",
-        );
+        let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "cutover proxy");
         for addr in &config.listen {
             service.add_tcp(&addr.to_string());
         }

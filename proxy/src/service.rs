@@ -94,11 +94,7 @@ impl CutoverProxy {
     }
 
     /// Waits for a table with a ready backend, up to the hold deadline.
-    async fn hold(
-        &self,
-        app: AppId,
-        ctx: &mut RequestCtx,
-    ) -> std::result::Result<InflightGuard, Refusal> {
+    async fn hold(&self, app: AppId, ctx: &mut RequestCtx) -> std::result::Result<InflightGuard, Refusal> {
         if self.held.fetch_add(1, Ordering::SeqCst) >= self.settings.max_held {
             self.held.fetch_sub(1, Ordering::SeqCst);
             return Err(Refusal::HoldQueueFull);
@@ -257,14 +253,10 @@ impl ProxyHttp for CutoverProxy {
         }
     }
 
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> Result<Box<HttpPeer>> {
-        let app = ctx.app.ok_or_else(|| {
-            Error::explain(ErrorType::InternalError, "upstream_peer without a route")
-        })?;
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let app = ctx
+            .app
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream_peer without a route"))?;
         let claim = match self.try_pick(app, ctx) {
             Pick::Claimed(claim) => Ok(claim),
             Pick::AppGone => Err(Refusal::AppGone),
@@ -278,10 +270,7 @@ impl ProxyHttp for CutoverProxy {
             }
             Err(refusal) => {
                 ctx.refusal = Some(refusal);
-                Err(Error::explain(
-                    ErrorType::HTTPStatus(503),
-                    refusal.body().trim_end(),
-                ))
+                Err(Error::explain(ErrorType::HTTPStatus(503), refusal.body().trim_end()))
             }
         }
     }
@@ -292,16 +281,8 @@ impl ProxyHttp for CutoverProxy {
         upstream: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(ip) = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        {
-            let forwarded_for = match upstream
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
+        if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
+            let forwarded_for = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
                 Some(prior) => format!("{prior}, {}", display_ip(ip)),
                 None => display_ip(ip),
             };
@@ -346,8 +327,7 @@ impl ProxyHttp for CutoverProxy {
         // Same rule as pingora's default: only an idempotent request whose
         // body is still fully buffered may be replayed, and then only when
         // the failure was a stale reused connection.
-        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
-        {
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
             e.set_retry(false);
         } else {
             e.retry.decide_reuse(client_reused);
@@ -364,12 +344,7 @@ impl ProxyHttp for CutoverProxy {
         e
     }
 
-    async fn fail_to_proxy(
-        &self,
-        session: &mut Session,
-        e: &Error,
-        ctx: &mut RequestCtx,
-    ) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let (code, body, retry_after) = match ctx.refusal {
             Some(refusal) => (503, Bytes::from_static(refusal.body().as_bytes()), true),
             None => match (e.etype(), e.esource()) {
@@ -385,11 +360,7 @@ impl ProxyHttp for CutoverProxy {
                     };
                 }
                 (_, ErrorSource::Downstream) => (400, Bytes::from_static(b"bad request\n"), false),
-                (_, ErrorSource::Upstream) => (
-                    502,
-                    Bytes::from_static(b"the app failed to answer\n"),
-                    false,
-                ),
+                (_, ErrorSource::Upstream) => (502, Bytes::from_static(b"the app failed to answer\n"), false),
                 _ => (500, Bytes::from_static(b"internal error\n"), false),
             },
         };
@@ -409,11 +380,19 @@ impl ProxyHttp for CutoverProxy {
         ctx.refusal.is_some()
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         // 499 as nginx: the client left before any response was written.
-        let code = session
-            .response_written()
-            .map_or(499, |r| r.status.as_u16());
+        let code = session.response_written().map_or(499, |r| r.status.as_u16());
+        if let (Some(error), Some(claim)) = (e, &ctx.claim) {
+            if claim.backend().is_draining() {
+                tracing::warn!(
+                    path = %session.req_header().uri.path(),
+                    instance = claim.backend().instance(),
+                    %error,
+                    "request cut: its backend was stopped after the drain deadline"
+                );
+            }
+        }
         if let Some(metrics) = &ctx.metrics {
             metrics.observe(code, ctx.started.elapsed().as_secs_f64());
         }

@@ -169,12 +169,7 @@ impl RouteTableBuilder {
     }
 
     /// Adds a route to an app.
-    pub fn route(
-        &mut self,
-        host: HostMatch,
-        path: &str,
-        app: AppId,
-    ) -> Result<&mut Self, DuplicateRoute> {
+    pub fn route(&mut self, host: HostMatch, path: &str, app: AppId) -> Result<&mut Self, DuplicateRoute> {
         self.router.insert(host, path, app)?;
         Ok(self)
     }
@@ -210,11 +205,7 @@ mod tests {
     }
 
     fn backend(port: u16, generation: u64) -> Arc<Backend> {
-        Backend::new(
-            ([127, 0, 0, 1], port).into(),
-            format!("web-{port}"),
-            generation,
-        )
+        Backend::new(([127, 0, 0, 1], port).into(), format!("web-{port}"), generation)
     }
 
     #[test]

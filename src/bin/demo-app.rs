@@ -8,6 +8,7 @@
 //! | `GET /` | `"{version} {instance} {role}\n"` |
 //! | `POST /` | the same line, then `"received {n} bytes\n"` (the body is read to its end) |
 //! | `GET /health` | `200 ok`, or `503` while made unhealthy (see below) |
+//! | `GET /headers` | the request headers as received, one `name: value` per line |
 //! | `GET /slow?ms=N` | sleeps N ms (at most 600000), then `"{version} {instance} slept {N}ms\n"`; 400 without a whole `ms` |
 //! | `GET /ws` | WebSocket: echoes text and binary messages (up to 64 MiB), sends `tick {version} {instance} {n}` every `DEMO_TICK_MS`; subprotocols `demo.v1` and `chat` (the first one the client offers wins) |
 //! | `GET /events` | Server-Sent Events: `event: tick`, `data: {version} {instance} {n}`, `id: {n}`, every `DEMO_SSE_MS`, the first (n = 0) at once |
@@ -36,10 +37,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::{
-    collections::HashMap, convert::Infallible, path::PathBuf, process::ExitCode, sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, convert::Infallible, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
@@ -179,10 +177,7 @@ async fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     // Plain lines on stdout: cutover keeps instance output in its log files.
-    tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_ansi(false).with_target(false).init();
     match run(cfg).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(problem) => {
@@ -212,10 +207,7 @@ async fn run(cfg: Config) -> Result<(), String> {
         }
     });
     if !cfg.start_delay.is_zero() {
-        info!(
-            "waiting {:?} before listening (DEMO_START_DELAY_MS)",
-            cfg.start_delay
-        );
+        info!("waiting {:?} before listening (DEMO_START_DELAY_MS)", cfg.start_delay);
         tokio::select! {
             _ = sleep(cfg.start_delay) => {}
             name = &mut stop_signal => {
@@ -256,6 +248,7 @@ fn router(app: Shared) -> Router {
     Router::new()
         .route("/", get(root).post(root_post))
         .route("/health", get(health))
+        .route("/headers", get(headers))
         .route("/slow", get(slow))
         .route("/ws", get(websocket))
         .route("/events", get(events))
@@ -268,20 +261,13 @@ fn router(app: Shared) -> Router {
 async fn log_and_label(State(app): State<Shared>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
     let mut response = next.run(req).await;
     let status = response.status().as_u16();
     info!("{method} {path} {status} {:?}", started.elapsed());
     // Skipped if the environment holds something a header cannot carry.
     let headers = response.headers_mut();
-    for (name, value) in [
-        ("x-app-version", &app.cfg.version),
-        ("x-instance", &app.cfg.instance),
-    ] {
+    for (name, value) in [("x-app-version", &app.cfg.version), ("x-instance", &app.cfg.instance)] {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(name, value);
         }
@@ -294,6 +280,15 @@ async fn root(State(app): State<Shared>) -> String {
 }
 
 /// Counts the body as it streams in, so a large upload is not held in memory.
+/// `GET /headers`: the request headers as received, one `name: value` per
+/// line (lets tests see what the proxy forwards).
+async fn headers(headers: axum::http::HeaderMap) -> String {
+    headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())))
+        .collect()
+}
+
 async fn root_post(State(app): State<Shared>, body: Body) -> Response {
     let mut received = 0usize;
     let mut chunks = body.into_data_stream();
@@ -333,11 +328,7 @@ async fn slow(State(app): State<Shared>, Query(query): Query<HashMap<String, Str
     format!("{} {} slept {ms}ms\n", app.cfg.version, app.cfg.instance).into_response()
 }
 
-async fn websocket(
-    State(app): State<Shared>,
-    headers: HeaderMap,
-    mut ws: WebSocketUpgrade,
-) -> Response {
+async fn websocket(State(app): State<Shared>, headers: HeaderMap, mut ws: WebSocketUpgrade) -> Response {
     // axum's `protocols()` sees the offers as a sorted set; the client's order decides here.
     if let Some(chosen) = pick_subprotocol(&headers) {
         ws.set_selected_protocol(HeaderValue::from_static(chosen));

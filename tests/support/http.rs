@@ -54,15 +54,8 @@ impl Client {
     }
 
     /// Sends one request and reads its response.
-    pub fn request(
-        &mut self,
-        method: &str,
-        host: &str,
-        path: &str,
-        body: &[u8],
-    ) -> io::Result<Response> {
-        let mut head =
-            format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: cutover-tests\r\n");
+    pub fn request(&mut self, method: &str, host: &str, path: &str, body: &[u8]) -> io::Result<Response> {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: cutover-tests\r\n");
         if !body.is_empty() || method == "POST" || method == "PUT" {
             head.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
@@ -95,12 +88,7 @@ impl Client {
                     let headers = parsed
                         .headers
                         .iter()
-                        .map(|h| {
-                            (
-                                h.name.to_string(),
-                                String::from_utf8_lossy(h.value).into_owned(),
-                            )
-                        })
+                        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
                         .collect::<Vec<_>>();
                     break (parsed.code.unwrap_or(0), headers, len);
                 }
@@ -117,9 +105,7 @@ impl Client {
         };
         let body = if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
             Vec::new()
-        } else if find("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-        {
+        } else if find("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
             self.read_chunked()?
         } else if let Some(len) = find("content-length") {
             let len: usize = len
@@ -141,11 +127,7 @@ impl Client {
             }
             std::mem::take(&mut self.buf)
         };
-        Ok(Response {
-            status,
-            headers,
-            body,
-        })
+        Ok(Response { status, headers, body })
     }
 
     fn read_line(&mut self) -> io::Result<String> {
@@ -164,12 +146,7 @@ impl Client {
         loop {
             let line = self.read_line()?;
             let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("bad chunk size {line:?}"),
-                    )
-                })?;
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk size {line:?}")))?;
             if size == 0 {
                 // Trailers until an empty line.
                 while !self.read_line()?.is_empty() {}

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod http;
+pub mod load;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
@@ -26,11 +27,7 @@ pub fn cutover_bin() -> &'static str {
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A fresh temporary directory, removed on drop.
@@ -40,8 +37,7 @@ impl TempDir {
     pub fn new(tag: &str) -> Self {
         static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let dir =
-            std::env::temp_dir().join(format!("cutover-test-{tag}-{}-{n}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("cutover-test-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
@@ -160,11 +156,10 @@ impl Builder {
                 app.instances
             )
             .unwrap();
-            writeln!(
-                y,
-                "    health: {{ path: /health, interval: 100ms, timeout: 1s, start_timeout: 20s }}"
-            )
-            .unwrap();
+            if !app.extra.iter().any(|l| l.starts_with("health:")) {
+                let health = "health: { path: /health, interval: 100ms, timeout: 1s, start_timeout: 20s }";
+                writeln!(y, "    {health}").unwrap();
+            }
             writeln!(y, "    stop_timeout: 3s").unwrap();
             writeln!(y, "    env:").unwrap();
             for (k, v) in &app.env {
@@ -176,11 +171,7 @@ impl Builder {
         }
         writeln!(y, "routes:").unwrap();
         for (host, path, app) in &self.routes {
-            writeln!(
-                y,
-                "  - {{ host: \"{host}\", path: \"{path}\", app: {app} }}"
-            )
-            .unwrap();
+            writeln!(y, "  - {{ host: \"{host}\", path: \"{path}\", app: {app} }}").unwrap();
         }
         y
     }
@@ -192,25 +183,15 @@ impl Builder {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let config = dir.path().join("deploy.yaml");
         std::fs::write(&config, self.yaml(proxy, admin)).unwrap();
-        let log = std::fs::File::create(dir.path().join("cutover.log")).unwrap();
-        let child = Command::new(cutover_bin())
-            .args(["up", "-c"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .env_remove("CUTOVER_ADMIN_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("cutover starts");
         let mut cutover = Cutover {
-            child: Some(child),
+            child: None,
             dir,
             config,
             proxy,
             admin,
+            runs: 0,
         };
-        cutover.wait_listening();
+        cutover.launch();
         if self.wait_ready {
             cutover.wait_all_ready(Duration::from_secs(30));
         }
@@ -225,11 +206,104 @@ pub struct Cutover {
     pub config: PathBuf,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
+    runs: u32,
 }
 
 impl Cutover {
     pub fn builder() -> Builder {
         Builder::default()
+    }
+
+    /// Starts `cutover up` on the config (again).
+    fn launch(&mut self) {
+        self.runs += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("cutover.log"))
+            .unwrap();
+        let child = Command::new(cutover_bin())
+            .args(["up", "-c"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .env_remove("CUTOVER_ADMIN_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cutover starts");
+        self.child = Some(child);
+        self.wait_listening();
+    }
+
+    /// Starts cutover again after it exited (same config, ports, state).
+    pub fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.launch();
+    }
+
+    /// Kills cutover with SIGKILL (its apps keep running: orphans).
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// The config text.
+    pub fn config_text(&self) -> String {
+        std::fs::read_to_string(&self.config).unwrap()
+    }
+
+    /// Runs a client command against this cutover: (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(cutover_bin())
+            .args(args)
+            .env("CUTOVER_ADMIN", format!("http://{}", self.admin))
+            .env_remove("CUTOVER_ADMIN_TOKEN")
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `cutover push` of `yaml` (written next to the config) with `args`.
+    pub fn push(&self, yaml: &str, args: &[&str]) -> (i32, String, String) {
+        let file = self.dir.path().join("push.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let mut all = vec!["push", file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.cli(&all)
+    }
+
+    /// The config with `from` replaced by `to` (e.g. a new APP_VERSION).
+    pub fn config_with(&self, from: &str, to: &str) -> String {
+        let text = self.config_text();
+        assert!(text.contains(from), "{from:?} not in the config:\n{text}");
+        text.replacen(from, to, 1)
+    }
+
+    /// One deployment record from the admin API.
+    pub fn deployment(&self, id: &str) -> Value {
+        let resp = http::get(self.admin, "admin", &format!("/deployments/{id}")).unwrap();
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        serde_json::from_slice(&resp.body).unwrap()
+    }
+
+    /// Every deployment record (history first).
+    pub fn deployments(&self) -> Vec<Value> {
+        let resp = http::get(self.admin, "admin", "/deployments").unwrap();
+        serde_json::from_slice::<Value>(&resp.body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
     }
 
     fn wait_listening(&mut self) {
@@ -259,13 +333,7 @@ impl Cutover {
 
     /// An instance's log.
     pub fn instance_log(&self, instance: &str) -> String {
-        std::fs::read_to_string(
-            self.dir
-                .path()
-                .join("state/logs")
-                .join(format!("{instance}.log")),
-        )
-        .unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("state/logs").join(format!("{instance}.log"))).unwrap_or_default()
     }
 
     /// `GET /status` from the admin API.
@@ -331,17 +399,21 @@ impl Cutover {
         http::get(self.proxy, host, path).expect("proxy answers")
     }
 
+    /// Instance processes cutover runs right now: (pid, instance name).
+    pub fn running_instances(&self) -> Vec<(u32, String)> {
+        children_of(self.pid())
+            .into_iter()
+            .filter(|(_, name)| !name.is_empty())
+            .collect()
+    }
+
     /// The process id of cutover itself.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
 
     /// Sends `signal` to cutover and waits (up to `timeout`) for it to exit.
-    pub fn signal_and_wait(
-        &mut self,
-        signal: nix::sys::signal::Signal,
-        timeout: Duration,
-    ) -> ExitStatus {
+    pub fn signal_and_wait(&mut self, signal: nix::sys::signal::Signal, timeout: Duration) -> ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
         nix::sys::signal::kill(pid, signal).unwrap();
         let deadline = Instant::now() + timeout;
@@ -350,10 +422,7 @@ impl Cutover {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "cutover did not exit after {signal}"
-            );
+            assert!(Instant::now() < deadline, "cutover did not exit after {signal}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -367,8 +436,7 @@ impl Drop for Cutover {
         if child.try_wait().ok().flatten().is_some() {
             return;
         }
-        let pids = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.instance_pids()))
-            .unwrap_or_default();
+        let pids = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.instance_pids())).unwrap_or_default();
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
@@ -388,14 +456,42 @@ impl Drop for Cutover {
     }
 }
 
+/// Live (not zombie) child processes of `parent`, with the instance name
+/// from their environment.
+pub fn children_of(parent: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() < 2 || fields[0] == "Z" || fields[1] != parent.to_string() {
+            continue;
+        }
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let instance = environ
+            .split(|b| *b == 0)
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .find_map(|v| v.strip_prefix("CUTOVER_INSTANCE="))
+            .unwrap_or("")
+            .to_string();
+        found.push((pid, instance));
+    }
+    found
+}
+
 /// True while a process with this pid exists and is not a zombie.
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => false,
         Ok(stat) => {
-            let state = stat
-                .rsplit_once(')')
-                .map(|(_, r)| r.trim_start().chars().next());
+            let state = stat.rsplit_once(')').map(|(_, r)| r.trim_start().chars().next());
             !matches!(state, Some(Some('Z')) | Some(Some('X')))
         }
     }

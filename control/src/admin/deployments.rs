@@ -20,10 +20,13 @@ pub(super) async fn list(State(state): State<Arc<AdminState>>) -> Json<Vec<Deplo
     Json(state.controller.deployments().iter().map(Deployment::summary).collect())
 }
 
-pub(super) async fn one(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -> Result<Json<Deployment>, ApiError> {
+pub(super) async fn one(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Deployment>, ApiError> {
     match state.controller.deployment(&id) {
         Some(DeploymentRef::Live(log)) => Ok(Json(log.snapshot())),
-        Some(DeploymentRef::Past(record)) => Ok(Json(record)),
+        Some(DeploymentRef::Past(record)) => Ok(Json(*record)),
         None => Err(not_found(&id)),
     }
 }
@@ -37,26 +40,33 @@ pub(super) async fn events(State(state): State<Arc<AdminState>>, Path(id): Path<
             Some(DeploymentRef::Past(record)) => Box::pin(stream::iter(record.events.into_iter().map(|e| Ok(sse(&e))))),
             Some(DeploymentRef::Live(log)) => {
                 let changed = log.subscribe();
-                Box::pin(stream::unfold((log, changed, 0usize, false), |(log, mut changed, sent, done)| async move {
-                    if done {
-                        return None;
-                    }
-                    loop {
-                        let (events, finished) = log.events_since(sent);
-                        if !events.is_empty() {
-                            let next = sent + events.len();
-                            let batch: Vec<Result<SseEvent, Infallible>> = events.iter().map(|e| Ok(sse(e))).collect();
-                            let all_sent = finished && log.events_since(next).0.is_empty();
-                            return Some((stream::iter(batch), (log, changed, next, all_sent)));
-                        }
-                        if finished {
-                            return None;
-                        }
-                        if changed.changed().await.is_err() {
-                            return None;
-                        }
-                    }
-                }).flatten())
+                Box::pin(
+                    stream::unfold(
+                        (log, changed, 0usize, false),
+                        |(log, mut changed, sent, done)| async move {
+                            if done {
+                                return None;
+                            }
+                            loop {
+                                let (events, finished) = log.events_since(sent);
+                                if !events.is_empty() {
+                                    let next = sent + events.len();
+                                    let batch: Vec<Result<SseEvent, Infallible>> =
+                                        events.iter().map(|e| Ok(sse(e))).collect();
+                                    let all_sent = finished && log.events_since(next).0.is_empty();
+                                    return Some((stream::iter(batch), (log, changed, next, all_sent)));
+                                }
+                                if finished {
+                                    return None;
+                                }
+                                if changed.changed().await.is_err() {
+                                    return None;
+                                }
+                            }
+                        },
+                    )
+                    .flatten(),
+                )
             }
         };
     Ok(Sse::new(stream)

@@ -101,10 +101,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/deployments", get(deployments::list))
         .route("/deployments/{id}", get(deployments::one))
         .route("/deployments/{id}/events", get(deployments::events))
-        .route_layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
-            require_token,
-        ));
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_token));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(protected)
@@ -186,13 +183,19 @@ async fn deploy(State(state): State<Arc<AdminState>>, body: Bytes) -> Result<Res
         serde_json::from_slice(&body).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                format!("bad deploy request: {e}; expected {{\"app\": \"web\", \"strategy\": \"rolling\"|\"stopstart\"}}"),
+                format!(
+                    "bad deploy request: {e}; expected {{\"app\": \"web\", \"strategy\": \"rolling\"|\"stopstart\"}}"
+                ),
             )
         })?
     };
     let started = state.controller.deploy(request.app.as_deref(), request.strategy)?;
     let id = started.first().map(|s| s.id.clone());
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "id": id, "deployments": started }))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "id": id, "deployments": started })),
+    )
+        .into_response())
 }
 
 /// `?deploy_strategy=rolling`
@@ -207,7 +210,10 @@ async fn push(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, format!("{e}; deploy_strategy is rolling or stopstart"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{e}; deploy_strategy is rolling or stopstart"),
+        )
     })?;
     let source = std::str::from_utf8(&body)
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the pushed config is not UTF-8 text"))?;
@@ -225,15 +231,6 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Result<Response, ApiEr
     let mut buf = Vec::with_capacity(16 * 1024);
     encoder
         .encode(&state.registry.gather(), &mut buf)
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot encode metrics: {e}"),
-            )
-        })?;
-    Ok((
-        [(header::CONTENT_TYPE, encoder.format_type().to_string())],
-        buf,
-    )
-        .into_response())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, encoder.format_type().to_string())], buf).into_response())
 }

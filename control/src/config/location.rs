@@ -134,8 +134,7 @@ impl Walker {
         let item = match self.stack.last_mut() {
             None => return Some(String::new()),
             Some(Frame::Map {
-                state: MapState::Key,
-                ..
+                state: MapState::Key, ..
             }) => return None,
             Some(Frame::Map {
                 path,
@@ -170,8 +169,7 @@ impl Walker {
             _ => return,
         };
         if self.found.contains_key(&path) {
-            self.duplicates
-                .push((path.clone(), text.to_string(), position(mark)));
+            self.duplicates.push((path.clone(), text.to_string(), position(mark)));
         }
         if let Some(item) = item {
             match self.found.get(&item) {

@@ -65,7 +65,5 @@ pub fn parse(source: &str, file: &str, base_dir: &Path) -> Result<Config, Config
         return Ok(config);
     }
     let locations = Locations::scan(source);
-    Err(ConfigError::Invalid(
-        findings.into_problems(file, &locations),
-    ))
+    Err(ConfigError::Invalid(findings.into_problems(file, &locations)))
 }

@@ -156,9 +156,7 @@ impl Visitor<'_> for DurationVisitor {
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawDuration, E> {
         match u64::try_from(v) {
             Ok(v) => self.visit_u64(v),
-            Err(_) => Err(E::custom(format!(
-                "invalid duration {v}: durations cannot be negative"
-            ))),
+            Err(_) => Err(E::custom(format!("invalid duration {v}: durations cannot be negative"))),
         }
     }
 }
@@ -215,9 +213,7 @@ impl<'de> Visitor<'de> for CommandVisitor {
     type Value = RawCommand;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "a list of strings such as [\"bin/web\", \"--verbose\"] or a shell command string",
-        )
+        f.write_str("a list of strings such as [\"bin/web\", \"--verbose\"] or a shell command string")
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<RawCommand, E> {
@@ -309,8 +305,7 @@ mod tests {
         assert_eq!(health.timeout, Some(RawDuration("0".into())));
         let err = serde_yaml::from_str::<RawHealth>("timeout: 30").unwrap_err();
         assert!(
-            err.to_string()
-                .contains("invalid duration 30: a number needs a unit"),
+            err.to_string().contains("invalid duration 30: a number needs a unit"),
             "{err}"
         );
     }

@@ -63,9 +63,7 @@ pub(crate) fn read(source: &str, findings: &mut Findings) -> Result<RawConfig, S
     Ok(RawConfig {
         proxy: sections.proxy.and_then(|v| piece(v, "proxy", findings)),
         admin: sections.admin.and_then(|v| piece(v, "admin", findings)),
-        state_dir: sections
-            .state_dir
-            .and_then(|v| piece(v, "state_dir", findings)),
+        state_dir: sections.state_dir.and_then(|v| piece(v, "state_dir", findings)),
         apps: sections.apps.and_then(|v| read_apps(v, findings)),
         routes: sections.routes.and_then(|v| read_routes(v, findings)),
     })
@@ -97,10 +95,7 @@ fn read_apps(value: Value, findings: &mut Findings) -> Option<BTreeMap<String, R
             other => {
                 findings.push(
                     "apps",
-                    format!(
-                        "an app name is {}; app names look like web or api-v2",
-                        kind(&other)
-                    ),
+                    format!("an app name is {}; app names look like web or api-v2", kind(&other)),
                 );
                 continue;
             }
@@ -138,11 +133,7 @@ fn read_routes(value: Value, findings: &mut Findings) -> Option<Vec<RawRoute>> {
 /// Deserializes one piece of the document at key path `prefix`, reporting
 /// every problem in it. Returns the piece without its faulty nodes, or the
 /// default when the piece as a whole has the wrong shape.
-fn piece<T: DeserializeOwned + Default>(
-    mut value: Value,
-    prefix: &str,
-    findings: &mut Findings,
-) -> T {
+fn piece<T: DeserializeOwned + Default>(mut value: Value, prefix: &str, findings: &mut Findings) -> T {
     for _ in 0..MAX_ATTEMPTS {
         let error = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
             Ok(piece) => return piece,
@@ -240,24 +231,16 @@ fn syntax_error(error: serde_yaml::Error, source: &str) -> SyntaxError {
     let message = error.to_string();
     if message.contains("more than one document") {
         return SyntaxError {
-            message: "the file holds more than one YAML document (separated by ---); keep only one"
-                .into(),
+            message: "the file holds more than one YAML document (separated by ---); keep only one".into(),
             location: None,
             key_path: None,
         };
     }
     // serde_yaml words it "[path: ]duplicate entry with key \"K\"".
     const DUPLICATE: &str = "duplicate entry with key ";
-    if let Some(key) = message
-        .find(DUPLICATE)
-        .map(|i| &message[i + DUPLICATE.len()..])
-    {
+    if let Some(key) = message.find(DUPLICATE).map(|i| &message[i + DUPLICATE.len()..]) {
         // serde_yaml points at the mapping; point at the repeat instead.
-        let key = key
-            .split(" at line ")
-            .next()
-            .unwrap_or(key)
-            .trim_matches('"');
+        let key = key.split(" at line ").next().unwrap_or(key).trim_matches('"');
         let repeat = Locations::scan(source).duplicate(key);
         return SyntaxError {
             message: format!("key \"{key}\" appears twice in the same mapping; keep one"),
@@ -311,36 +294,21 @@ mod tests {
         let all = "{ proxy: {}, admin: {}, state_dir: x, apps: {}, routes: [] }";
         assert!(serde_yaml::from_str::<RawConfig>(all).is_ok());
         assert!(serde_yaml::from_str::<Sections>(all).is_ok());
-        let err = serde_yaml::from_str::<RawConfig>("nope: 1")
-            .unwrap_err()
-            .to_string();
-        let sections_err = serde_yaml::from_str::<Sections>("nope: 1")
-            .unwrap_err()
-            .to_string();
+        let err = serde_yaml::from_str::<RawConfig>("nope: 1").unwrap_err().to_string();
+        let sections_err = serde_yaml::from_str::<Sections>("nope: 1").unwrap_err().to_string();
         assert_eq!(err, sections_err);
     }
 
     #[test]
     fn every_problem_in_one_app_is_reported() {
-        let (raw, found) = read_ok(
-            "apps:\n  web:\n    comand: [x]\n    instances: two\n    health: { pth: /h, interval: 1s }\n",
-        );
+        let (raw, found) =
+            read_ok("apps:\n  web:\n    comand: [x]\n    instances: two\n    health: { pth: /h, interval: 1s }\n");
         let keys: Vec<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(
-            keys,
-            [
-                "apps.web.comand",
-                "apps.web.instances",
-                "apps.web.health.pth"
-            ]
-        );
+        assert_eq!(keys, ["apps.web.comand", "apps.web.instances", "apps.web.health.pth"]);
         // What could be read survives.
         let web = &raw.apps.unwrap()["web"];
         assert_eq!(
-            web.health
-                .as_ref()
-                .and_then(|h| h.interval.clone())
-                .map(|d| d.0),
+            web.health.as_ref().and_then(|h| h.interval.clone()).map(|d| d.0),
             Some("1s".into())
         );
     }

@@ -14,8 +14,7 @@ use super::model::HostPattern;
 pub(crate) const MAX_APP_NAME: usize = 63;
 
 /// Variables cutover sets for every instance; `env:` may not override them.
-pub(crate) const RESERVED_ENV: [&str; 4] =
-    ["PORT", "CUTOVER_APP", "CUTOVER_INSTANCE", "CUTOVER_ROLE"];
+pub(crate) const RESERVED_ENV: [&str; 4] = ["PORT", "CUTOVER_APP", "CUTOVER_INSTANCE", "CUTOVER_ROLE"];
 
 /// `ip:port`, or `localhost:port` for 127.0.0.1. No other name is resolved:
 /// a config must mean the same thing whatever DNS says today.
@@ -48,12 +47,9 @@ pub(crate) fn listen_addr(text: &str) -> Result<SocketAddr, String> {
 /// (dual-stack by default, so it also takes IPv4). Port 0 (any free port)
 /// never conflicts.
 pub(crate) fn listeners_conflict(a: SocketAddr, b: SocketAddr) -> bool {
-    let covers = |wide: IpAddr, other: IpAddr| {
-        wide.is_unspecified() && (wide.is_ipv6() || wide.is_ipv4() == other.is_ipv4())
-    };
-    a.port() == b.port()
-        && a.port() != 0
-        && (a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip()))
+    let covers =
+        |wide: IpAddr, other: IpAddr| wide.is_unspecified() && (wide.is_ipv6() || wide.is_ipv4() == other.is_ipv4());
+    a.port() == b.port() && a.port() != 0 && (a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip()))
 }
 
 /// A route's `host:` — `*`, `*.example.com` or `example.com`, any case.
@@ -100,9 +96,7 @@ fn hostname(name: &str) -> Result<(), String> {
             return Err("has an empty label (a leading, trailing or doubled dot)".to_string());
         }
         if label.len() > 63 {
-            return Err(format!(
-                "has a label longer than 63 characters: \"{label}\""
-            ));
+            return Err(format!("has a label longer than 63 characters: \"{label}\""));
         }
         if let Some(bad) = label
             .chars()
@@ -130,9 +124,7 @@ pub(crate) fn health_path(text: &str) -> Result<(), String> {
 
 fn url_path(text: &str, example: &str, forbidden: &[char]) -> Result<(), String> {
     if !text.starts_with('/') {
-        return Err(format!(
-            "path \"{text}\" must start with \"/\", e.g. {example}"
-        ));
+        return Err(format!("path \"{text}\" must start with \"/\", e.g. {example}"));
     }
     if let Some(bad) = text
         .chars()
@@ -152,8 +144,7 @@ pub(crate) fn app_name(name: &str) -> Result<(), String> {
     let valid_start = chars
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let valid_rest =
-        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    let valid_rest = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if valid_start && valid_rest && name.len() <= MAX_APP_NAME {
         return Ok(());
     }
@@ -167,9 +158,7 @@ pub(crate) fn app_name(name: &str) -> Result<(), String> {
 /// NUL. `what` is how the message refers to it ("env key", "token_env").
 pub(crate) fn env_name(name: &str, what: &str) -> Result<(), String> {
     if name.is_empty() {
-        return Err(format!(
-            "{what} is empty; give a variable name such as APP_MODE"
-        ));
+        return Err(format!("{what} is empty; give a variable name such as APP_MODE"));
     }
     if name.contains('=') {
         return Err(format!(
@@ -191,9 +180,8 @@ pub(crate) enum Zero {
 
 /// A humantime duration such as `500ms`, `30s`, `1h` or `1h 30m`.
 pub(crate) fn duration(text: &str, zero: Zero) -> Result<Duration, String> {
-    let parsed = humantime::parse_duration(text.trim()).map_err(|_| {
-        format!("invalid duration \"{text}\": expected a number with a unit such as 500ms, 30s, 1h")
-    })?;
+    let parsed = humantime::parse_duration(text.trim())
+        .map_err(|_| format!("invalid duration \"{text}\": expected a number with a unit such as 500ms, 30s, 1h"))?;
     if parsed.is_zero() && zero == Zero::Forbidden {
         return Err("must be greater than zero, e.g. 500ms or 30s".to_string());
     }
@@ -214,42 +202,23 @@ mod tests {
 
     #[test]
     fn listen_addresses_are_ip_port_or_localhost() {
-        assert_eq!(
-            listen_addr("127.0.0.1:8080"),
-            Ok("127.0.0.1:8080".parse().unwrap())
-        );
+        assert_eq!(listen_addr("127.0.0.1:8080"), Ok("127.0.0.1:8080".parse().unwrap()));
         assert_eq!(listen_addr("[::1]:80"), Ok("[::1]:80".parse().unwrap()));
-        assert_eq!(
-            listen_addr("localhost:9180"),
-            Ok("127.0.0.1:9180".parse().unwrap())
-        );
+        assert_eq!(listen_addr("localhost:9180"), Ok("127.0.0.1:9180".parse().unwrap()));
         let err = listen_addr("example.com:80").unwrap_err();
         assert!(err.starts_with("invalid listen address \"example.com:80\": expected ip:port"));
-        assert!(listen_addr(":8080")
-            .unwrap_err()
-            .ends_with("write 0.0.0.0:8080"));
-        assert!(listen_addr("127.0.0.1")
-            .unwrap_err()
-            .ends_with("add a port"));
+        assert!(listen_addr(":8080").unwrap_err().ends_with("write 0.0.0.0:8080"));
+        assert!(listen_addr("127.0.0.1").unwrap_err().ends_with("add a port"));
         assert!(listen_addr("localhost:http").is_err());
     }
 
     #[test]
     fn listeners_on_the_same_port_conflict_when_addresses_overlap() {
         let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
-        assert!(listeners_conflict(
-            addr("127.0.0.1:80"),
-            addr("127.0.0.1:80")
-        ));
+        assert!(listeners_conflict(addr("127.0.0.1:80"), addr("127.0.0.1:80")));
         assert!(listeners_conflict(addr("0.0.0.0:80"), addr("127.0.0.1:80")));
-        assert!(!listeners_conflict(
-            addr("127.0.0.1:80"),
-            addr("127.0.0.2:80")
-        ));
-        assert!(!listeners_conflict(
-            addr("127.0.0.1:0"),
-            addr("127.0.0.1:0")
-        ));
+        assert!(!listeners_conflict(addr("127.0.0.1:80"), addr("127.0.0.2:80")));
+        assert!(!listeners_conflict(addr("127.0.0.1:0"), addr("127.0.0.1:0")));
     }
 
     #[test]
@@ -263,10 +232,7 @@ mod tests {
             host_pattern("*.example.com"),
             Ok(HostPattern::Wildcard("example.com".into()))
         );
-        assert_eq!(
-            host_pattern("127.0.0.1"),
-            Ok(HostPattern::Exact("127.0.0.1".into()))
-        );
+        assert_eq!(host_pattern("127.0.0.1"), Ok(HostPattern::Exact("127.0.0.1".into())));
         let err = |s| host_pattern(s).unwrap_err();
         assert!(err("https://example.com").contains("must not include a scheme"));
         assert!(err("example.com:8080").contains("must not include a port"));
@@ -305,25 +271,15 @@ mod tests {
     #[test]
     fn env_names() {
         assert!(env_name("APP_MODE", "env key").is_ok());
-        assert!(env_name("", "env key")
-            .unwrap_err()
-            .starts_with("env key is empty"));
-        assert!(env_name("A=B", "env key")
-            .unwrap_err()
-            .contains("contains \"=\""));
+        assert!(env_name("", "env key").unwrap_err().starts_with("env key is empty"));
+        assert!(env_name("A=B", "env key").unwrap_err().contains("contains \"=\""));
         assert!(env_name("A\0", "env key").unwrap_err().contains("NUL"));
     }
 
     #[test]
     fn durations() {
-        assert_eq!(
-            duration("500ms", Zero::Forbidden),
-            Ok(Duration::from_millis(500))
-        );
-        assert_eq!(
-            duration("1h", Zero::Forbidden),
-            Ok(Duration::from_secs(3600))
-        );
+        assert_eq!(duration("500ms", Zero::Forbidden), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("1h", Zero::Forbidden), Ok(Duration::from_secs(3600)));
         assert_eq!(duration("0s", Zero::Allowed), Ok(Duration::ZERO));
         assert_eq!(
             duration("0s", Zero::Forbidden),
@@ -331,10 +287,7 @@ mod tests {
         );
         assert_eq!(
             duration("5x", Zero::Allowed),
-            Err(
-                "invalid duration \"5x\": expected a number with a unit such as 500ms, 30s, 1h"
-                    .into()
-            )
+            Err("invalid duration \"5x\": expected a number with a unit such as 500ms, 30s, 1h".into())
         );
         assert!(duration("30", Zero::Allowed).is_err());
     }

@@ -15,11 +15,7 @@ pub(crate) fn humanize(message: &str) -> String {
     }
     if let Some(rest) = message.strip_prefix("invalid type: ") {
         if let Some((found, expected)) = rest.rsplit_once(", expected ") {
-            return format!(
-                "expected {}, found {}",
-                expected_type(expected),
-                found_type(found)
-            );
+            return format!("expected {}, found {}", expected_type(expected), found_type(found));
         }
     }
     message.to_string()
@@ -118,9 +114,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 best = best.min(d[i - 2][j - 2] + 1);
             }

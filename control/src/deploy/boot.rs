@@ -49,7 +49,9 @@ pub fn restore(journal: &Journal, config: &Config, source: &str, base_dir: &Path
     let staged = state
         .staged
         .iter()
-        .filter_map(|(name, entry)| app_from(&entry.config, name, base_dir).map(|app| (Arc::new(app), entry.config.clone())))
+        .filter_map(|(name, entry)| {
+            app_from(&entry.config, name, base_dir).map(|app| (Arc::new(app), entry.config.clone()))
+        })
         .collect();
     Restored {
         config: restored,

@@ -30,9 +30,17 @@ pub async fn drain_and_stop(instances: &[Arc<Instance>], drain_timeout: Duration
             }
             left = backend.wait_idle(deadline).await;
             if left > 0 {
-                tracing::warn!(instance = name, requests = left, ?drain_timeout, "drain deadline reached; cutting requests");
+                tracing::warn!(
+                    instance = name,
+                    requests = left,
+                    ?drain_timeout,
+                    "drain deadline reached; cutting requests"
+                );
                 if let Some(log) = log {
-                    log.warn(Some(name), format!("{left} requests still running at drain_timeout ({drain_timeout:?}) are cut"));
+                    log.warn(
+                        Some(name),
+                        format!("{left} requests still running at drain_timeout ({drain_timeout:?}) are cut"),
+                    );
                 }
             }
         }

@@ -18,7 +18,10 @@ impl DeployMetrics {
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let metrics = Self {
             total: IntCounterVec::new(
-                Opts::new("cutover_deployments_total", "Finished deployments by app, strategy and outcome."),
+                Opts::new(
+                    "cutover_deployments_total",
+                    "Finished deployments by app, strategy and outcome.",
+                ),
                 &["app", "strategy", "outcome"],
             )?,
             duration: HistogramVec::new(

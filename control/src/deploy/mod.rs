@@ -114,7 +114,11 @@ impl Controller {
 
     /// Deploys `app` (every app when `None`): its staged definition, or its
     /// current one again. `strategy` overrides the app's `deploy_strategy`.
-    pub fn deploy(self: &Arc<Self>, app: Option<&str>, strategy: Option<Strategy>) -> Result<Vec<Started>, DeployError> {
+    pub fn deploy(
+        self: &Arc<Self>,
+        app: Option<&str>,
+        strategy: Option<Strategy>,
+    ) -> Result<Vec<Started>, DeployError> {
         let apps: Vec<String> = match app {
             Some(name) => {
                 if self.supervisor.app(name).is_none() {
@@ -132,7 +136,9 @@ impl Controller {
                 match active.staged.get(&name) {
                     Some((config, source)) => (Arc::clone(config), source.clone()),
                     None => {
-                        let Some(app) = self.supervisor.app(&name) else { continue };
+                        let Some(app) = self.supervisor.app(&name) else {
+                            continue;
+                        };
                         let source = active.sources.get(&name).cloned().unwrap_or_default();
                         (app.config, source)
                     }
@@ -158,7 +164,12 @@ impl Controller {
     }
 
     /// Starts one deployment of `target` in the background.
-    fn start_deployment(self: &Arc<Self>, target: Arc<AppConfig>, source: String, strategy: Option<Strategy>) -> Result<Started, DeployError> {
+    fn start_deployment(
+        self: &Arc<Self>,
+        target: Arc<AppConfig>,
+        source: String,
+        strategy: Option<Strategy>,
+    ) -> Result<Started, DeployError> {
         let name = target.name.clone();
         let current = self
             .supervisor
@@ -167,7 +178,10 @@ impl Controller {
         let strategy = strategy.unwrap_or(target.deploy_strategy);
         let mut running = self.lock_running();
         if let Some(log) = running.get(&name) {
-            return Err(DeployError::Conflict { app: name, id: log.id() });
+            return Err(DeployError::Conflict {
+                app: name,
+                id: log.id(),
+            });
         }
         let number = self.journal.next_deployment_number()?;
         let id = format!("{name}-{number}");
@@ -192,7 +206,13 @@ impl Controller {
                 controller.commit(serving, text);
             })
         };
-        let ops = ops::AppOps::new(Arc::clone(&self.supervisor), current.config, Arc::clone(&target), Arc::clone(&log), on_commit);
+        let ops = ops::AppOps::new(
+            Arc::clone(&self.supervisor),
+            current.config,
+            Arc::clone(&target),
+            Arc::clone(&log),
+            on_commit,
+        );
         let started = Started { app: name.clone(), id };
         tokio::spawn(async move {
             let outcome = run::execute(strategy, &ops, &log).await;
@@ -211,7 +231,13 @@ impl Controller {
         }
         let version = serving.version();
         if let Err(e) = self.journal.update(|s| {
-            s.current.insert(name.clone(), AppSource { version, config: source });
+            s.current.insert(
+                name.clone(),
+                AppSource {
+                    version,
+                    config: source,
+                },
+            );
         }) {
             tracing::error!(error = %e, app = %name, "cannot journal the deployed version");
         }
@@ -221,7 +247,11 @@ impl Controller {
         let record = log.snapshot();
         if outcome == Outcome::Succeeded {
             let mut active = self.lock_active();
-            if active.staged.get(app).is_some_and(|(c, _)| c.version() == target.version()) {
+            if active
+                .staged
+                .get(app)
+                .is_some_and(|(c, _)| c.version() == target.version())
+            {
                 active.staged.remove(app);
                 let _ = self.journal.update(|s| {
                     s.staged.remove(app);
@@ -272,7 +302,11 @@ impl Controller {
         if let Some(log) = self.lock_recent().iter().find(|l| l.id() == id) {
             return Some(DeploymentRef::Live(Arc::clone(log)));
         }
-        self.journal.history().into_iter().find(|d| d.id == id).map(DeploymentRef::Past)
+        self.journal
+            .history()
+            .into_iter()
+            .find(|d| d.id == id)
+            .map(|d| DeploymentRef::Past(Box::new(d)))
     }
 
     /// Running deployments (for status).
@@ -320,5 +354,5 @@ pub enum DeploymentRef {
     /// Of this run: can be followed.
     Live(Arc<DeploymentLog>),
     /// From the history.
-    Past(Deployment),
+    Past(Box<Deployment>),
 }

@@ -102,7 +102,12 @@ impl AppOps {
     /// Waits until every instance is ready; on the first failure stops all
     /// of them and reports it.
     async fn wait_all_ready(&self, instances: &[Arc<Instance>]) -> Result<(), String> {
-        let results = join_all(instances.iter().map(|i| async move { (i.name().to_string(), i.ready().await) })).await;
+        let results = join_all(
+            instances
+                .iter()
+                .map(|i| async move { (i.name().to_string(), i.ready().await) }),
+        )
+        .await;
         let mut failure = None;
         for (name, result) in results {
             match result {
@@ -147,7 +152,10 @@ impl DeployOps for AppOps {
             .map(|i| self.supervisor.spawn(self.supervisor.clone_spec(&self.previous, i)))
             .collect();
         for clone in &clones {
-            self.log.info(Some(clone.name()), format!("starting clone (version {})", self.previous.version()));
+            self.log.info(
+                Some(clone.name()),
+                format!("starting clone (version {})", self.previous.version()),
+            );
         }
         self.supervisor.update(self.app(), |a| a.clones = clones.clone());
         let result = self.wait_all_ready(&clones).await;
@@ -159,12 +167,18 @@ impl DeployOps for AppOps {
 
     async fn route_to_clones(&self) {
         let generation = self.supervisor.routing().serve(self.app(), self.clones());
-        self.log.info(None, format!("traffic now goes to the clones (route table generation {generation})"));
+        self.log.info(
+            None,
+            format!("traffic now goes to the clones (route table generation {generation})"),
+        );
     }
 
     async fn route_to_none(&self) {
         let generation = self.supervisor.routing().serve(self.app(), Vec::new());
-        self.log.info(None, format!("app out of the route table; requests are held (generation {generation})"));
+        self.log.info(
+            None,
+            format!("app out of the route table; requests are held (generation {generation})"),
+        );
     }
 
     async fn retire_originals(&self) {
@@ -187,11 +201,13 @@ impl DeployOps for AppOps {
         let originals: Vec<_> = (0..config.instances)
             .map(|i| {
                 let port = ports.get(&format!("{}-{i}", config.name)).copied();
-                self.supervisor.spawn(self.supervisor.original_spec(config, i, port, false))
+                self.supervisor
+                    .spawn(self.supervisor.original_spec(config, i, port, false))
             })
             .collect();
         for o in &originals {
-            self.log.info(Some(o.name()), format!("starting version {}", config.version()));
+            self.log
+                .info(Some(o.name()), format!("starting version {}", config.version()));
         }
         self.supervisor.update(self.app(), |a| a.originals = originals.clone());
         let mut result = self.wait_all_ready(&originals).await;
@@ -211,7 +227,10 @@ impl DeployOps for AppOps {
 
     async fn route_to_originals(&self) {
         let generation = self.supervisor.routing().serve(self.app(), self.originals());
-        self.log.info(None, format!("traffic now goes to the originals (route table generation {generation})"));
+        self.log.info(
+            None,
+            format!("traffic now goes to the originals (route table generation {generation})"),
+        );
     }
 
     async fn retire_clones(&self) {
@@ -225,12 +244,16 @@ impl DeployOps for AppOps {
         for clone in &clones {
             clone.promote();
         }
-        self.supervisor.update(self.app(), |a| a.originals = std::mem::take(&mut a.clones));
+        self.supervisor
+            .update(self.app(), |a| a.originals = std::mem::take(&mut a.clones));
         self.log.warn(None, "the clones now serve as the app's instances");
     }
 
     async fn revive_previous(&self) {
-        self.log.warn(None, "starting the previous version again; it will keep retrying until ready");
+        self.log.warn(
+            None,
+            "starting the previous version again; it will keep retrying until ready",
+        );
         self.supervisor.start_app(Arc::clone(&self.previous));
     }
 

@@ -39,7 +39,12 @@ impl Controller {
                 problems
                     .0
                     .iter()
-                    .map(|p| p.to_string().trim_start_matches("deploy.yaml:").trim_start().to_string())
+                    .map(|p| {
+                        p.to_string()
+                            .trim_start_matches("deploy.yaml:")
+                            .trim_start()
+                            .to_string()
+                    })
                     .collect::<Vec<_>>()
                     .join("\n"),
             ),
@@ -56,18 +61,29 @@ impl Controller {
                 Some(_) => report.unchanged.push(name.clone()),
             }
         }
-        report.removed = old.apps.keys().filter(|n| !new.apps.contains_key(*n)).cloned().collect();
+        report.removed = old
+            .apps
+            .keys()
+            .filter(|n| !new.apps.contains_key(*n))
+            .cloned()
+            .collect();
         let busy: Vec<String> = changed.iter().chain(report.removed.iter()).cloned().collect();
         self.refuse_running(&busy)?;
 
         if new.proxy.listen != old.proxy.listen || new.proxy.threads != old.proxy.threads {
-            report.warnings.push("proxy.listen and proxy.threads apply at the next start of cutover".into());
+            report
+                .warnings
+                .push("proxy.listen and proxy.threads apply at the next start of cutover".into());
         }
         if new.admin != old.admin {
-            report.warnings.push("admin settings apply at the next start of cutover".into());
+            report
+                .warnings
+                .push("admin settings apply at the next start of cutover".into());
         }
         if new.state_dir != old.state_dir {
-            report.warnings.push("state_dir applies at the next start of cutover".into());
+            report
+                .warnings
+                .push("state_dir applies at the next start of cutover".into());
         }
         report.routes_changed = new.routes != old.routes || new.proxy.hold_timeout != old.proxy.hold_timeout;
 
@@ -111,7 +127,9 @@ impl Controller {
                 self.stage(app, source);
                 report.staged.push(name);
             } else {
-                report.deployments.push(self.start_deployment(app, source.to_string(), strategy)?);
+                report
+                    .deployments
+                    .push(self.start_deployment(app, source.to_string(), strategy)?);
             }
         }
         Ok(report)
@@ -121,7 +139,9 @@ impl Controller {
     fn stage(&self, app: Arc<AppConfig>, source: &str) {
         let name = app.name.clone();
         let version = app.version();
-        self.lock_active().staged.insert(name.clone(), (app, source.to_string()));
+        self.lock_active()
+            .staged
+            .insert(name.clone(), (app, source.to_string()));
         if let Err(e) = self.journal.update(|s| {
             s.staged.insert(
                 name.clone(),

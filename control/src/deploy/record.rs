@@ -2,7 +2,7 @@
 //! and outcome; live (subscribers are woken on every event) while it runs.
 
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -172,7 +172,14 @@ impl DeploymentLog {
                 ok: None,
             });
         }
-        self.push(EventKind::PhaseStarted, Some(phase), None, format!("{} started", phase.as_str()), None, None);
+        self.push(
+            EventKind::PhaseStarted,
+            Some(phase),
+            None,
+            format!("{} started", phase.as_str()),
+            None,
+            None,
+        );
     }
 
     pub fn phase_finished(&self, phase: Phase, ok: bool) {
@@ -189,20 +196,46 @@ impl DeploymentLog {
                 timing.ok = Some(ok);
             }
         }
-        let message = format!("{} {} in {}", phase.as_str(), if ok { "done" } else { "failed" }, fmt_ms(ms));
+        let message = format!(
+            "{} {} in {}",
+            phase.as_str(),
+            if ok { "done" } else { "failed" },
+            fmt_ms(ms)
+        );
         self.push(EventKind::PhaseFinished, Some(phase), None, message, Some(ms), None);
     }
 
     pub fn info(&self, instance: Option<&str>, message: impl Into<String>) {
-        self.push(EventKind::Info, self.current_phase(), instance, message.into(), None, None);
+        self.push(
+            EventKind::Info,
+            self.current_phase(),
+            instance,
+            message.into(),
+            None,
+            None,
+        );
     }
 
     pub fn warn(&self, instance: Option<&str>, message: impl Into<String>) {
-        self.push(EventKind::Warning, self.current_phase(), instance, message.into(), None, None);
+        self.push(
+            EventKind::Warning,
+            self.current_phase(),
+            instance,
+            message.into(),
+            None,
+            None,
+        );
     }
 
     pub fn error(&self, instance: Option<&str>, message: impl Into<String>) {
-        self.push(EventKind::Error, self.current_phase(), instance, message.into(), None, None);
+        self.push(
+            EventKind::Error,
+            self.current_phase(),
+            instance,
+            message.into(),
+            None,
+            None,
+        );
     }
 
     /// Records the outcome; the last event.
@@ -268,13 +301,6 @@ impl DeploymentLog {
 /// Now, as RFC 3339 with milliseconds.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
-
-/// Milliseconds since the epoch.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| millis(d))
 }
 
 fn millis(d: Duration) -> u64 {

@@ -113,7 +113,10 @@ async fn run_phase(strategy: Strategy, phase: Phase, ops: &dyn DeployOps, log: &
         (Strategy::Rolling, Phase::Rollback) => match ops.start_originals(Version::Previous).await {
             Ok(()) => Ok(()),
             Err(reason) => {
-                log.warn(None, "the previous version did not start either: the clones stay as the originals");
+                log.warn(
+                    None,
+                    "the previous version did not start either: the clones stay as the originals",
+                );
                 ops.promote_clones().await;
                 ops.commit(Version::Previous).await;
                 Err(reason)
@@ -136,7 +139,12 @@ async fn run_phase(strategy: Strategy, phase: Phase, ops: &dyn DeployOps, log: &
                 .phases
                 .iter()
                 .any(|t| t.phase == Phase::Rollback && t.ok == Some(true));
-            ops.commit(if rolled_back { Version::Previous } else { Version::Target }).await;
+            ops.commit(if rolled_back {
+                Version::Previous
+            } else {
+                Version::Target
+            })
+            .await;
             Ok(())
         }
     }
@@ -323,7 +331,10 @@ mod tests {
     async fn post_deploy_failure_is_a_warning_only() {
         let (outcome, _, record) = run(Strategy::Rolling, &["post_deploy"]).await;
         assert_eq!(outcome, Outcome::Succeeded);
-        assert!(record.events.iter().any(|e| e.message.contains("post_deploy hook failed")));
+        assert!(record
+            .events
+            .iter()
+            .any(|e| e.message.contains("post_deploy hook failed")));
     }
 
     #[tokio::test]
@@ -345,7 +356,15 @@ mod tests {
 
         let (outcome, calls, _) = run(Strategy::Stopstart, &["start_target"]).await;
         assert_eq!(outcome, Outcome::RolledBack);
-        assert_eq!(&calls[3..], ["start_target", "start_previous", "route_to_originals", "commit_previous"]);
+        assert_eq!(
+            &calls[3..],
+            [
+                "start_target",
+                "start_previous",
+                "route_to_originals",
+                "commit_previous"
+            ]
+        );
 
         let (outcome, calls, _) = run(Strategy::Stopstart, &["start_target", "start_previous"]).await;
         assert_eq!(outcome, Outcome::Failed);

@@ -32,9 +32,7 @@ pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<()
 }
 
 async fn probe_inner(addr: SocketAddr, path: &str) -> Result<(), ProbeError> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(ProbeError::Connect)?;
+    let stream = TcpStream::connect(addr).await.map_err(ProbeError::Connect)?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let conn = tokio::spawn(conn);
     let request = http::Request::get(path)

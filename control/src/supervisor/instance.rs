@@ -204,16 +204,12 @@ impl Instance {
 
     /// The running process's pid, if any.
     pub fn pid(&self) -> Option<u32> {
-        u32::try_from(self.pid.load(Ordering::SeqCst))
-            .ok()
-            .filter(|p| *p != 0)
+        u32::try_from(self.pid.load(Ordering::SeqCst)).ok().filter(|p| *p != 0)
     }
 
     /// The port the instance listens (or last listened) on.
     pub fn port(&self) -> Option<u16> {
-        u16::try_from(self.port.load(Ordering::SeqCst))
-            .ok()
-            .filter(|p| *p != 0)
+        u16::try_from(self.port.load(Ordering::SeqCst)).ok().filter(|p| *p != 0)
     }
 
     /// Waits until the instance is ready (`Ok`) or has given up (`Err`).
@@ -295,15 +291,9 @@ async fn run(instance: Arc<Instance>, on_change: OnChange) {
         let restart_in = backoff(attempt);
         attempt = attempt.saturating_add(1);
         tracing::warn!(instance = %spec.name, %reason, ?restart_in, "instance down; restarting");
-        log_line(
-            &spec.log,
-            &format!("down ({reason}); restarting in {restart_in:?}"),
-        );
+        log_line(&spec.log, &format!("down ({reason}); restarting in {restart_in:?}"));
         instance.set(InstanceState::Crashed { reason, restart_in }, &on_change);
-        if tokio::time::timeout(restart_in, until_stopped(&mut stop))
-            .await
-            .is_ok()
-        {
+        if tokio::time::timeout(restart_in, until_stopped(&mut stop)).await.is_ok() {
             break;
         }
     }
@@ -338,26 +328,16 @@ async fn run_once(
     };
     log_line(
         &spec.log,
-        &format!(
-            "starting {} ({}) on port {port}",
-            spec.name,
-            spec.role.as_str()
-        ),
+        &format!("starting {} ({}) on port {port}", spec.name, spec.role.as_str()),
     );
     let mut process = match Process::spawn(&process_spec) {
         Ok(p) => p,
         Err(e) => return crashed(e.to_string(), false),
     };
-    instance
-        .pid
-        .store(u64::from(process.pid()), Ordering::SeqCst);
+    instance.pid.store(u64::from(process.pid()), Ordering::SeqCst);
     let _pid_file = spec.pid_file.as_deref().map(|path| PidFile::write(path, process.pid()));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let backend = Backend::new(
-        addr,
-        spec.name.as_str(),
-        GENERATION.fetch_add(1, Ordering::SeqCst),
-    );
+    let backend = Backend::new(addr, spec.name.as_str(), GENERATION.fetch_add(1, Ordering::SeqCst));
 
     // Readiness: health 2xx, then post_start, all within start_timeout; the
     // process exiting or a stop request ends the wait early.
@@ -462,12 +442,7 @@ async fn become_ready(
             Ok(()) => break,
             Err(e) => last_error = format!("GET {} {e}", health.path),
         }
-        tokio::time::sleep(
-            health
-                .interval
-                .min(deadline.saturating_duration_since(Instant::now())),
-        )
-        .await;
+        tokio::time::sleep(health.interval.min(deadline.saturating_duration_since(Instant::now()))).await;
     }
     if let Some(script) = &spec.app.hooks.post_start {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -505,9 +480,7 @@ fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
 
 fn backoff(attempt: u32) -> Duration {
     let (first, max) = BACKOFF;
-    first
-        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
-        .min(max)
+    first.saturating_mul(2u32.saturating_pow(attempt.min(16))).min(max)
 }
 
 #[cfg(test)]

@@ -84,7 +84,13 @@ impl Supervisor {
     }
 
     /// The spec of original instance `index` of `app`.
-    pub fn original_spec(&self, app: &Arc<AppConfig>, index: u32, port: Option<u16>, retry_first_start: bool) -> InstanceSpec {
+    pub fn original_spec(
+        &self,
+        app: &Arc<AppConfig>,
+        index: u32,
+        port: Option<u16>,
+        retry_first_start: bool,
+    ) -> InstanceSpec {
         let name = format!("{}-{index}", app.name);
         InstanceSpec {
             app: Arc::clone(app),

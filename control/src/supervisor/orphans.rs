@@ -22,7 +22,9 @@ pub fn reap(run_dir: &Path) -> Vec<String> {
         let Some(instance) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else {
             continue;
         };
-        let pid = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<u32>().ok());
+        let pid = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
         if let Some(pid) = pid.filter(|pid| belongs_to(*pid, &instance)) {
             tracing::warn!(%instance, pid, "stopping an instance left behind by a previous run");
             signal_group(pid, Signal::SIGTERM);
@@ -51,6 +53,9 @@ fn belongs_to(pid: u32, instance: &str) -> bool {
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])))
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+        })
         .is_some_and(|dead| !dead)
 }

@@ -29,10 +29,7 @@ pub struct ProcessSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     #[error("cannot open log file {path}: {source}")]
-    Log {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Log { path: PathBuf, source: std::io::Error },
     #[error("cannot start {program:?} in {cwd}: {source}")]
     Spawn {
         program: String,
@@ -94,11 +91,7 @@ impl Process {
         let status = match tokio::time::timeout(timeout, self.child.wait()).await {
             Ok(status) => status.ok(),
             Err(_) => {
-                tracing::warn!(
-                    pid = self.pid,
-                    ?timeout,
-                    "did not stop after SIGTERM; sending SIGKILL"
-                );
+                tracing::warn!(pid = self.pid, ?timeout, "did not stop after SIGTERM; sending SIGKILL");
                 signal_group(self.pid, Signal::SIGKILL);
                 self.child.wait().await.ok()
             }

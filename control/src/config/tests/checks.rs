@@ -50,15 +50,11 @@ fn listen_addresses_must_not_repeat_or_overlap() {
         "0.0.0.0:8080 conflicts with proxy.listen[0] (127.0.0.1:8080); each listener needs its own address and port",
     );
     // Indexes are as written, counting entries that were themselves invalid.
-    let found = problems(&with_proxy(
-        "{ listen: [\"bad\", \"127.0.0.1:80\", \"127.0.0.1:80\"] }",
-    ));
+    let found = problems(&with_proxy("{ listen: [\"bad\", \"127.0.0.1:80\", \"127.0.0.1:80\"] }"));
     assert_eq!(found[1].key_path.as_deref(), Some("proxy.listen[2]"));
     assert!(found[1].message.contains("conflicts with proxy.listen[1]"));
     // Port 0 asks the OS for a free port: never a conflict.
-    parse_ok(&with_proxy(
-        "{ listen: [\"127.0.0.1:0\", \"127.0.0.1:0\"] }",
-    ));
+    parse_ok(&with_proxy("{ listen: [\"127.0.0.1:0\", \"127.0.0.1:0\"] }"));
 }
 
 #[test]
@@ -73,11 +69,7 @@ fn threads_at_least_one() {
 #[test]
 fn hold_timeout_must_be_a_positive_duration() {
     let positive = "must be greater than zero, e.g. 500ms or 30s";
-    assert_single(
-        &with_proxy("{ hold_timeout: 0s }"),
-        "proxy.hold_timeout",
-        positive,
-    );
+    assert_single(&with_proxy("{ hold_timeout: 0s }"), "proxy.hold_timeout", positive);
     assert_single(
         &with_proxy("{ hold_timeout: 5x }"),
         "proxy.hold_timeout",
@@ -92,14 +84,9 @@ fn hold_timeout_must_be_a_positive_duration() {
 
 #[test]
 fn long_lived_durations_may_be_zero() {
-    let config = parse_ok(&with_proxy(
-        "{ long_lived: { spread: 0s, close_grace: 0 } }",
-    ));
+    let config = parse_ok(&with_proxy("{ long_lived: { spread: 0s, close_grace: 0 } }"));
     assert_eq!(config.proxy.long_lived.spread, Duration::ZERO);
-    assert_eq!(
-        config.proxy.long_lived.idle_timeout,
-        Duration::from_secs(3600)
-    );
+    assert_eq!(config.proxy.long_lived.idle_timeout, Duration::from_secs(3600));
 }
 
 // === admin ===
@@ -126,10 +113,7 @@ fn non_loopback_admin_needs_a_token() {
     let config = parse_ok(&with_admin(
         "{ listen: \"0.0.0.0:9180\", token_env: SOME_UNSET_VARIABLE }",
     ));
-    assert_eq!(
-        config.admin.token_env.as_deref(),
-        Some("SOME_UNSET_VARIABLE")
-    );
+    assert_eq!(config.admin.token_env.as_deref(), Some("SOME_UNSET_VARIABLE"));
     parse_ok(&with_admin("{ listen: \"[::1]:9180\", token_env: \"\" }"));
 }
 
@@ -160,9 +144,7 @@ fn apps_are_required() {
 
 #[test]
 fn app_names_are_lowercase_identifiers() {
-    let source = MINIMAL
-        .replace("  web:", "  Web:")
-        .replace("app: web", "app: Web");
+    let source = MINIMAL.replace("  web:", "  Web:").replace("app: web", "app: Web");
     assert_single(
         &source,
         "apps.Web",
@@ -204,10 +186,7 @@ fn instances_between_one_and_sixty_four() {
             &format!("instances must be between 1 and 64, got {n}"),
         );
     }
-    assert_eq!(
-        parse_ok(&web_with("instances: 64")).apps["web"].instances,
-        64
-    );
+    assert_eq!(parse_ok(&web_with("instances: 64")).apps["web"].instances, 64);
 }
 
 #[test]

@@ -91,25 +91,13 @@ fn shipped_example_parses_with_its_values() {
     );
     assert_eq!(config.proxy.threads, 2);
     assert_eq!(config.proxy.hold_timeout, Duration::from_secs(30));
-    assert_eq!(
-        config.proxy.long_lived.idle_timeout,
-        Duration::from_secs(3600)
-    );
-    assert_eq!(
-        config.admin.token_env.as_deref(),
-        Some("CUTOVER_ADMIN_TOKEN")
-    );
+    assert_eq!(config.proxy.long_lived.idle_timeout, Duration::from_secs(3600));
+    assert_eq!(config.admin.token_env.as_deref(), Some("CUTOVER_ADMIN_TOKEN"));
     assert_eq!(config.state_dir, PathBuf::from("/srv/site/.cutover"));
     let web = &config.apps["web"];
-    assert_eq!(
-        web.command,
-        Command::Argv(vec!["target/release/demo-app".into()])
-    );
+    assert_eq!(web.command, Command::Argv(vec!["target/release/demo-app".into()]));
     assert_eq!(web.cwd, PathBuf::from("/srv/site"));
-    assert_eq!(
-        web.env,
-        BTreeMap::from([("APP_VERSION".into(), "v1".into())])
-    );
+    assert_eq!(web.env, BTreeMap::from([("APP_VERSION".into(), "v1".into())]));
     assert_eq!(web.health.interval, Duration::from_millis(500));
     // Empty hook strings mean "no hook".
     assert_eq!(web.hooks, Hooks::default());
@@ -136,13 +124,9 @@ fn defaults_fill_everything_left_out() {
 
 #[test]
 fn shell_commands_and_relative_dirs() {
-    let source =
-        web_with("cwd: services/web").replace("[bin/web]", "\"exec bin/web --port $PORT\"");
+    let source = web_with("cwd: services/web").replace("[bin/web]", "\"exec bin/web --port $PORT\"");
     let web = &parse_ok(&source).apps["web"];
-    assert_eq!(
-        web.command,
-        Command::Shell("exec bin/web --port $PORT".into())
-    );
+    assert_eq!(web.command, Command::Shell("exec bin/web --port $PORT".into()));
     assert_eq!(web.cwd, PathBuf::from("/srv/site/services/web"));
     let absolute = parse_ok(&web_with("cwd: /opt/web"));
     assert_eq!(absolute.apps["web"].cwd, PathBuf::from("/opt/web"));
@@ -152,19 +136,17 @@ fn shell_commands_and_relative_dirs() {
 fn token_env_empty_string_turns_the_token_off() {
     let config = parse_ok(&format!("admin: {{ token_env: \"\" }}\n{MINIMAL}"));
     assert_eq!(config.admin.token_env, None);
-    let config = parse_ok(&format!(
-        "admin: {{ listen: \"localhost:9999\" }}\n{MINIMAL}"
-    ));
+    let config = parse_ok(&format!("admin: {{ listen: \"localhost:9999\" }}\n{MINIMAL}"));
     assert_eq!(config.admin.listen, "127.0.0.1:9999".parse().unwrap());
-    assert_eq!(
-        config.admin.token_env.as_deref(),
-        Some("CUTOVER_ADMIN_TOKEN")
-    );
+    assert_eq!(config.admin.token_env.as_deref(), Some("CUTOVER_ADMIN_TOKEN"));
 }
 
 #[test]
 fn route_hosts_are_lowercased_patterns() {
-    let source = MINIMAL.replace("  - app: web\n", "  - { host: \"*.Example.com\", path: /api, app: web }\n  - { host: WWW.example.com, app: web }\n");
+    let source = MINIMAL.replace(
+        "  - app: web\n",
+        "  - { host: \"*.Example.com\", path: /api, app: web }\n  - { host: WWW.example.com, app: web }\n",
+    );
     let routes = parse_ok(&source).routes;
     assert_eq!(routes[0].host, HostPattern::Wildcard("example.com".into()));
     assert_eq!(routes[0].path, "/api");
@@ -189,9 +171,7 @@ fn load_resolves_paths_against_the_config_files_directory() {
 fn load_reports_an_unreadable_file() {
     let err = load(Path::new("/nonexistent/deploy.yaml")).unwrap_err();
     assert!(matches!(err, ConfigError::Read { .. }));
-    assert!(err
-        .to_string()
-        .starts_with("cannot read /nonexistent/deploy.yaml: "));
+    assert!(err.to_string().starts_with("cannot read /nonexistent/deploy.yaml: "));
 }
 
 #[test]
@@ -245,11 +225,7 @@ fn yaml_syntax_errors_are_one_problem_with_a_place() {
     let found = problems("apps:\n  web: { command: [bin/web }\n");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].location, Some((2, 28)));
-    assert!(
-        found[0].message.starts_with("invalid YAML: "),
-        "{}",
-        found[0].message
-    );
+    assert!(found[0].message.starts_with("invalid YAML: "), "{}", found[0].message);
     let found = problems("apps: {}\napps: {}\n");
     assert_eq!(
         found[0].to_string(),

@@ -60,14 +60,8 @@ impl Check<'_> {
             cwd: self.dir(&key("cwd"), raw.cwd.as_deref(), ".", base_dir),
             env: self.env(&key("env"), raw.env.as_ref()),
             instances,
-            health: self.health(
-                &key("health"),
-                raw.health.as_ref().unwrap_or(&RawHealth::default()),
-            ),
-            hooks: self.hooks(
-                &key("hooks"),
-                raw.hooks.as_ref().unwrap_or(&RawHooks::default()),
-            ),
+            health: self.health(&key("health"), raw.health.as_ref().unwrap_or(&RawHealth::default())),
+            hooks: self.hooks(&key("hooks"), raw.hooks.as_ref().unwrap_or(&RawHooks::default())),
             drain_timeout: self.duration(
                 &key("drain_timeout"),
                 raw.drain_timeout.as_ref(),
@@ -118,7 +112,10 @@ impl Check<'_> {
             }
             Some(RawCommand::Shell(script)) => {
                 if script.trim().is_empty() {
-                    self.push(at, "command is blank; give a shell command such as \"bin/web\" or an argv list");
+                    self.push(
+                        at,
+                        "command is blank; give a shell command such as \"bin/web\" or an argv list",
+                    );
                 }
                 if let Err(message) = rules::no_nul(script) {
                     self.push(at, message);
@@ -128,11 +125,7 @@ impl Check<'_> {
         }
     }
 
-    fn env(
-        &mut self,
-        at: &str,
-        raw: Option<&BTreeMap<String, EnvValue>>,
-    ) -> BTreeMap<String, String> {
+    fn env(&mut self, at: &str, raw: Option<&BTreeMap<String, EnvValue>>) -> BTreeMap<String, String> {
         let mut env = BTreeMap::new();
         for (name, value) in raw.into_iter().flatten() {
             let key_path = if name.is_empty() {

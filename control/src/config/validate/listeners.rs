@@ -27,13 +27,10 @@ impl Check<'_> {
             Some(list) => {
                 for (i, text) in list.0.iter().enumerate() {
                     let key_path = format!("proxy.listen[{i}]");
-                    let Ok(addr) = rules::listen_addr(text).map_err(|m| self.push(&key_path, m))
-                    else {
+                    let Ok(addr) = rules::listen_addr(text).map_err(|m| self.push(&key_path, m)) else {
                         continue;
                     };
-                    let earlier = listen
-                        .iter()
-                        .find(|(_, other)| rules::listeners_conflict(addr, *other));
+                    let earlier = listen.iter().find(|(_, other)| rules::listeners_conflict(addr, *other));
                     if let Some((j, other)) = earlier {
                         self.push(
                             &key_path,
@@ -102,9 +99,7 @@ impl Check<'_> {
             None => default_listen,
             Some(text) => self.or("admin.listen", rules::listen_addr(text), default_listen),
         };
-        let taken = proxy
-            .iter()
-            .find(|(_, p)| rules::listeners_conflict(listen, *p));
+        let taken = proxy.iter().find(|(_, p)| rules::listeners_conflict(listen, *p));
         if let Some((i, p)) = taken {
             self.push(
                 "admin.listen",

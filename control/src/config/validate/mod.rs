@@ -23,14 +23,8 @@ use super::rules::{self, Zero};
 pub(crate) fn validate(raw: &RawConfig, base_dir: &Path, findings: &mut Findings) -> Config {
     let mut check = Check { findings };
     let (proxy, indexes) = check.proxy(raw.proxy.as_ref().unwrap_or(&RawProxy::default()));
-    let listeners: Vec<_> = indexes
-        .into_iter()
-        .zip(proxy.listen.iter().copied())
-        .collect();
-    let admin = check.admin(
-        raw.admin.as_ref().unwrap_or(&RawAdmin::default()),
-        &listeners,
-    );
+    let listeners: Vec<_> = indexes.into_iter().zip(proxy.listen.iter().copied()).collect();
+    let admin = check.admin(raw.admin.as_ref().unwrap_or(&RawAdmin::default()), &listeners);
     let state_dir = check.dir("state_dir", raw.state_dir.as_deref(), ".cutover", base_dir);
     let apps = check.apps(raw.apps.as_ref(), base_dir);
     let routes = check.routes(raw.routes.as_deref(), raw.apps.as_ref());
@@ -63,13 +57,7 @@ impl Check<'_> {
     }
 
     /// An optional duration: `default` when absent.
-    fn duration(
-        &mut self,
-        key_path: &str,
-        raw: Option<&RawDuration>,
-        default: Duration,
-        zero: Zero,
-    ) -> Duration {
+    fn duration(&mut self, key_path: &str, raw: Option<&RawDuration>, default: Duration, zero: Zero) -> Duration {
         match raw {
             None => default,
             Some(text) => self.or(key_path, rules::duration(&text.0, zero), default),
@@ -77,16 +65,13 @@ impl Check<'_> {
     }
 
     /// A directory: relative paths are resolved against `base_dir`.
-    fn dir(
-        &mut self,
-        key_path: &str,
-        raw: Option<&str>,
-        default: &str,
-        base_dir: &Path,
-    ) -> PathBuf {
+    fn dir(&mut self, key_path: &str, raw: Option<&str>, default: &str, base_dir: &Path) -> PathBuf {
         let text = raw.unwrap_or(default);
         if text.is_empty() {
-            self.push(key_path, format!("is empty; use . for the config file's directory, or leave it out for {default}"));
+            self.push(
+                key_path,
+                format!("is empty; use . for the config file's directory, or leave it out for {default}"),
+            );
         }
         if let Err(message) = rules::no_nul(text) {
             self.push(key_path, message);

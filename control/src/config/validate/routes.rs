@@ -28,11 +28,7 @@ impl Check<'_> {
                 "no routes defined; add at least one, e.g. - { host: \"*\", path: /, app: web }",
             );
         }
-        let names: Vec<&str> = apps
-            .into_iter()
-            .flatten()
-            .map(|(name, _)| name.as_str())
-            .collect();
+        let names: Vec<&str> = apps.into_iter().flatten().map(|(name, _)| name.as_str()).collect();
         let mut routes: Vec<RouteConfig> = Vec::new();
         // Index of each route whose host and path are as written; a route
         // whose host or path was rejected holds a default there and is not
@@ -90,19 +86,13 @@ impl Check<'_> {
             }
             // With no readable apps every name would look unknown; that is
             // reported once, at `apps`.
-            Some(name)
-                if !apps.contains(&name)
-                    && !apps.is_empty()
-                    && !self.findings.is_suppressed("apps") =>
-            {
+            Some(name) if !apps.contains(&name) && !apps.is_empty() && !self.findings.is_suppressed("apps") => {
                 let hint = closest(name, apps)
                     .map(|n| format!(" (did you mean \"{n}\"?)"))
                     .unwrap_or_default();
                 self.push(
                     key("app"),
-                    format!(
-                        "route points at unknown app \"{name}\"{hint}; defined apps: {defined}"
-                    ),
+                    format!("route points at unknown app \"{name}\"{hint}; defined apps: {defined}"),
                 );
                 name.to_string()
             }

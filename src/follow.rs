@@ -1,0 +1,149 @@
+//! Following deployments: `cutover deploy` and `cutover push` show each
+//! phase as it happens (a live progress line on a terminal, plain lines
+//! otherwise) and end with the outcome.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+use crate::client::AdminClient;
+
+/// Exit codes of `deploy` and `push`.
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_ROLLED_BACK: u8 = 2;
+
+/// Follows one deployment to its end; returns its outcome.
+pub async fn follow(client: &AdminClient, id: &str) -> anyhow::Result<String> {
+    let response = client.stream(&format!("/deployments/{id}/events")).await?;
+    let mut body = response.into_body();
+    let mut buffer = String::new();
+    let mut progress = Progress::new(id);
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            frame = body.frame() => {
+                let Some(frame) = frame else { break };
+                let frame = frame.context("the event stream broke")?;
+                let Some(data) = frame.data_ref() else { continue };
+                buffer.push_str(&String::from_utf8_lossy(data));
+                while let Some(end) = buffer.find("\n\n") {
+                    let block: String = buffer.drain(..end + 2).collect();
+                    for line in block.lines() {
+                        if let Some(json) = line.strip_prefix("data:") {
+                            if let Ok(event) = serde_json::from_str::<Value>(json.trim_start()) {
+                                if let Some(outcome) = progress.event(&event) {
+                                    return Ok(outcome);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            _ = ticker.tick() => progress.tick(),
+        }
+    }
+    anyhow::bail!("the event stream of {id} ended before its outcome")
+}
+
+/// The exit code for a set of outcomes: the worst one wins.
+pub fn exit_code(outcomes: &[String]) -> ExitCode {
+    if outcomes.iter().any(|o| o == "failed") {
+        ExitCode::from(EXIT_FAILED)
+    } else if outcomes.iter().any(|o| o == "rolled_back") {
+        ExitCode::from(EXIT_ROLLED_BACK)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Renders events.
+struct Progress {
+    id: String,
+    tty: bool,
+    phase: Option<(String, Instant)>,
+    frame: usize,
+}
+
+impl Progress {
+    fn new(id: &str) -> Self {
+        Self {
+            id: id.to_string(),
+            tty: std::io::stdout().is_terminal(),
+            phase: None,
+            frame: 0,
+        }
+    }
+
+    /// Shows one event; `Some(outcome)` for the last one.
+    fn event(&mut self, event: &Value) -> Option<String> {
+        let kind = event["kind"].as_str().unwrap_or("");
+        let phase = event["phase"].as_str().unwrap_or("");
+        let message = event["message"].as_str().unwrap_or("");
+        let instance = event["instance"].as_str();
+        match kind {
+            "phase_started" => self.phase = Some((phase.to_string(), Instant::now())),
+            "phase_finished" => {
+                self.clear_line();
+                let ms = event["duration_ms"].as_u64().unwrap_or(0);
+                let ok = message.contains(" done ");
+                let mark = if ok { "✓" } else { "✗" };
+                println!("{} {mark} {:<9} {}", self.id, phase, fmt_ms(ms));
+                self.phase = None;
+            }
+            "warning" | "error" => {
+                self.clear_line();
+                let who = instance.map(|i| format!("{i}: ")).unwrap_or_default();
+                println!("{}   {kind}: {who}{message}", self.id);
+            }
+            "info" if !self.tty => {
+                let who = instance.map(|i| format!("{i}: ")).unwrap_or_default();
+                println!("{}   {who}{message}", self.id);
+            }
+            "outcome" => {
+                self.clear_line();
+                let outcome = event["outcome"].as_str().unwrap_or("unknown").to_string();
+                println!("{} {message}", self.id);
+                return Some(outcome);
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// Redraws the live line on a terminal.
+    fn tick(&mut self) {
+        const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+        if !self.tty {
+            return;
+        }
+        if let Some((phase, since)) = &self.phase {
+            self.frame = (self.frame + 1) % SPINNER.len();
+            print!(
+                "\r\x1b[2K{} {} {:<9} {}",
+                self.id,
+                SPINNER[self.frame],
+                phase,
+                fmt_ms(since.elapsed().as_millis() as u64)
+            );
+            let _ = std::io::stdout().flush();
+        }
+    }
+
+    fn clear_line(&self) {
+        if self.tty {
+            print!("\r\x1b[2K");
+        }
+    }
+}
+
+fn fmt_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    }
+}
