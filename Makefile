@@ -5,7 +5,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test deps build bench
+.PHONY: up test deps build bench bench-deploy
 
 ## Install build prerequisites when missing: pingora needs cmake (zlib-ng)
 ## and a C toolchain; the test runner is cargo-nextest.
@@ -29,3 +29,7 @@ test: deps
 ## Micro-benchmarks (by hand, not in CI).
 bench: deps
 	$(CARGO) bench --bench route_lookup
+
+## 20 rolling deploys under sustained load (by hand, not in CI).
+bench-deploy: build
+	$(CARGO) bench --bench deploy_under_load

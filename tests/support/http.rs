@@ -55,7 +55,22 @@ impl Client {
 
     /// Sends one request and reads its response.
     pub fn request(&mut self, method: &str, host: &str, path: &str, body: &[u8]) -> io::Result<Response> {
+        self.send(method, host, path, &[], body)
+    }
+
+    /// Sends one request with extra headers and reads its response.
+    pub fn send(
+        &mut self,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<Response> {
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: cutover-tests\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
         if !body.is_empty() || method == "POST" || method == "PUT" {
             head.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }

@@ -62,8 +62,8 @@ pub struct LoadReport {
     pub samples: Vec<String>,
     /// Per client: the versions that answered, in order, repeats folded.
     pub versions: Vec<Vec<String>>,
-    /// Latencies of successful requests, in microseconds.
-    pub latencies_us: Vec<u64>,
+    /// Successful requests: when each ended and its latency in microseconds.
+    pub latencies: Vec<(Instant, u64)>,
 }
 
 impl LoadReport {
@@ -97,7 +97,7 @@ impl LoadReport {
         self.other_errors += other.other_errors;
         self.samples.extend(other.samples.into_iter().take(10));
         self.versions.extend(other.versions);
-        self.latencies_us.extend(other.latencies_us);
+        self.latencies.extend(other.latencies);
     }
 
     /// True when every client saw versions only in the order of `order`.
@@ -208,7 +208,9 @@ async fn client(proxy: SocketAddr, spec: LoadSpec, index: usize, keepalive: bool
             Ok(Ok((status, version, s))) => {
                 *report.by_status.entry(status).or_default() += 1;
                 if (200..300).contains(&status) {
-                    report.latencies_us.push(started.elapsed().as_micros() as u64);
+                    report
+                        .latencies
+                        .push((Instant::now(), started.elapsed().as_micros() as u64));
                 } else if report.samples.len() < 10 {
                     report
                         .samples

@@ -103,6 +103,7 @@ pub struct Builder {
     routes: Vec<(String, String, String)>,
     hold_timeout: String,
     wait_ready: bool,
+    token: Option<(String, String)>,
 }
 
 impl Default for Builder {
@@ -112,6 +113,7 @@ impl Default for Builder {
             routes: Vec::new(),
             hold_timeout: "10s".into(),
             wait_ready: true,
+            token: None,
         }
     }
 }
@@ -132,6 +134,12 @@ impl Builder {
         self
     }
 
+    /// Protect the admin API with a token read from `$var`.
+    pub fn admin_token(mut self, var: &str, token: &str) -> Self {
+        self.token = Some((var.into(), token.into()));
+        self
+    }
+
     /// Return as soon as the proxy listens, before the apps are ready.
     pub fn no_wait(mut self) -> Self {
         self.wait_ready = false;
@@ -146,7 +154,11 @@ impl Builder {
             self.hold_timeout
         )
         .unwrap();
-        writeln!(y, "admin:\n  listen: {admin}\nstate_dir: state\napps:").unwrap();
+        writeln!(y, "admin:\n  listen: {admin}").unwrap();
+        if let Some((var, _)) = &self.token {
+            writeln!(y, "  token_env: {var}").unwrap();
+        }
+        writeln!(y, "state_dir: state\napps:").unwrap();
         for app in &self.apps {
             writeln!(
                 y,
@@ -190,6 +202,7 @@ impl Builder {
             proxy,
             admin,
             runs: 0,
+            token: self.token.clone(),
         };
         cutover.launch();
         if self.wait_ready {
@@ -207,6 +220,8 @@ pub struct Cutover {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     runs: u32,
+    /// (variable, token) when the admin API wants a token.
+    pub token: Option<(String, String)>,
 }
 
 impl Cutover {
@@ -227,6 +242,7 @@ impl Cutover {
             .arg(&self.config)
             .env("RUST_LOG", "info")
             .env_remove("CUTOVER_ADMIN_TOKEN")
+            .envs(self.token.clone())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -262,7 +278,10 @@ impl Cutover {
         let out = Command::new(cutover_bin())
             .args(args)
             .env("CUTOVER_ADMIN", format!("http://{}", self.admin))
-            .env_remove("CUTOVER_ADMIN_TOKEN")
+            .env(
+                "CUTOVER_ADMIN_TOKEN",
+                self.token.as_ref().map_or("", |(_, t)| t.as_str()),
+            )
             .current_dir(self.dir.path())
             .output()
             .unwrap();
@@ -291,14 +310,14 @@ impl Cutover {
 
     /// One deployment record from the admin API.
     pub fn deployment(&self, id: &str) -> Value {
-        let resp = http::get(self.admin, "admin", &format!("/deployments/{id}")).unwrap();
+        let resp = self.admin_get(&format!("/deployments/{id}"));
         assert_eq!(resp.status, 200, "{}", resp.text());
         serde_json::from_slice(&resp.body).unwrap()
     }
 
     /// Every deployment record (history first).
     pub fn deployments(&self) -> Vec<Value> {
-        let resp = http::get(self.admin, "admin", "/deployments").unwrap();
+        let resp = self.admin_get("/deployments");
         serde_json::from_slice::<Value>(&resp.body)
             .unwrap()
             .as_array()
@@ -338,9 +357,18 @@ impl Cutover {
 
     /// `GET /status` from the admin API.
     pub fn status(&self) -> Value {
-        let resp = http::get(self.admin, "admin", "/status").expect("admin answers");
+        let resp = self.admin_get("/status");
         assert_eq!(resp.status, 200, "{}", resp.text());
         serde_json::from_slice(&resp.body).unwrap()
+    }
+
+    /// GET on the admin API, with the token when there is one.
+    pub fn admin_get(&self, path: &str) -> Response {
+        let auth = self.token.as_ref().map(|(_, t)| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        Client::connect(self.admin)
+            .and_then(|mut c| c.send("GET", "admin", path, &headers, &[]))
+            .expect("admin answers")
     }
 
     /// Every instance of `app` in the status.

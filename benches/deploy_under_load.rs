@@ -1,0 +1,210 @@
+//! Deploy under load (run by hand, not in CI): sustained closed-loop load
+//! through a release cutover while 20 rolling deploys run back to back.
+//! Prints total requests, failures (must be 0), p50/p99 latency in steady
+//! state and during deploys, and each deploy's phase timings.
+//!
+//! Run: `make bench-deploy` (= `cargo build --release --bins && cargo bench
+//! --bench deploy_under_load`). Knobs: `DEPLOYS` (default 20), `CLIENTS`
+//! (default 16).
+
+#[path = "../tests/support/load.rs"]
+#[allow(dead_code)]
+mod load;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use load::{Load, LoadSpec, Req};
+
+fn main() {
+    let deploys: usize = env_or("DEPLOYS", 20);
+    let clients: usize = env_or("CLIENTS", 16);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let bin = root.join("target/release");
+    assert!(
+        bin.join("cutover").exists() && bin.join("demo-app").exists(),
+        "build the release binaries first: cargo build --release --bins"
+    );
+
+    let dir = std::env::temp_dir().join(format!("cutover-deploy-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let proxy: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let config = dir.join("deploy.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"proxy: {{ listen: ["{proxy}"], threads: 1 }}
+admin: {{ listen: "{admin}" }}
+state_dir: state
+apps:
+  web:
+    command: ["{demo}"]
+    env: {{ APP_VERSION: v1, DEMO_TICK_MS: "0" }}
+    health: {{ path: /health, interval: 50ms, timeout: 1s, start_timeout: 20s }}
+    drain_timeout: 10s
+routes:
+  - {{ host: "*", path: /, app: web }}
+"#,
+            demo = bin.join("demo-app").display()
+        ),
+    )
+    .unwrap();
+    let mut cutover = Command::new(bin.join("cutover"))
+        .args(["up", "-c"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("cutover.log")).unwrap())
+        .spawn()
+        .expect("cutover starts");
+    wait_ready(proxy);
+
+    let spec = LoadSpec {
+        keepalive_clients: clients * 3 / 4,
+        fresh_clients: clients / 4,
+        mix: vec![
+            Req::Get("/"),
+            Req::Post("/", 1024),
+            Req::Get("/"),
+            Req::Get("/slow?ms=20"),
+        ],
+        timeout: Duration::from_secs(30),
+    };
+    let load = Load::start(proxy, spec);
+    std::thread::sleep(Duration::from_secs(3));
+    let mut windows = Vec::new();
+    let mut records = Vec::new();
+    for _ in 0..deploys {
+        let start = Instant::now();
+        let answer = request(admin, "POST", "/deploy", r#"{"app":"web","strategy":"rolling"}"#);
+        let id = json_field(&answer, "id").expect("a deployment id");
+        let record = loop {
+            let record = request(admin, "GET", &format!("/deployments/{id}"), "");
+            if record.contains("\"outcome\":\"") {
+                break record;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        windows.push((start, Instant::now()));
+        records.push(record);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let report = load.stop();
+    let _ = nix_kill(cutover.id());
+    let _ = cutover.wait();
+
+    let (mut steady, mut during) = (Vec::new(), Vec::new());
+    for (at, us) in &report.latencies {
+        if windows.iter().any(|(s, e)| at >= s && at <= e) {
+            during.push(*us);
+        } else {
+            steady.push(*us);
+        }
+    }
+    println!("deploy under load: {deploys} rolling deploys, {clients} clients (closed loop)");
+    println!("  requests   {:>9}", report.total);
+    println!("  failures   {:>9}  {:?}", report.failures(), report.samples);
+    println!("  statuses   {:?}", report.by_status);
+    println!(
+        "  steady     p50 {:>7.2} ms  p99 {:>7.2} ms  ({} requests)",
+        pct(&mut steady, 50.0),
+        pct(&mut steady, 99.0),
+        steady.len()
+    );
+    println!(
+        "  deploying  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} requests)",
+        pct(&mut during, 50.0),
+        pct(&mut during, 99.0),
+        during.len()
+    );
+    let outcomes: Vec<_> = records.iter().filter_map(|r| json_field(r, "outcome")).collect();
+    println!("  outcomes   {outcomes:?}");
+    let phases = ["build", "clone", "route", "upgrade", "switch", "done"];
+    println!("  phase medians (ms):");
+    for phase in phases {
+        let mut ms: Vec<u64> = records.iter().filter_map(|r| phase_ms(r, phase)).collect();
+        ms.sort_unstable();
+        let median = ms.get(ms.len() / 2).copied().unwrap_or(0);
+        println!("    {phase:<8} {median:>6}");
+    }
+    let mut totals: Vec<u64> = records.iter().filter_map(|r| json_u64(r, "duration_ms")).collect();
+    totals.sort_unstable();
+    println!("    total    {:>6}", totals.get(totals.len() / 2).copied().unwrap_or(0));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(report.failures(), 0, "a deploy failed requests");
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_ready(proxy: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = TcpStream::connect(proxy) {
+            let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.starts_with("HTTP/1.1 200") {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("cutover did not serve within 30 s");
+}
+
+/// One request on a fresh connection; the body.
+fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+fn json_field(json: &str, key: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    v[key].as_str().map(str::to_string)
+}
+
+fn json_u64(json: &str, key: &str) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    v[key].as_u64()
+}
+
+fn phase_ms(record: &str, phase: &str) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(record).ok()?;
+    v["phases"].as_array()?.iter().find(|p| p["phase"] == phase)?["duration_ms"].as_u64()
+}
+
+fn pct(values: &mut [u64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_unstable();
+    let i = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
+    values[i] as f64 / 1000.0
+}
+
+fn nix_kill(pid: u32) -> nix::Result<()> {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+}
