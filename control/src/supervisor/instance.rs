@@ -162,12 +162,14 @@ pub type OnChange = Arc<dyn Fn() + Send + Sync>;
 
 impl Instance {
     /// Starts the instance's task. Returns at once; see [`Instance::ready`].
-    pub fn spawn(spec: InstanceSpec, on_change: OnChange) -> Arc<Self> {
+    /// `stopped`: created already asked to stop (cutover is shutting down),
+    /// so it never starts a process.
+    pub fn spawn(spec: InstanceSpec, on_change: OnChange, stopped: bool) -> Arc<Self> {
         let instance = Arc::new(Self {
             port: AtomicU64::new(spec.preferred_port.map_or(0, u64::from)),
             spec,
             state: watch::channel(InstanceState::Starting { attempt: 0 }).0,
-            stop: watch::channel(false).0,
+            stop: watch::channel(stopped).0,
             pid: AtomicU64::new(0),
             promoted: AtomicBool::new(false),
         });

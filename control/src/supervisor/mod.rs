@@ -14,7 +14,8 @@ pub mod process;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use futures_util::future::join_all;
 use serde::Serialize;
@@ -29,6 +30,10 @@ pub struct Supervisor {
     logs_dir: PathBuf,
     run_dir: PathBuf,
     apps: Mutex<BTreeMap<String, AppRuntime>>,
+    /// Every instance ever spawned that still exists somewhere.
+    all: Mutex<Vec<Weak<Instance>>>,
+    /// Set by `stop_all`: instances spawned afterwards never start.
+    closing: AtomicBool,
 }
 
 /// One app's current definition and processes.
@@ -50,6 +55,8 @@ impl Supervisor {
             routing,
             logs_dir: state_dir.join("logs"),
             run_dir: state_dir.join("run"),
+            all: Mutex::new(Vec::new()),
+            closing: AtomicBool::new(false),
             apps: Mutex::new(BTreeMap::new()),
         }
     }
@@ -120,7 +127,12 @@ impl Supervisor {
     /// Starts one instance. It is in no app's serving set until the caller
     /// puts it there.
     pub fn spawn(&self, spec: InstanceSpec) -> Arc<Instance> {
-        Instance::spawn(spec, self.routing.on_change())
+        let mut all = self.all.lock().unwrap_or_else(|e| e.into_inner());
+        let closing = self.closing.load(Ordering::SeqCst);
+        let instance = Instance::spawn(spec, self.routing.on_change(), closing);
+        all.retain(|i| i.strong_count() > 0);
+        all.push(Arc::downgrade(&instance));
+        instance
     }
 
     /// Where an instance's output goes.
@@ -151,12 +163,14 @@ impl Supervisor {
     }
 
     /// Stops every instance of every app, concurrently.
+    /// Stops every instance, concurrently, including any a deployment is
+    /// starting right now; no instance starts after this.
     pub async fn stop_all(&self) {
-        let instances: Vec<Arc<Instance>> = self
-            .lock()
-            .values()
-            .flat_map(|a| a.originals.iter().chain(a.clones.iter()).cloned())
-            .collect();
+        let instances: Vec<Arc<Instance>> = {
+            let all = self.all.lock().unwrap_or_else(|e| e.into_inner());
+            self.closing.store(true, Ordering::SeqCst);
+            all.iter().filter_map(Weak::upgrade).collect()
+        };
         join_all(instances.iter().map(|i| i.stop())).await;
     }
 
