@@ -52,11 +52,7 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     let table = TableHandle::new(RouteTable::default());
     let routing = Routing::new(Arc::clone(&table), metrics.clone());
     let serving = &restored.config;
-    routing.configure(
-        &serving.routes,
-        serving.proxy.hold_timeout,
-        serving.apps.keys().map(String::as_str),
-    );
+    routing.configure(&serving.routes, &serving.proxy, serving.apps.keys().map(String::as_str));
     routing.publish();
 
     // Bind the admin listener before anything starts, so a taken port fails
@@ -70,6 +66,7 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         threads: config.proxy.threads,
         settings: ProxySettings {
             hold_timeout: config.proxy.hold_timeout,
+            long_lived: cutover_control::routing::long_lived_settings(&config.proxy),
             ..ProxySettings::default()
         },
         grace: max_drain(&config) + Duration::from_secs(5),

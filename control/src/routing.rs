@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use cutover_proxy::{AppId, AppMetrics, HostMatch, ProxyMetrics, RouteTable, TableHandle};
+use cutover_proxy::{AppId, AppMetrics, HostMatch, LongLivedSettings, ProxyMetrics, RouteTable, TableHandle};
 
-use crate::config::{HostPattern, RouteConfig};
+use crate::config::{HostPattern, ProxyConfig, RouteConfig};
 use crate::supervisor::instance::{Instance, OnChange};
 
 /// The control plane's side of the route table.
@@ -27,6 +27,7 @@ pub struct Routing {
 struct State {
     routes: Vec<RouteConfig>,
     hold_timeout: Option<Duration>,
+    long_lived: Option<LongLivedSettings>,
     apps: BTreeMap<String, AppRouting>,
     /// App ids are never reused, so a request routed on one table finds
     /// the same app (or none) on the next.
@@ -64,14 +65,11 @@ impl Routing {
         })
     }
 
-    /// Sets the routes and the apps that exist; apps no longer named lose
-    /// their slot and their metric series. Does not publish.
-    pub fn configure<'a>(
-        &self,
-        routes: &[RouteConfig],
-        hold_timeout: Duration,
-        apps: impl IntoIterator<Item = &'a str>,
-    ) {
+    /// Sets the routes, the proxy settings that live in the table
+    /// (`hold_timeout`, `long_lived`) and the apps that exist; apps no
+    /// longer named lose their slot and their metric series. Does not
+    /// publish.
+    pub fn configure<'a>(&self, routes: &[RouteConfig], proxy: &ProxyConfig, apps: impl IntoIterator<Item = &'a str>) {
         let mut state = self.lock();
         let wanted: Vec<&str> = apps.into_iter().collect();
         let gone: Vec<String> = state
@@ -100,7 +98,8 @@ impl Routing {
             }
         }
         state.routes = routes.to_vec();
-        state.hold_timeout = Some(hold_timeout);
+        state.hold_timeout = Some(proxy.hold_timeout);
+        state.long_lived = Some(long_lived_settings(proxy));
     }
 
     /// Makes `instances` the ones serving `app`, in one table swap.
@@ -129,6 +128,9 @@ impl Routing {
         if let Some(timeout) = state.hold_timeout {
             builder.hold_timeout(timeout);
         }
+        if let Some(settings) = state.long_lived {
+            builder.long_lived(settings);
+        }
         for (name, app) in &state.apps {
             let backends = app
                 .serving
@@ -156,5 +158,14 @@ impl Routing {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The data plane's view of `proxy.long_lived`.
+pub fn long_lived_settings(proxy: &ProxyConfig) -> LongLivedSettings {
+    LongLivedSettings {
+        spread: proxy.long_lived.spread,
+        close_grace: proxy.long_lived.close_grace,
+        idle_timeout: proxy.long_lived.idle_timeout,
     }
 }

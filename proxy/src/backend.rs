@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 /// One instance of an app, as the data plane sees it.
@@ -30,6 +30,11 @@ pub struct Backend {
     draining: AtomicBool,
     /// Woken when `inflight` drops to zero while draining.
     idle: Notify,
+    /// Flips to true when draining starts: long-lived connections (which
+    /// cannot move) listen to it to send their close notice.
+    drain_signal: watch::Sender<bool>,
+    /// WebSocket and SSE connections on this backend right now.
+    long_lived: AtomicU64,
 }
 
 impl Backend {
@@ -45,6 +50,8 @@ impl Backend {
             inflight: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             idle: Notify::new(),
+            drain_signal: watch::channel(false).0,
+            long_lived: AtomicU64::new(0),
         })
     }
 
@@ -90,6 +97,24 @@ impl Backend {
     /// that no longer contains it was published.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.drain_signal.send_replace(true);
+    }
+
+    /// Resolves to `true` once the backend drains (see
+    /// [`Backend::start_draining`]).
+    pub fn drain_signal(&self) -> watch::Receiver<bool> {
+        self.drain_signal.subscribe()
+    }
+
+    /// WebSocket and SSE connections using this backend right now.
+    pub fn long_lived(&self) -> u64 {
+        self.long_lived.load(Ordering::SeqCst)
+    }
+
+    /// Counts a long-lived connection until the guard drops.
+    pub fn track_long_lived(self: &Arc<Self>) -> LongLivedGuard {
+        self.long_lived.fetch_add(1, Ordering::SeqCst);
+        LongLivedGuard(Arc::clone(self))
     }
 
     /// Waits until no request uses this backend, or until `deadline`.
@@ -121,6 +146,16 @@ impl InflightGuard {
     /// The claimed backend.
     pub fn backend(&self) -> &Arc<Backend> {
         &self.backend
+    }
+}
+
+/// One long-lived connection on a backend; releases its count on drop.
+#[derive(Debug)]
+pub struct LongLivedGuard(Arc<Backend>);
+
+impl Drop for LongLivedGuard {
+    fn drop(&mut self) {
+        self.0.long_lived.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -22,6 +22,8 @@ pub struct TableHandle {
     publish_lock: Mutex<()>,
     /// Set once cutover shuts down: held requests stop waiting.
     closing: AtomicBool,
+    /// Flips to true at shutdown: long-lived connections send their notice.
+    shutdown: watch::Sender<bool>,
     /// Requests between `new_ctx` and the end of `logging`.
     active: AtomicUsize,
 }
@@ -35,6 +37,7 @@ impl TableHandle {
             changed,
             publish_lock: Mutex::new(()),
             closing: AtomicBool::new(false),
+            shutdown: watch::channel(false).0,
             active: AtomicUsize::new(0),
         });
         handle.publish(table);
@@ -74,6 +77,12 @@ impl TableHandle {
     pub fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
         self.changed.send_modify(|_| {});
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves to `true` once cutover shuts down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
     }
 
     /// True after [`TableHandle::close`].

@@ -10,6 +10,7 @@
 //! - [`backend`]: a backend's in-flight counter and drain wait.
 //! - [`handle`]: the `ArcSwap` holder and its change signal.
 //! - [`service`]: the pingora `ProxyHttp` hooks (the request path).
+//! - [`longlived`]: WebSocket and SSE: taken over, tracked, closed with notice.
 //! - [`server`]: starting and stopping pingora.
 //! - [`metrics`]: Prometheus families with pre-resolved label handles.
 
@@ -17,14 +18,17 @@
 
 pub mod backend;
 pub mod handle;
+pub mod longlived;
 pub mod metrics;
 pub mod router;
 pub mod server;
 pub mod service;
 pub mod table;
+mod takeover;
 
-pub use backend::{Backend, InflightGuard};
+pub use backend::{Backend, InflightGuard, LongLivedGuard};
 pub use handle::TableHandle;
+pub use longlived::LongLivedSettings;
 pub use metrics::{AppMetrics, ProxyMetrics};
 pub use router::{AppId, DuplicateRoute, HostMatch, Router};
 pub use server::{DataPlane, DataPlaneConfig, DataPlaneError};

@@ -22,6 +22,8 @@ pub struct ProxyMetrics {
     connect_errors: IntCounterVec,
     retries: IntCounterVec,
     held: IntGaugeVec,
+    long_lived: IntGaugeVec,
+    long_lived_closed: IntCounterVec,
 }
 
 impl ProxyMetrics {
@@ -61,12 +63,28 @@ impl ProxyMetrics {
                 ),
                 &["app"],
             )?,
+            long_lived: IntGaugeVec::new(
+                Opts::new(
+                    "cutover_long_lived_connections",
+                    "Open WebSocket and SSE connections, by app, instance and kind.",
+                ),
+                &["app", "instance", "kind"],
+            )?,
+            long_lived_closed: IntCounterVec::new(
+                Opts::new(
+                    "cutover_long_lived_closed_total",
+                    "Closed WebSocket and SSE connections, by app, kind and why they closed.",
+                ),
+                &["app", "kind", "reason"],
+            )?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.duration.clone()))?;
         registry.register(Box::new(metrics.connect_errors.clone()))?;
         registry.register(Box::new(metrics.retries.clone()))?;
         registry.register(Box::new(metrics.held.clone()))?;
+        registry.register(Box::new(metrics.long_lived.clone()))?;
+        registry.register(Box::new(metrics.long_lived_closed.clone()))?;
         Ok(metrics)
     }
 
@@ -97,6 +115,57 @@ impl ProxyMetrics {
         let _ = self.held.remove_label_values(&[app]);
         for code in 100..600u16 {
             let _ = self.requests.remove_label_values(&[app, &code.to_string()]);
+        }
+    }
+}
+
+impl ProxyMetrics {
+    /// Counts an open long-lived connection until [`LongLivedMetric::closed`]
+    /// (or drop, counted as `error`).
+    pub fn long_lived_opened(&self, app: &str, instance: &str, kind: &'static str) -> LongLivedMetric {
+        let gauge = self.long_lived.with_label_values(&[app, instance, kind]);
+        gauge.inc();
+        LongLivedMetric {
+            metrics: self.clone(),
+            gauge,
+            labels: [app.to_string(), instance.to_string()],
+            kind,
+            reason: None,
+        }
+    }
+}
+
+/// One open long-lived connection in the metrics.
+pub struct LongLivedMetric {
+    metrics: ProxyMetrics,
+    gauge: IntGauge,
+    labels: [String; 2],
+    kind: &'static str,
+    reason: Option<&'static str>,
+}
+
+impl LongLivedMetric {
+    /// Records why the connection closed.
+    pub fn closed(&mut self, reason: &'static str) {
+        self.reason = Some(reason);
+    }
+}
+
+impl Drop for LongLivedMetric {
+    fn drop(&mut self) {
+        self.gauge.dec();
+        let [app, instance] = &self.labels;
+        self.metrics
+            .long_lived_closed
+            .with_label_values(&[app.as_str(), self.kind, self.reason.unwrap_or("error")])
+            .inc();
+        // The instance's series goes with its last connection, so removed
+        // instances leave no series behind.
+        if self.gauge.get() == 0 {
+            let _ = self
+                .metrics
+                .long_lived
+                .remove_label_values(&[app.as_str(), instance.as_str(), self.kind]);
         }
     }
 }

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::backend::InflightGuard;
 use crate::handle::{ActiveGuard, TableHandle};
+use crate::longlived::{Kind, LongLivedSettings};
 use crate::metrics::{AppMetrics, ProxyMetrics};
 use crate::router::AppId;
 
@@ -48,6 +49,8 @@ pub struct ProxySettings {
     /// Failed attempts (connect errors, stale connections) after which a
     /// request gives up.
     pub max_attempts: u32,
+    /// WebSocket/SSE drain settings, unless the route table sets them.
+    pub long_lived: LongLivedSettings,
 }
 
 impl Default for ProxySettings {
@@ -58,14 +61,16 @@ impl Default for ProxySettings {
             connect_timeout: Duration::from_secs(2),
             upstream_idle_timeout: Duration::from_secs(4),
             max_attempts: 16,
+            long_lived: LongLivedSettings::default(),
         }
     }
 }
 
 /// The proxy service.
 pub struct CutoverProxy {
-    table: Arc<TableHandle>,
-    settings: ProxySettings,
+    pub(crate) table: Arc<TableHandle>,
+    pub(crate) settings: ProxySettings,
+    pub(crate) metrics: ProxyMetrics,
     unrouted: Arc<AppMetrics>,
     held: AtomicUsize,
 }
@@ -76,8 +81,19 @@ impl CutoverProxy {
         Self {
             table,
             settings,
+            metrics: metrics.clone(),
             unrouted: metrics.unrouted(),
             held: AtomicUsize::new(0),
+        }
+    }
+
+    /// Claims a ready backend for `app`, holding the request while there is
+    /// none (up to the hold timeout).
+    pub(crate) async fn claim(&self, app: AppId, ctx: &mut RequestCtx) -> std::result::Result<InflightGuard, Refusal> {
+        match self.try_pick(app, ctx) {
+            Pick::Claimed(claim) => Ok(claim),
+            Pick::AppGone => Err(Refusal::AppGone),
+            Pick::NoneReady => self.hold(app, ctx).await,
         }
     }
 
@@ -144,7 +160,7 @@ impl CutoverProxy {
 
     /// Records a failed attempt on the claimed backend; true if the request
     /// may try again.
-    fn note_failure(&self, ctx: &mut RequestCtx, generation: u64) -> bool {
+    pub(crate) fn note_failure(&self, ctx: &mut RequestCtx, generation: u64) -> bool {
         ctx.claim = None;
         ctx.failed.push(generation);
         ctx.attempts += 1;
@@ -163,7 +179,7 @@ enum Pick {
 
 /// Why the proxy answered a request itself instead of proxying it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
+pub(crate) enum Refusal {
     HoldTimeout,
     HoldQueueFull,
     ShuttingDown,
@@ -171,7 +187,7 @@ enum Refusal {
 }
 
 impl Refusal {
-    fn body(self) -> &'static str {
+    pub(crate) fn body(self) -> &'static str {
         match self {
             Refusal::HoldTimeout => "no ready backend: the app did not become ready in time\n",
             Refusal::HoldQueueFull => "no ready backend and too many requests waiting for one\n",
@@ -193,16 +209,16 @@ impl Drop for HeldSlot<'_> {
 pub struct RequestCtx {
     _active: ActiveGuard,
     started: Instant,
-    app: Option<AppId>,
-    metrics: Option<Arc<AppMetrics>>,
+    pub(crate) app: Option<AppId>,
+    pub(crate) metrics: Option<Arc<AppMetrics>>,
     /// The backend this request is using; released on drop.
-    claim: Option<InflightGuard>,
+    pub(crate) claim: Option<InflightGuard>,
     /// Generations of backends that failed for this request.
     failed: Vec<u64>,
     attempts: u32,
     hold_deadline: Option<Instant>,
     held: Duration,
-    refusal: Option<Refusal>,
+    pub(crate) refusal: Option<Refusal>,
 }
 
 #[async_trait]
@@ -237,7 +253,10 @@ impl ProxyHttp for CutoverProxy {
             Some((id, metrics)) => {
                 ctx.app = Some(id);
                 ctx.metrics = Some(metrics);
-                Ok(false)
+                match Kind::of(session.req_header(), session.is_upgrade_req()) {
+                    Some(kind) => self.take_over(kind, session, ctx).await,
+                    None => Ok(false),
+                }
             }
             None => {
                 ctx.metrics = Some(Arc::clone(&self.unrouted));
@@ -257,12 +276,7 @@ impl ProxyHttp for CutoverProxy {
         let app = ctx
             .app
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream_peer without a route"))?;
-        let claim = match self.try_pick(app, ctx) {
-            Pick::Claimed(claim) => Ok(claim),
-            Pick::AppGone => Err(Refusal::AppGone),
-            Pick::NoneReady => self.hold(app, ctx).await,
-        };
-        match claim {
+        match self.claim(app, ctx).await {
             Ok(claim) => {
                 let peer = self.peer_for(&claim);
                 ctx.claim = Some(claim);
@@ -281,18 +295,7 @@ impl ProxyHttp for CutoverProxy {
         upstream: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
-            let forwarded_for = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-                Some(prior) => format!("{prior}, {}", display_ip(ip)),
-                None => display_ip(ip),
-            };
-            upstream.insert_header("x-forwarded-for", forwarded_for)?;
-        }
-        upstream.insert_header("x-forwarded-proto", "http")?;
-        if let Some(host) = session.req_header().headers.get(header::HOST).cloned() {
-            upstream.insert_header("x-forwarded-host", host)?;
-        }
-        Ok(())
+        add_forwarded_headers(session, upstream)
     }
 
     fn fail_to_connect(
@@ -400,6 +403,23 @@ impl ProxyHttp for CutoverProxy {
     }
 }
 
+/// Adds `X-Forwarded-For` (appended to what the client sent),
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` to the request for the backend.
+pub(crate) fn add_forwarded_headers(session: &Session, upstream: &mut RequestHeader) -> Result<()> {
+    if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
+        let forwarded_for = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prior) => format!("{prior}, {}", display_ip(ip)),
+            None => display_ip(ip),
+        };
+        upstream.insert_header("x-forwarded-for", forwarded_for)?;
+    }
+    upstream.insert_header("x-forwarded-proto", "http")?;
+    if let Some(host) = session.req_header().headers.get(header::HOST).cloned() {
+        upstream.insert_header("x-forwarded-host", host)?;
+    }
+    Ok(())
+}
+
 /// The request's host: the `Host` header, else the URI's authority.
 fn request_host(req: &RequestHeader) -> &str {
     req.headers
@@ -420,7 +440,7 @@ fn display_ip(ip: IpAddr) -> String {
 }
 
 /// Writes a short plain-text response from the proxy itself.
-async fn respond(session: &mut Session, code: u16, body: Bytes, retry_after: bool) -> Result<()> {
+pub(crate) async fn respond(session: &mut Session, code: u16, body: Bytes, retry_after: bool) -> Result<()> {
     let mut resp = ResponseHeader::build(code, Some(4))?;
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;

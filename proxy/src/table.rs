@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{Backend, InflightGuard};
+use crate::longlived::LongLivedSettings;
 use crate::metrics::AppMetrics;
 use crate::router::{AppId, DuplicateRoute, HostMatch, Router};
 
@@ -21,6 +22,8 @@ pub struct RouteTable {
     /// How long a request may wait for a ready backend; `None`: the
     /// proxy's default. In the table so a pushed change applies at once.
     hold_timeout: Option<Duration>,
+    /// WebSocket/SSE drain settings; `None`: the proxy's defaults.
+    long_lived: Option<LongLivedSettings>,
     router: Router,
     /// Indexed by `AppId`; `None` for ids not (or no longer) in use.
     apps: Vec<Option<AppEntry>>,
@@ -80,6 +83,11 @@ impl RouteTable {
     /// The hold timeout this table sets, if any.
     pub fn hold_timeout(&self) -> Option<Duration> {
         self.hold_timeout
+    }
+
+    /// The long-lived connection settings this table sets, if any.
+    pub fn long_lived(&self) -> Option<LongLivedSettings> {
+        self.long_lived
     }
 }
 
@@ -141,6 +149,7 @@ impl AppEntry {
 #[derive(Debug, Default)]
 pub struct RouteTableBuilder {
     hold_timeout: Option<Duration>,
+    long_lived: Option<LongLivedSettings>,
     router: Router,
     apps: Vec<Option<AppEntry>>,
 }
@@ -180,11 +189,18 @@ impl RouteTableBuilder {
         self
     }
 
+    /// Sets how WebSocket and SSE connections are closed on drain.
+    pub fn long_lived(&mut self, settings: LongLivedSettings) -> &mut Self {
+        self.long_lived = Some(settings);
+        self
+    }
+
     /// The finished table (generation 0 until published).
     pub fn build(self) -> RouteTable {
         RouteTable {
             generation: 0,
             hold_timeout: self.hold_timeout,
+            long_lived: self.long_lived,
             router: self.router,
             apps: self.apps,
         }

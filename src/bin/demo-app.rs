@@ -10,7 +10,7 @@
 //! | `GET /health` | `200 ok`, or `503` while made unhealthy (see below) |
 //! | `GET /headers` | the request headers as received, one `name: value` per line |
 //! | `GET /slow?ms=N` | sleeps N ms (at most 600000), then `"{version} {instance} slept {N}ms\n"`; 400 without a whole `ms` |
-//! | `GET /ws` | WebSocket: echoes text and binary messages (up to 64 MiB), sends `tick {version} {instance} {n}` every `DEMO_TICK_MS`; subprotocols `demo.v1` and `chat` (the first one the client offers wins) |
+//! | `GET /ws` | WebSocket: echoes text and binary messages (up to 64 MiB; the text `close-me` makes the app close with 4000), sends `tick {version} {instance} {n}` every `DEMO_TICK_MS`; subprotocols `demo.v1` and `chat` (the first one the client offers wins) |
 //! | `GET /events` | Server-Sent Events: `event: tick`, `data: {version} {instance} {n}`, `id: {n}`, every `DEMO_SSE_MS`, the first (n = 0) at once |
 //! | anything else | 404 |
 //!
@@ -361,6 +361,15 @@ async fn websocket_session(app: Shared, mut socket: WebSocket) {
     loop {
         tokio::select! {
             incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Text(text))) if text.as_str() == "close-me" => {
+                    // The app ends the session itself: close 4000, then wait
+                    // for the client's reply.
+                    let close = CloseFrame { code: 4000, reason: "closed by the app".into() };
+                    if socket.send(Message::Close(Some(close))).await.is_ok() {
+                        let _ = socket.recv().await;
+                    }
+                    return;
+                }
                 Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
                     if socket.send(msg).await.is_err() {
                         return;

@@ -85,6 +85,7 @@ impl App {
     }
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.retain(|(k, _)| k != key);
         self.env.push((key.into(), value.into()));
         self
     }
@@ -104,6 +105,7 @@ pub struct Builder {
     hold_timeout: String,
     wait_ready: bool,
     token: Option<(String, String)>,
+    proxy_extra: Vec<String>,
 }
 
 impl Default for Builder {
@@ -114,6 +116,7 @@ impl Default for Builder {
             hold_timeout: "10s".into(),
             wait_ready: true,
             token: None,
+            proxy_extra: Vec::new(),
         }
     }
 }
@@ -131,6 +134,12 @@ impl Builder {
 
     pub fn hold_timeout(mut self, t: &str) -> Self {
         self.hold_timeout = t.into();
+        self
+    }
+
+    /// A raw YAML line under `proxy:`, e.g. `long_lived: { spread: 1s }`.
+    pub fn proxy_yaml(mut self, line: &str) -> Self {
+        self.proxy_extra.push(line.into());
         self
     }
 
@@ -154,6 +163,9 @@ impl Builder {
             self.hold_timeout
         )
         .unwrap();
+        for line in &self.proxy_extra {
+            writeln!(y, "  {line}").unwrap();
+        }
         writeln!(y, "admin:\n  listen: {admin}").unwrap();
         if let Some((var, _)) = &self.token {
             writeln!(y, "  token_env: {var}").unwrap();

@@ -21,11 +21,18 @@ pub async fn drain_and_stop(instances: &[Arc<Instance>], drain_timeout: Duration
         let name = instance.name();
         let mut left = 0;
         if let Some(backend) = instance.state().backend().cloned() {
+            let long_lived = backend.long_lived();
             backend.start_draining();
-            let waiting = backend.inflight();
-            if waiting > 0 {
-                if let Some(log) = log {
+            let waiting = backend.inflight().saturating_sub(long_lived);
+            if let Some(log) = log {
+                if waiting > 0 {
                     log.info(Some(name), format!("draining {waiting} in-flight requests"));
+                }
+                if long_lived > 0 {
+                    log.info(
+                        Some(name),
+                        format!("notifying {long_lived} WebSocket/SSE connections (close 1012 / retry)"),
+                    );
                 }
             }
             left = backend.wait_idle(deadline).await;

@@ -85,7 +85,9 @@ impl Controller {
                 .warnings
                 .push("state_dir applies at the next start of cutover".into());
         }
-        report.routes_changed = new.routes != old.routes || new.proxy.hold_timeout != old.proxy.hold_timeout;
+        report.routes_changed = new.routes != old.routes
+            || new.proxy.hold_timeout != old.proxy.hold_timeout
+            || new.proxy.long_lived != old.proxy.long_lived;
 
         // Added apps start first, so routes to them have instances to hold for.
         for name in &report.added {
@@ -97,7 +99,7 @@ impl Controller {
         // One table swap for routes, hold timeout and the set of apps.
         let routing = self.supervisor.routing();
         let names: Vec<&str> = new.apps.keys().map(String::as_str).collect();
-        routing.configure(&new.routes, new.proxy.hold_timeout, names);
+        routing.configure(&new.routes, &new.proxy, names);
         routing.publish();
         {
             let mut active = self.lock_active();

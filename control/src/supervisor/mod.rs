@@ -214,6 +214,8 @@ pub struct InstanceStatus {
     pub pid: Option<u32>,
     pub state: &'static str,
     pub inflight: u64,
+    /// WebSocket and SSE connections.
+    pub long_lived: u64,
     pub generation: Option<u64>,
 }
 
@@ -230,6 +232,7 @@ impl InstanceStatus {
             pid: instance.pid(),
             state: state.name(),
             inflight: backend.map_or(0, |b| b.inflight()),
+            long_lived: backend.map_or(0, |b| b.long_lived()),
             generation: backend.map(|b| b.generation()),
         }
     }

@@ -1,0 +1,130 @@
+//! Long-lived connections: WebSocket and Server-Sent Events.
+//!
+//! They cannot move to another process, so when their backend drains (a
+//! deploy) or cutover shuts down they are closed, but never silently: a
+//! WebSocket client gets a close frame (1012 "service restart", or 1001
+//! "going away" at shutdown) at a frame boundary, an SSE client gets
+//! `retry: N` after the event in flight and a clean end of stream. Closes
+//! are spread over `spread` with jitter.
+//!
+//! To be able to write to the client at a moment of its choosing, the proxy
+//! takes these requests over in `request_filter` (pingora has no hook to
+//! inject bytes from outside, and its own upgrade path has bug #946): it
+//! connects to the backend itself, exchanges the heads, then pumps bytes.
+//!
+//! - [`frames`]: the WebSocket frame-boundary tracker.
+//! - [`events`]: the SSE event-boundary tracker and chunked decoder.
+//! - [`upstream`]: connecting, the head exchange, plain responses.
+//! - [`websocket`], [`sse`]: the two pumps.
+
+pub mod events;
+pub mod frames;
+pub mod sse;
+pub mod upstream;
+pub mod websocket;
+
+use std::time::Duration;
+
+use pingora::http::RequestHeader;
+use rand::Rng;
+
+/// How long-lived connections are closed (`proxy.long_lived`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LongLivedSettings {
+    /// Notices are spread at random over this window.
+    pub spread: Duration,
+    /// How long the client gets to answer a WebSocket close.
+    pub close_grace: Duration,
+    /// A WebSocket with no traffic either way for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for LongLivedSettings {
+    fn default() -> Self {
+        Self {
+            spread: Duration::from_secs(2),
+            close_grace: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Which kind of long-lived connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    WebSocket,
+    Sse,
+}
+
+impl Kind {
+    /// The `kind` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::WebSocket => "websocket",
+            Kind::Sse => "sse",
+        }
+    }
+
+    /// Does this request start a long-lived connection? A WebSocket
+    /// upgrade (HTTP/1.1 `Upgrade: websocket`), or a GET that accepts only
+    /// an event stream (what `EventSource` sends).
+    pub fn of(req: &RequestHeader, is_upgrade: bool) -> Option<Kind> {
+        let header = |name: http::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
+        if is_upgrade && header(http::header::UPGRADE).is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+            return Some(Kind::WebSocket);
+        }
+        if req.method == http::Method::GET
+            && header(http::header::ACCEPT).is_some_and(|a| a.to_ascii_lowercase().contains("text/event-stream"))
+        {
+            return Some(Kind::Sse);
+        }
+        None
+    }
+}
+
+/// Why a long-lived connection ended (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Its backend drained; the client was told (1012 / `retry:`).
+    Drain,
+    /// cutover shut down; the client was told (1001 / `retry:`).
+    Shutdown,
+    /// The client closed it.
+    Client,
+    /// The backend closed it.
+    Backend,
+    /// No traffic for `idle_timeout`.
+    Idle,
+    /// A protocol or I/O error.
+    Error,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Drain => "drain",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Client => "client",
+            CloseReason::Backend => "backend",
+            CloseReason::Idle => "idle",
+            CloseReason::Error => "error",
+        }
+    }
+}
+
+/// A moment picked at random within `spread` from now, so thousands of
+/// clients do not reconnect at the same instant.
+pub fn jittered(spread: Duration) -> Duration {
+    if spread.is_zero() {
+        return Duration::ZERO;
+    }
+    let millis = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX).max(1);
+    Duration::from_millis(rand::rng().random_range(0..millis))
+}
+
+/// Waits until a watch flips to true (or its sender is gone: never).
+pub(crate) async fn until_true(mut rx: tokio::sync::watch::Receiver<bool>) {
+    if rx.wait_for(|v| *v).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

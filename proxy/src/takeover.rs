@@ -1,0 +1,172 @@
+//! Taking a long-lived request over in `request_filter`: claim a backend
+//! (held like any request while none is ready), connect to it ourselves
+//! (retrying another backend on a connect failure), exchange the heads, and
+//! run the WebSocket or SSE pump; an ordinary answer is forwarded as is.
+//!
+//! The claim stays in the context for the connection's whole life, so a
+//! draining backend waits for it (bounded by `drain_timeout`), and the pump
+//! closes it with a notice when the drain starts.
+
+use bytes::Bytes;
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+use tokio::net::TcpStream;
+
+use crate::longlived::upstream::{self, Head};
+use crate::longlived::{sse, websocket, CloseReason, Kind};
+use crate::service::{add_forwarded_headers, respond, CutoverProxy, RequestCtx};
+
+/// How long a backend may take to send the response head.
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl CutoverProxy {
+    /// Serves a long-lived request end to end. Always `Ok(true)`: the
+    /// response was written here.
+    pub(crate) async fn take_over(&self, kind: Kind, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // pingora's 60 s downstream read timeout would drop an idle
+        // WebSocket without a close frame; the pumps time idleness out.
+        session.set_read_timeout(None);
+        let Some(app) = ctx.app else { return Ok(false) };
+        let (mut stream, request) = match self.connect(app, session, ctx).await {
+            Ok(Some(connected)) => connected,
+            Ok(None) => return Ok(true), // answered (503 / 502)
+            Err(e) => return Err(e),
+        };
+        let head = match upstream::exchange(&mut stream, &request, HEAD_TIMEOUT).await {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::warn!(error = %e, "backend failed before answering a long-lived request");
+                respond(session, 502, Bytes::from_static(b"the app failed to answer\n"), false).await?;
+                return Ok(true);
+            }
+        };
+        let upgraded = head.response.status.as_u16() == 101;
+        let is_event_stream = head.response.status.is_success()
+            && head
+                .header(http::header::CONTENT_TYPE)
+                .is_some_and(|t| t.to_ascii_lowercase().starts_with("text/event-stream"));
+        let streaming = match kind {
+            Kind::WebSocket => upgraded,
+            Kind::Sse => is_event_stream,
+        };
+        if !streaming {
+            // Only a real 101 makes a tunnel; anything else is a response.
+            upstream::forward_plain(session, &mut stream, head).await?;
+            return Ok(true);
+        }
+        self.run_pump(kind, session, ctx, stream, head).await;
+        Ok(true)
+    }
+
+    /// Claims a backend and connects to it; `None` when the request was
+    /// answered instead (no backend within the hold timeout, or every
+    /// attempt failed).
+    async fn connect(
+        &self,
+        app: crate::AppId,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<(TcpStream, RequestHeader)>> {
+        let mut request = session.req_header().clone();
+        add_forwarded_headers(session, &mut request)?;
+        if matches!(Kind::of(&request, session.is_upgrade_req()), Some(Kind::Sse)) {
+            // The backend connection is this stream's alone.
+            request.insert_header(http::header::CONNECTION, "close")?;
+        }
+        loop {
+            let claim = match self.claim(app, ctx).await {
+                Ok(claim) => claim,
+                Err(refusal) => {
+                    ctx.refusal = Some(refusal);
+                    respond(session, 503, Bytes::from_static(refusal.body().as_bytes()), true).await?;
+                    return Ok(None);
+                }
+            };
+            let backend = std::sync::Arc::clone(claim.backend());
+            let connected =
+                tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(backend.addr())).await;
+            match connected {
+                Ok(Ok(stream)) => {
+                    ctx.claim = Some(claim);
+                    return Ok(Some((stream, request)));
+                }
+                _ => {
+                    if let Some(metrics) = &ctx.metrics {
+                        metrics.connect_error();
+                    }
+                    drop(claim);
+                    if !self.note_failure(ctx, backend.generation()) {
+                        respond(session, 502, Bytes::from_static(b"the app failed to answer\n"), false).await?;
+                        return Ok(None);
+                    }
+                    if let Some(metrics) = &ctx.metrics {
+                        metrics.retry();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the WebSocket or SSE pump, counted in metrics and on the
+    /// backend for as long as it lasts.
+    async fn run_pump(&self, kind: Kind, session: &mut Session, ctx: &mut RequestCtx, stream: TcpStream, head: Head) {
+        let Some(backend) = ctx.claim.as_ref().map(|c| std::sync::Arc::clone(c.backend())) else {
+            return;
+        };
+        let table = self.table.snapshot();
+        let settings = table.long_lived().unwrap_or(self.settings.long_lived);
+        let app_name = ctx
+            .app
+            .and_then(|id| table.app(id))
+            .map(|a| a.name().to_string())
+            .unwrap_or_default();
+        drop(table);
+        let _count = backend.track_long_lived();
+        let mut metric = self
+            .metrics
+            .long_lived_opened(&app_name, backend.instance(), kind.as_str());
+        let drain = backend.drain_signal();
+        let shutdown = self.table.shutdown_signal();
+        let reason = match kind {
+            Kind::WebSocket => {
+                let mut response = head.response;
+                let rest = head.rest;
+                // Forward the 101 faithfully (Sec-WebSocket-Accept,
+                // -Protocol, -Extensions and all).
+                response.set_reason_phrase(Some("Switching Protocols")).ok();
+                if session.write_response_header(Box::new(response), false).await.is_err() {
+                    CloseReason::Client
+                } else {
+                    websocket::run(websocket::Tunnel {
+                        session,
+                        upstream: stream,
+                        rest,
+                        drain,
+                        shutdown,
+                        settings,
+                    })
+                    .await
+                }
+            }
+            Kind::Sse => {
+                sse::run(sse::Stream {
+                    session,
+                    upstream: stream,
+                    head,
+                    drain,
+                    shutdown,
+                    settings,
+                })
+                .await
+            }
+        };
+        tracing::debug!(
+            kind = kind.as_str(),
+            instance = backend.instance(),
+            reason = reason.as_str(),
+            "long-lived connection closed"
+        );
+        metric.closed(reason.as_str());
+    }
+}
