@@ -5,7 +5,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test deps build bench bench-deploy
+.PHONY: up test deps build bench bench-deploy bench-websocket
 
 ## Install build prerequisites when missing: pingora needs cmake (zlib-ng)
 ## and a C toolchain; the test runner is cargo-nextest.
@@ -33,3 +33,7 @@ bench: deps
 ## 20 rolling deploys under sustained load (by hand, not in CI).
 bench-deploy: build
 	$(CARGO) bench --bench deploy_under_load
+
+## 5,000 idle WebSockets: memory per connection, time to drain them all.
+bench-websocket: build
+	$(CARGO) bench --bench websocket_drain

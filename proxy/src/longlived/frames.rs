@@ -291,3 +291,86 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One frame: opcode, payload length, masked, final.
+    fn frame_strategy() -> impl Strategy<Value = (u8, usize, bool, bool)> {
+        prop_oneof![
+            // Data frames of every length class.
+            (prop_oneof![Just(0x0u8), Just(0x1), Just(0x2)], prop_oneof![0..126usize, 126..1000usize, 65_536..70_000usize], any::<bool>(), any::<bool>()),
+            // Control frames: short, final.
+            (prop_oneof![Just(0x8u8), Just(0x9), Just(0xA)], 0..126usize, any::<bool>(), Just(true)),
+        ]
+    }
+
+    fn encode(opcode: u8, len: usize, masked: bool, fin: bool) -> Vec<u8> {
+        let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
+        let m = if masked { 0x80 } else { 0 };
+        if len < 126 {
+            f.push(m | len as u8);
+        } else if len <= 0xffff {
+            f.push(m | 126);
+            f.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            f.push(m | 127);
+            f.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        if masked {
+            f.extend_from_slice(&[0xA, 0xB, 0xC, 0xD]);
+        }
+        f.extend(std::iter::repeat_n(0x5A, len));
+        f
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Random frame sequences cut into random chunks: stopping at every
+        /// boundary finds exactly the offsets where frames end.
+        #[test]
+        fn boundaries_are_exactly_the_frame_ends(
+            frames in prop::collection::vec(frame_strategy(), 1..12),
+            cuts in prop::collection::vec(1usize..5000, 1..20),
+        ) {
+            let mut stream = Vec::new();
+            let mut ends = Vec::new();
+            let mut closes = 0;
+            for (opcode, len, masked, fin) in &frames {
+                stream.extend(encode(*opcode, *len, *masked, *fin));
+                ends.push(stream.len());
+                if *opcode == 0x8 { closes += 1; }
+            }
+            // Feed in random chunk sizes, stopping at each boundary.
+            let mut tracker = FrameTracker::new();
+            let mut found = Vec::new();
+            let mut at = 0;
+            let mut cut = cuts.iter().cycle();
+            while at < stream.len() {
+                let end = (at + cut.next().unwrap()).min(stream.len());
+                let mut piece = &stream[at..end];
+                while !piece.is_empty() {
+                    if tracker.at_boundary() && at > 0 && found.last() != Some(&at) {
+                        found.push(at);
+                    }
+                    let n = tracker.feed_to_boundary(piece).unwrap();
+                    let n = if n == 0 {
+                        // At a boundary: step into the next frame by one byte.
+                        tracker.feed(&piece[..1]).unwrap();
+                        1
+                    } else { n };
+                    at += n;
+                    piece = &piece[n..];
+                }
+            }
+            if tracker.at_boundary() { found.push(at); }
+            prop_assert_eq!(found, ends);
+            prop_assert_eq!(tracker.frames(), frames.len() as u64);
+            prop_assert_eq!(tracker.close_seen(), closes > 0);
+        }
+    }
+}
