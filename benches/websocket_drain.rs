@@ -15,7 +15,10 @@ use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
 fn main() {
-    let connections: usize = std::env::var("CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
+    let connections: usize = std::env::var("CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let bin = root.join("target/release");
     assert!(
@@ -60,13 +63,19 @@ routes:
     wait_ready(proxy);
     let pid = cutover.id();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async move {
         let rss_before = rss_kib(pid);
         let mut sockets = Vec::with_capacity(connections);
         let opening = Instant::now();
         for _ in 0..connections {
-            let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{proxy}/ws")).await.expect("websocket");
+            let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{proxy}/ws"))
+                .await
+                .expect("websocket");
             sockets.push(ws);
         }
         let opened_in = opening.elapsed();
@@ -110,7 +119,10 @@ routes:
             (rss_after.saturating_sub(rss_before)) as f64 / connections as f64
         );
         println!("  got 1012             {:>8} of {connections}", got_1012);
-        println!("  all closed after     {:>8.2} s (spread 2s, close_grace 1s)", (last - start).as_secs_f64());
+        println!(
+            "  all closed after     {:>8.2} s (spread 2s, close_grace 1s)",
+            (last - start).as_secs_f64()
+        );
     });
     let _ = Command::new("kill").arg(pid.to_string()).status();
     let _ = cutover.wait();

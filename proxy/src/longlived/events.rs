@@ -139,7 +139,19 @@ impl ChunkedDecoder {
                         left => ChunkState::Data(left),
                     };
                 }
-                ChunkState::Size | ChunkState::DataEnd | ChunkState::Trailers => {
+                ChunkState::DataEnd => {
+                    // Exactly CRLF (or a bare LF) after the chunk's data.
+                    match input[0] {
+                        b'\r' if self.line.is_empty() => self.line.push(b'\r'),
+                        b'\n' => {
+                            self.line.clear();
+                            self.state = ChunkState::Size;
+                        }
+                        _ => return Err(ChunkError),
+                    }
+                    input = &input[1..];
+                }
+                ChunkState::Size | ChunkState::Trailers => {
                     let Some(end) = input.iter().position(|b| *b == b'\n') else {
                         self.push_line(input)?;
                         return Ok(());
@@ -149,8 +161,6 @@ impl ChunkedDecoder {
                     let line = std::mem::take(&mut self.line);
                     let line = line.strip_suffix(b"\r").unwrap_or(&line);
                     self.state = match self.state {
-                        ChunkState::DataEnd if line.is_empty() => ChunkState::Size,
-                        ChunkState::DataEnd => return Err(ChunkError),
                         ChunkState::Trailers if line.is_empty() => ChunkState::Done,
                         ChunkState::Trailers => ChunkState::Trailers,
                         _ => match parse_size(line)? {

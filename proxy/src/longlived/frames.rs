@@ -302,9 +302,19 @@ mod properties {
     fn frame_strategy() -> impl Strategy<Value = (u8, usize, bool, bool)> {
         prop_oneof![
             // Data frames of every length class.
-            (prop_oneof![Just(0x0u8), Just(0x1), Just(0x2)], prop_oneof![0..126usize, 126..1000usize, 65_536..70_000usize], any::<bool>(), any::<bool>()),
+            (
+                prop_oneof![Just(0x0u8), Just(0x1), Just(0x2)],
+                prop_oneof![0..126usize, 126..1000usize, 65_536..70_000usize],
+                any::<bool>(),
+                any::<bool>()
+            ),
             // Control frames: short, final.
-            (prop_oneof![Just(0x8u8), Just(0x9), Just(0xA)], 0..126usize, any::<bool>(), Just(true)),
+            (
+                prop_oneof![Just(0x8u8), Just(0x9), Just(0xA)],
+                0..126usize,
+                any::<bool>(),
+                Just(true)
+            ),
         ]
     }
 
