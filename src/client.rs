@@ -161,18 +161,36 @@ fn render_status(status: &Value) -> String {
             app["version"].as_str().unwrap_or("?")
         ));
         out.push_str(&format!(
-            "  {:<18} {:<9} {:<13} {:<22} {:<10} {:>9}\n",
-            "INSTANCE", "ROLE", "VERSION", "ADDRESS", "STATE", "IN-FLIGHT"
+            "  {:<18} {:<9} {:<13} {:<22} {:<10} {:>9} {:>10}\n",
+            "INSTANCE", "ROLE", "VERSION", "ADDRESS", "STATE", "IN-FLIGHT", "LONG-LIVED"
         ));
         for i in app["instances"].as_array().unwrap_or(&empty) {
             out.push_str(&format!(
-                "  {:<18} {:<9} {:<13} {:<22} {:<10} {:>9}\n",
+                "  {:<18} {:<9} {:<13} {:<22} {:<10} {:>9} {:>10}\n",
                 i["name"].as_str().unwrap_or("?"),
                 i["role"].as_str().unwrap_or("?"),
                 i["version"].as_str().unwrap_or("?"),
                 i["address"].as_str().unwrap_or("-"),
                 i["state"].as_str().unwrap_or("?"),
                 i["inflight"].as_u64().unwrap_or(0),
+                i["long_lived"].as_u64().unwrap_or(0),
+            ));
+        }
+    }
+    for d in status["deployments"].as_array().unwrap_or(&empty) {
+        out.push_str(&format!(
+            "deployment {} of {} ({}): phase {}\n",
+            d["id"].as_str().unwrap_or("?"),
+            d["app"].as_str().unwrap_or("?"),
+            d["strategy"].as_str().unwrap_or("?"),
+            d["phase"].as_str().unwrap_or("-"),
+        ));
+    }
+    if let Some(staged) = status["staged"].as_object() {
+        for (app, version) in staged {
+            out.push_str(&format!(
+                "staged: {app} version {} (run `cutover deploy {app}`)\n",
+                version.as_str().unwrap_or("?")
             ));
         }
     }

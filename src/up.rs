@@ -18,6 +18,7 @@ use cutover_control::config::{self, Config};
 use cutover_control::deploy::metrics::DeployMetrics;
 use cutover_control::deploy::{boot, Controller};
 use cutover_control::journal::{AppSource, Journal};
+use cutover_control::metrics::StateCollector;
 use cutover_control::routing::Routing;
 use cutover_control::supervisor::{self, Supervisor};
 use cutover_proxy::{DataPlane, DataPlaneConfig, ProxyMetrics, ProxySettings, RouteTable, TableHandle};
@@ -80,6 +81,13 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     };
 
     let supervisor = Arc::new(Supervisor::new(Arc::clone(&routing), &config.state_dir));
+    registry
+        .register(Box::new(StateCollector::new(Arc::downgrade(&supervisor))?))
+        .context("cannot register metrics")?;
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+        .context("cannot register process metrics")?;
     for app in serving.apps.values() {
         supervisor.start_app(Arc::new(app.clone()));
     }

@@ -8,6 +8,7 @@
 //! - [`routing`]: serving instances → route tables.
 //! - [`deploy`]: the rollout controller (rolling, stopstart, push, staging).
 //! - [`journal`]: what was deployed and staged, the deployment history.
+//! - [`metrics`]: instance and table state as metrics, read at scrape time.
 //! - [`hooks`]: `sh -c` hooks with timeouts.
 //! - [`admin`]: the axum admin API.
 
@@ -18,5 +19,6 @@ pub mod config;
 pub mod deploy;
 pub mod hooks;
 pub mod journal;
+pub mod metrics;
 pub mod routing;
 pub mod supervisor;
