@@ -1,6 +1,18 @@
-//! cutover's own logs: tracing, human-readable or JSON, `RUST_LOG` honoured.
+//! Logs: cutover's own (stderr) and the access log (stdout, a file, or
+//! off), human-readable or JSON; `RUST_LOG` sets the level of the former.
+//!
+//! The access log goes through a non-blocking writer (a dedicated thread
+//! does the I/O), so a slow disk or a full pipe never stalls a request.
 
-use tracing_subscriber::EnvFilter;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use cutover_proxy::access::ACCESS_TARGET;
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::filter::{filter_fn, EnvFilter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, Registry};
 
 /// How log lines look.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -9,19 +21,85 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. Default level: info for cutover, warn
-/// for everything else (pingora is chatty at info).
-pub fn init(format: LogFormat) {
+/// Where the access log goes: `off`, `stdout`, or a file path (appended).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+impl FromStr for AccessLog {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "off" => AccessLog::Off,
+            "stdout" | "-" => AccessLog::Stdout,
+            path => AccessLog::File(PathBuf::from(path)),
+        })
+    }
+}
+
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// Installs the global subscriber. The returned guard flushes the access
+/// log when dropped: keep it until exit.
+pub fn init(format: LogFormat, access: &AccessLog) -> anyhow::Result<Option<WorkerGuard>> {
+    // Default: info for cutover, warn for the rest (pingora is chatty).
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("warn,cutover=info,cutover_control=info,cutover_proxy=info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let own: BoxedLayer = match format {
+        LogFormat::Human => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
-    if let Err(e) = result {
-        eprintln!("cutover: cannot install the logger: {e}");
+    let own = own
+        .with_filter(filter)
+        .with_filter(filter_fn(|meta| meta.target() != ACCESS_TARGET))
+        .boxed();
+
+    let (access_layer, guard) = match access {
+        AccessLog::Off => (None, None),
+        AccessLog::Stdout => {
+            let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+            (Some(access_layer(format, writer)), Some(guard))
+        }
+        AccessLog::File(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| anyhow::anyhow!("cannot open access log {}: {e}", path.display()))?;
+            let (writer, guard) = tracing_appender::non_blocking(file);
+            (Some(access_layer(format, writer)), Some(guard))
+        }
+    };
+    let layers: Vec<BoxedLayer> = std::iter::once(own).chain(access_layer).collect();
+    tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
+    Ok(guard)
+}
+
+fn access_layer(format: LogFormat, writer: tracing_appender::non_blocking::NonBlocking) -> BoxedLayer {
+    let only_access = filter_fn(|meta| meta.target() == ACCESS_TARGET);
+    match format {
+        LogFormat::Human => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(false)
+            .with_target(false)
+            .with_filter(only_access)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(writer)
+            .with_filter(only_access)
+            .boxed(),
     }
 }

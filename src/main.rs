@@ -28,6 +28,9 @@ enum Command {
         /// The config file.
         #[arg(short, long, default_value = "deploy.yaml")]
         config: PathBuf,
+        /// Access log: off, stdout, or a file to append to.
+        #[arg(long, default_value = "stdout", value_name = "off|stdout|FILE")]
+        access_log: logging::AccessLog,
     },
     /// Check a config file: exit 0, or print every problem and exit 1.
     Validate {
@@ -89,8 +92,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config } => validate(&config),
-        Command::Up { config } => {
-            logging::init(cli.log_format);
+        Command::Up { config, access_log } => {
+            let _flush_on_exit = match logging::init(cli.log_format, &access_log) {
+                Ok(guard) => guard,
+                Err(e) => {
+                    eprintln!("cutover: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
             run_async(up::run(config))
         }
         Command::Status { admin, json, watch } => run_async(client::status(admin, json, watch)),

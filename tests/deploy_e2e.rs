@@ -137,7 +137,13 @@ fn a_request_longer_than_drain_timeout_is_cut_and_counted_and_the_deploy_complet
         "the proxy logged the cut request:\n{}",
         cutover.log()
     );
-    assert!(cutover.log().contains("/slow"), "with its path");
+    let cut = cutover
+        .log()
+        .lines()
+        .find(|l| l.contains("request cut"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(cut.contains("/slow"), "with its path: {cut}");
 }
 
 #[test]

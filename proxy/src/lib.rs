@@ -5,6 +5,7 @@
 //! of processes, YAML or deploys: it takes a route table and reports what its
 //! connections do (in-flight counts per [`Backend`], metrics).
 //!
+//! - [`access`]: the access log event.
 //! - [`router`]: host and path matching.
 //! - [`table`]: the immutable snapshot and backend selection.
 //! - [`backend`]: a backend's in-flight counter and drain wait.
@@ -16,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod backend;
 pub mod handle;
 pub mod longlived;

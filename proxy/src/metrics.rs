@@ -189,6 +189,11 @@ impl std::fmt::Debug for AppMetrics {
 }
 
 impl AppMetrics {
+    /// The app's name (empty for unrouted requests).
+    pub fn app(&self) -> &str {
+        &self.app
+    }
+
     /// Counts one answered request.
     #[inline]
     pub fn observe(&self, code: u16, seconds: f64) {

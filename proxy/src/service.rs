@@ -221,6 +221,18 @@ pub struct RequestCtx {
     pub(crate) refusal: Option<Refusal>,
 }
 
+impl RequestCtx {
+    /// Attempts that failed and were retried.
+    pub(crate) fn retries(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Time spent held, waiting for a ready backend.
+    pub(crate) fn held(&self) -> Duration {
+        self.held
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for CutoverProxy {
     type CTX = RequestCtx;
@@ -396,9 +408,11 @@ impl ProxyHttp for CutoverProxy {
                 );
             }
         }
+        let elapsed = ctx.started.elapsed();
         if let Some(metrics) = &ctx.metrics {
-            metrics.observe(code, ctx.started.elapsed().as_secs_f64());
+            metrics.observe(code, elapsed.as_secs_f64());
         }
+        crate::access::log(session, ctx, code, elapsed);
         ctx.claim = None;
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod load;
+pub mod prom;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
@@ -106,6 +107,7 @@ pub struct Builder {
     wait_ready: bool,
     token: Option<(String, String)>,
     proxy_extra: Vec<String>,
+    up_args: Vec<String>,
 }
 
 impl Default for Builder {
@@ -117,6 +119,7 @@ impl Default for Builder {
             wait_ready: true,
             token: None,
             proxy_extra: Vec::new(),
+            up_args: Vec::new(),
         }
     }
 }
@@ -134,6 +137,13 @@ impl Builder {
 
     pub fn hold_timeout(mut self, t: &str) -> Self {
         self.hold_timeout = t.into();
+        self
+    }
+
+    /// Extra arguments for `cutover up` (e.g. `--access-log FILE`); the
+    /// word `{dir}` is replaced by the test's directory.
+    pub fn up_args(mut self, args: &[&str]) -> Self {
+        self.up_args = args.iter().map(|a| a.to_string()).collect();
         self
     }
 
@@ -215,7 +225,10 @@ impl Builder {
             admin,
             runs: 0,
             token: self.token.clone(),
+            up_args: Vec::new(),
         };
+        let dir = cutover.dir.path().display().to_string();
+        cutover.up_args = self.up_args.iter().map(|a| a.replace("{dir}", &dir)).collect();
         cutover.launch();
         if self.wait_ready {
             cutover.wait_all_ready(Duration::from_secs(30));
@@ -234,6 +247,7 @@ pub struct Cutover {
     runs: u32,
     /// (variable, token) when the admin API wants a token.
     pub token: Option<(String, String)>,
+    up_args: Vec<String>,
 }
 
 impl Cutover {
@@ -252,6 +266,7 @@ impl Cutover {
         let child = Command::new(cutover_bin())
             .args(["up", "-c"])
             .arg(&self.config)
+            .args(&self.up_args)
             .env("RUST_LOG", "info")
             .env_remove("CUTOVER_ADMIN_TOKEN")
             .envs(self.token.clone())
@@ -318,6 +333,13 @@ impl Cutover {
         let text = self.config_text();
         assert!(text.contains(from), "{from:?} not in the config:\n{text}");
         text.replacen(from, to, 1)
+    }
+
+    /// `/metrics`, parsed.
+    pub fn metrics(&self) -> Vec<prom::Sample> {
+        let resp = self.admin_get("/metrics");
+        assert_eq!(resp.status, 200);
+        prom::parse(&resp.text())
     }
 
     /// One deployment record from the admin API.

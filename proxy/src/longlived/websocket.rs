@@ -78,7 +78,7 @@ pub async fn run(t: Tunnel<'_>) -> CloseReason {
     let (mut from_backend, mut to_backend) = upstream.into_split();
     let mut client_frames = FrameTracker::new(); // client → backend
     let mut backend_frames = FrameTracker::new(); // backend → client
-    // Per connection, so kept small: thousands of idle WebSockets pay for it.
+                                                  // Per connection, so kept small: thousands of idle WebSockets pay for it.
     let mut buf = vec![0u8; 8 * 1024];
     let mut notice = Notice::None;
     // A masked 1001 owed to the backend once the client's frame ends.
