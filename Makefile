@@ -7,13 +7,17 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: up test deps build bench bench-deploy bench-websocket
 
-## Install build prerequisites when missing: pingora needs cmake (zlib-ng)
-## and a C toolchain; the test runner is cargo-nextest.
+## Install prerequisites when missing: pingora needs cmake (zlib-ng) and a
+## C toolchain; the test runner is cargo-nextest; the metrics tests run a
+## real Prometheus (Debian's prometheus package, which brings promtool).
 deps:
 	@command -v cmake >/dev/null 2>&1 || { \
 		echo "installing cmake and a C toolchain (pingora builds zlib-ng with them)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq cmake build-essential pkg-config; }
 	@command -v cargo-nextest >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
+		echo "installing prometheus and promtool (the metrics and dashboard tests run them)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus; }
 
 build: deps
 	$(CARGO) build --release --bins
