@@ -77,6 +77,7 @@ impl DataPlane {
             ..ServerConf::default()
         };
         conf.upstream_keepalive_pool_size = 256;
+        conf.work_stealing = false;
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
 
