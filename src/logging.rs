@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use cutover_proxy::access::ACCESS_TARGET;
 use tracing_appender::non_blocking::WorkerGuard;
-use tracing_subscriber::filter::{filter_fn, EnvFilter};
+use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
@@ -55,7 +55,8 @@ const BUFFER: usize = 64 * 1024;
 pub fn init(format: LogFormat, access: &AccessLog) -> anyhow::Result<Option<WorkerGuard>> {
     // Default: info for cutover, warn for the rest (pingora is chatty).
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("warn,cutover=info,cutover_control=info,cutover_proxy=info"));
+        .unwrap_or_else(|_| EnvFilter::new("warn,cutover=info,cutover_control=info,cutover_proxy=info"))
+        .add_directive(format!("{ACCESS_TARGET}=off").parse()?);
     let own: BoxedLayer = match format {
         LogFormat::Human => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
@@ -64,10 +65,10 @@ pub fn init(format: LogFormat, access: &AccessLog) -> anyhow::Result<Option<Work
             .with_writer(std::io::stderr)
             .boxed(),
     };
-    let own = own
-        .with_filter(filter)
-        .with_filter(filter_fn(|meta| meta.target() != ACCESS_TARGET))
-        .boxed();
+    // Filters with level hints (EnvFilter, Targets), not closures: the hint
+    // sets `log`'s max level, so pingora's debug! and trace! calls stay a
+    // cheap comparison instead of a dispatch per call.
+    let own = own.with_filter(filter).boxed();
 
     let (access_layer, guard) = match access {
         AccessLog::Off => (None, None),
@@ -94,7 +95,7 @@ pub fn init(format: LogFormat, access: &AccessLog) -> anyhow::Result<Option<Work
 }
 
 fn access_layer(format: LogFormat, writer: tracing_appender::non_blocking::NonBlocking) -> BoxedLayer {
-    let only_access = filter_fn(|meta| meta.target() == ACCESS_TARGET);
+    let only_access = Targets::new().with_target(ACCESS_TARGET, tracing::Level::INFO);
     match format {
         LogFormat::Human => tracing_subscriber::fmt::layer()
             .with_writer(writer)
