@@ -1,17 +1,16 @@
 //! Logs: cutover's own (stderr) and the access log (stdout, a file, or
 //! off), human-readable or JSON; `RUST_LOG` sets the level of the former.
 //!
-//! The access log goes through a non-blocking writer (a dedicated thread
-//! does the I/O, in batches), so a slow disk or a full pipe never stalls a
-//! request; if the writer falls more than its queue behind, lines are
-//! dropped rather than requests slowed.
+//! The access log is formatted and written by its own thread
+//! (`access_log.rs`), so a slow disk or a full pipe never stalls a request.
 
-use std::io::BufWriter;
+use std::io::Write;
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use cutover_proxy::access::ACCESS_TARGET;
-use tracing_appender::non_blocking::WorkerGuard;
+
+use crate::access_log::{self, FlushGuard};
 use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -46,13 +45,9 @@ impl FromStr for AccessLog {
 
 type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
-/// The writer thread drains every line queued, then flushes: under load
-/// one write(2) carries many lines instead of one each.
-const BUFFER: usize = 64 * 1024;
-
 /// Installs the global subscriber. The returned guard flushes the access
 /// log when dropped: keep it until exit.
-pub fn init(format: LogFormat, access: &AccessLog) -> anyhow::Result<Option<WorkerGuard>> {
+pub fn init(format: LogFormat, access: &AccessLog) -> anyhow::Result<Option<FlushGuard>> {
     // Default: info for cutover, warn for the rest (pingora is chatty).
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("warn,cutover=info,cutover_control=info,cutover_proxy=info"))
@@ -70,20 +65,23 @@ pub fn init(format: LogFormat, access: &AccessLog) -> anyhow::Result<Option<Work
     // cheap comparison instead of a dispatch per call.
     let own = own.with_filter(filter).boxed();
 
-    let (access_layer, guard) = match access {
-        AccessLog::Off => (None, None),
-        AccessLog::Stdout => {
-            let (writer, guard) = tracing_appender::non_blocking(BufWriter::with_capacity(BUFFER, std::io::stdout()));
-            (Some(access_layer(format, writer)), Some(guard))
-        }
-        AccessLog::File(path) => {
-            let file = std::fs::OpenOptions::new()
+    let out: Option<Box<dyn Write + Send>> = match access {
+        AccessLog::Off => None,
+        AccessLog::Stdout => Some(Box::new(std::io::stdout())),
+        AccessLog::File(path) => Some(Box::new(
+            std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(|e| anyhow::anyhow!("cannot open access log {}: {e}", path.display()))?;
-            let (writer, guard) = tracing_appender::non_blocking(BufWriter::with_capacity(BUFFER, file));
-            (Some(access_layer(format, writer)), Some(guard))
+                .map_err(|e| anyhow::anyhow!("cannot open access log {}: {e}", path.display()))?,
+        )),
+    };
+    let (access_layer, guard) = match out {
+        None => (None, None),
+        Some(out) => {
+            let (layer, guard) = access_log::layer(out, matches!(format, LogFormat::Json))?;
+            let only_access = Targets::new().with_target(ACCESS_TARGET, tracing::Level::INFO);
+            (Some(layer.with_filter(only_access).boxed()), Some(guard))
         }
     };
     let layers: Vec<BoxedLayer> = std::iter::once(own).chain(access_layer).collect();
@@ -92,22 +90,4 @@ pub fn init(format: LogFormat, access: &AccessLog) -> anyhow::Result<Option<Work
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
     Ok(guard)
-}
-
-fn access_layer(format: LogFormat, writer: tracing_appender::non_blocking::NonBlocking) -> BoxedLayer {
-    let only_access = Targets::new().with_target(ACCESS_TARGET, tracing::Level::INFO);
-    match format {
-        LogFormat::Human => tracing_subscriber::fmt::layer()
-            .with_writer(writer)
-            .with_ansi(false)
-            .with_target(false)
-            .with_filter(only_access)
-            .boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_writer(writer)
-            .with_filter(only_access)
-            .boxed(),
-    }
 }
