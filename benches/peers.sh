@@ -21,6 +21,7 @@ CONNS=${CONNS:-"16 64 256"}
 VARIANT=${VARIANT:-keepalive}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/cutover-peers.XXXXXX)
+chmod 755 "$WORK" # nginx workers (nobody) read the 64 KiB file from here
 OUT="$ROOT/benches/results/peers-$VARIANT"
 mkdir -p "$OUT"
 SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
