@@ -5,7 +5,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test deps build bench bench-deploy bench-websocket
+.PHONY: up test deps build bench bench-deploy bench-websocket bench-idle bench-peers
 
 ## Install prerequisites when missing: pingora needs cmake (zlib-ng) and a
 ## C toolchain; the test runner is cargo-nextest; the metrics tests run a
@@ -41,3 +41,11 @@ bench-deploy: build
 ## 5,000 idle WebSockets: memory per connection, time to drain them all.
 bench-websocket: build
 	$(CARGO) bench --bench websocket_drain
+
+## Memory at idle and with 5,000 idle keep-alive connections.
+bench-idle: build
+	$(CARGO) bench --bench idle_keepalive
+
+## cutover against HAProxy, nginx and Caddy (see benches/peers.sh for knobs).
+bench-peers: deps
+	benches/peers.sh

@@ -10,7 +10,9 @@
 #
 # Variants: VARIANT=keepalive (default), close (a new connection per
 # request), body64k (a 64 KiB response). `cutover+log` is cutover with its
-# access log written to a file, to measure the access log's cost.
+# access log written to a file, to measure the access log's cost;
+# `pingora` (with BASELINE=1) is a minimal pingora proxy with the same
+# settings (examples/pingora_baseline.rs): the floor under cutover.
 # Output: a table of medians over rounds (req/s, p50, p99, errors, ratio to
 # cutover); raw wrk output goes to benches/results/peers-<variant>/.
 set -euo pipefail
@@ -19,10 +21,11 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8s}
 CONNS=${CONNS:-"16 64 256"}
 VARIANT=${VARIANT:-keepalive}
+THREADS=${THREADS:-1} # cutover's worker threads (the peers keep one)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/cutover-peers.XXXXXX)
 chmod 755 "$WORK" # nginx workers (nobody) read the 64 KiB file from here
-OUT="$ROOT/benches/results/peers-$VARIANT"
+OUT="$ROOT/benches/results/peers-$VARIANT$([ "${THREADS:-1}" = 1 ] || echo "-t${THREADS}")"
 mkdir -p "$OUT"
 SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
 
@@ -34,6 +37,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk haproxy nginx-light caddy
 fi
 (cd "$ROOT" && cargo build --release --bins -q)
+[ -n "${BASELINE:-}" ] && (cd "$ROOT" && cargo build --release --example pingora_baseline -q)
 
 pids=()
 cleanup() {
@@ -70,7 +74,7 @@ EOF
 
 start_cutover() { # name port admin accesslog
   cat > "$WORK/$1.yaml" <<EOF
-proxy: { listen: ["127.0.0.1:$2"], threads: 1 }
+proxy: { listen: ["127.0.0.1:$2"], threads: $THREADS }
 admin: { listen: "127.0.0.1:$3" }
 state_dir: $WORK/state-$1
 apps:
@@ -150,8 +154,13 @@ GOMAXPROCS=1 caddy run --config "$WORK/Caddyfile" --adapter caddyfile > "$WORK/c
 pids+=($!)
 sleep 1
 
-declare -A PORTS=([direct]="${BACKEND##*:}" [cutover]=18081 [cutover+log]=18085 [haproxy]=18082 [nginx]=18083 [caddy]=18084)
+declare -A PORTS=([direct]="${BACKEND##*:}" [cutover]=18081 [cutover+log]=18085 [haproxy]=18082 [nginx]=18083 [caddy]=18084 [pingora]=18086)
 ORDER=(direct cutover cutover+log haproxy nginx caddy)
+if [ -n "${BASELINE:-}" ]; then
+  "$ROOT/target/release/examples/pingora_baseline" 127.0.0.1:18086 "$BACKEND" > "$WORK/pingora.log" 2>&1 &
+  pids+=($!)
+  ORDER+=(pingora)
+fi
 PATH_=/
 WRK_EXTRA=()
 case "$VARIANT" in
@@ -203,7 +212,7 @@ print(f"variant {sys.argv[2]}: wrk -t1, {sys.argv[3]} alternating rounds of {sys
 print(f"{'conns':>5}  {'peer':<12} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs cutover':>10}")
 for c in sorted({k[0] for k in by}):
     base = statistics.median(r[0] for r in by[(c, "cutover")])
-    for peer in ["direct", "cutover", "cutover+log", "haproxy", "nginx", "caddy"]:
+    for peer in ["direct", "cutover", "cutover+log", "pingora", "haproxy", "nginx", "caddy"]:
         runs = by.get((c, peer))
         if not runs:
             continue

@@ -73,13 +73,21 @@ impl Kind {
         if is_upgrade && header(http::header::UPGRADE).is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
             return Some(Kind::WebSocket);
         }
-        if req.method == http::Method::GET
-            && header(http::header::ACCEPT).is_some_and(|a| a.to_ascii_lowercase().contains("text/event-stream"))
-        {
+        if req.method == http::Method::GET && header(http::header::ACCEPT).is_some_and(accepts_event_stream) {
             return Some(Kind::Sse);
         }
         None
     }
+}
+
+/// Does an `Accept` value name `text/event-stream` (any case)? No
+/// allocation: this runs for every GET with an `Accept` header.
+fn accepts_event_stream(accept: &str) -> bool {
+    const WANTED: &[u8] = b"text/event-stream";
+    accept
+        .as_bytes()
+        .windows(WANTED.len())
+        .any(|w| w.eq_ignore_ascii_case(WANTED))
 }
 
 /// Why a long-lived connection ended (the `reason` label).
@@ -120,6 +128,18 @@ pub fn jittered(spread: Duration) -> Duration {
     }
     let millis = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX).max(1);
     Duration::from_millis(rand::rng().random_range(0..millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_stream_accept_is_found_in_any_case() {
+        assert!(accepts_event_stream("text/event-stream"));
+        assert!(accepts_event_stream("text/html, Text/Event-Stream;q=0.9"));
+        assert!(!accepts_event_stream("text/html,application/xhtml+xml,*/*;q=0.8"));
+    }
 }
 
 /// Waits until a watch flips to true (or its sender is gone: never).
