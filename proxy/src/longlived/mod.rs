@@ -130,6 +130,13 @@ pub fn jittered(spread: Duration) -> Duration {
     Duration::from_millis(rand::rng().random_range(0..millis))
 }
 
+/// Waits until a watch flips to true (or its sender is gone: never).
+pub(crate) async fn until_true(mut rx: tokio::sync::watch::Receiver<bool>) {
+    if rx.wait_for(|v| *v).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,12 +146,5 @@ mod tests {
         assert!(accepts_event_stream("text/event-stream"));
         assert!(accepts_event_stream("text/html, Text/Event-Stream;q=0.9"));
         assert!(!accepts_event_stream("text/html,application/xhtml+xml,*/*;q=0.8"));
-    }
-}
-
-/// Waits until a watch flips to true (or its sender is gone: never).
-pub(crate) async fn until_true(mut rx: tokio::sync::watch::Receiver<bool>) {
-    if rx.wait_for(|v| *v).await.is_err() {
-        std::future::pending::<()>().await;
     }
 }
