@@ -1,5 +1,6 @@
 //! What the by-hand harnesses share: ports, waiting for cutover, and a
-//! one-shot HTTP request to the admin API.
+//! one-shot HTTP request to the admin API. Each harness uses a part.
+#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
