@@ -28,7 +28,7 @@ impl CutoverProxy {
         // WebSocket without a close frame; the pumps time idleness out.
         session.set_read_timeout(None);
         let Some(app) = ctx.app else { return Ok(false) };
-        let (mut stream, request) = match self.connect(app, session, ctx).await {
+        let (mut stream, request) = match self.connect(kind, app, session, ctx).await {
             Ok(Some(connected)) => connected,
             Ok(None) => return Ok(true), // answered (503 / 502)
             Err(e) => return Err(e),
@@ -64,13 +64,14 @@ impl CutoverProxy {
     /// attempt failed).
     async fn connect(
         &self,
+        kind: Kind,
         app: crate::AppId,
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Option<(TcpStream, RequestHeader)>> {
         let mut request = session.req_header().clone();
         add_forwarded_headers(session, &mut request)?;
-        if matches!(Kind::of(&request, session.is_upgrade_req()), Some(Kind::Sse)) {
+        if kind == Kind::Sse {
             // The backend connection is this stream's alone.
             request.insert_header(http::header::CONNECTION, "close")?;
         }
