@@ -1,6 +1,6 @@
 //! The floor under cutover's data plane: a minimal pingora 0.9 proxy (one
 //! fixed upstream, no routing, no metrics, no headers) with the same
-//! server settings as cutover (one thread, per-thread runtime, mimalloc).
+//! server settings as cutover (one thread, per-thread runtime).
 //! `benches/peers.sh` with `BASELINE=1` measures it beside cutover, to
 //! tell pingora's own per-request cost from cutover's.
 //!
@@ -9,9 +9,6 @@
 use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
-
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Fixed(std::net::SocketAddr);
 

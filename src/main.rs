@@ -1,11 +1,5 @@
 //! The `cutover` command line (SPEC §2).
 
-/// mimalloc instead of glibc malloc: the proxy allocates and frees per
-/// request on several threads, and glibc's arena locks showed up in
-/// profiles (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod access_log;
 mod client;
 mod follow;
