@@ -13,31 +13,15 @@ mod common;
 #[allow(dead_code)]
 mod load;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, request, wait_ready};
+use common::{request, Running};
 use load::{Load, LoadSpec, Req};
 
 fn main() {
     let deploys: usize = env_or("DEPLOYS", 20);
     let clients: usize = env_or("CLIENTS", 16);
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin = root.join("target/release");
-    assert!(
-        bin.join("cutover").exists() && bin.join("demo-app").exists(),
-        "build the release binaries first: cargo build --release --bins"
-    );
-
-    let dir = std::env::temp_dir().join(format!("cutover-deploy-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let proxy: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let config = dir.join("deploy.yaml");
-    std::fs::write(
-        &config,
+    let cutover = Running::start("deploy", &["--access-log", "off"], |proxy, admin, demo| {
         format!(
             r#"proxy: {{ listen: ["{proxy}"], threads: 1 }}
 admin: {{ listen: "{admin}" }}
@@ -50,20 +34,10 @@ apps:
     drain_timeout: 10s
 routes:
   - {{ host: "*", path: /, app: web }}
-"#,
-            demo = bin.join("demo-app").display()
-        ),
-    )
-    .unwrap();
-    let mut cutover = Command::new(bin.join("cutover"))
-        .args(["up", "-c"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("cutover.log")).unwrap())
-        .spawn()
-        .expect("cutover starts");
-    wait_ready(proxy);
+"#
+        )
+    });
+    let (proxy, admin) = (cutover.proxy, cutover.admin);
 
     let spec = LoadSpec {
         keepalive_clients: clients * 3 / 4,
@@ -96,8 +70,7 @@ routes:
     }
     std::thread::sleep(Duration::from_secs(3));
     let report = load.stop();
-    let _ = nix_kill(cutover.id());
-    let _ = cutover.wait();
+    drop(cutover);
 
     let (mut steady, mut during) = (Vec::new(), Vec::new());
     for (at, us) in &report.latencies {
@@ -136,7 +109,6 @@ routes:
     let mut totals: Vec<u64> = records.iter().filter_map(|r| json_u64(r, "duration_ms")).collect();
     totals.sort_unstable();
     println!("    total    {:>6}", totals.get(totals.len() / 2).copied().unwrap_or(0));
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(report.failures(), 0, "a deploy failed requests");
 }
 
@@ -166,11 +138,4 @@ fn pct(values: &mut [u64], p: f64) -> f64 {
     values.sort_unstable();
     let i = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
     values[i] as f64 / 1000.0
-}
-
-fn nix_kill(pid: u32) -> nix::Result<()> {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
 }

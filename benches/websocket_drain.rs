@@ -5,14 +5,11 @@
 //! Run: `make bench-websocket` (= `cargo build --release --bins && cargo
 //! bench --bench websocket_drain`). Knob: `CONNECTIONS` (default 5000).
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{free_port, request, wait_ready};
+use common::{request, rss_kib, Running};
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -21,19 +18,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000);
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin = root.join("target/release");
-    assert!(
-        bin.join("cutover").exists() && bin.join("demo-app").exists(),
-        "build the release binaries first: cargo build --release --bins"
-    );
-    let dir = std::env::temp_dir().join(format!("cutover-ws-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let proxy: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let config = dir.join("deploy.yaml");
-    std::fs::write(
-        &config,
+    let cutover = Running::start("websocket", &["--access-log", "off"], |proxy, admin, demo| {
         format!(
             r#"proxy:
   listen: ["{proxy}"]
@@ -49,21 +34,10 @@ apps:
     drain_timeout: 30s
 routes:
   - {{ host: "*", path: /, app: web }}
-"#,
-            demo = bin.join("demo-app").display()
-        ),
-    )
-    .unwrap();
-    let mut cutover = Command::new(bin.join("cutover"))
-        .args(["up", "-c"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("cutover.log")).unwrap())
-        .spawn()
-        .expect("cutover starts");
-    wait_ready(proxy);
-    let pid = cutover.id();
+"#
+        )
+    });
+    let (proxy, admin, pid) = (cutover.proxy, cutover.admin, cutover.pid());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -126,16 +100,5 @@ routes:
             (last - start).as_secs_f64()
         );
     });
-    let _ = Command::new("kill").arg(pid.to_string()).status();
-    let _ = cutover.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    drop(cutover);
 }

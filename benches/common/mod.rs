@@ -43,3 +43,72 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> String
         .map(|(_, b)| b.to_string())
         .unwrap_or_default()
 }
+
+/// A release cutover on a generated config, stopped (SIGTERM) and cleaned
+/// up on drop.
+pub struct Running {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl Running {
+    /// Starts `target/release/cutover up` on the config `yaml` builds from
+    /// (proxy address, admin address, demo-app path); waits until it serves.
+    pub fn start(tag: &str, args: &[&str], yaml: impl Fn(SocketAddr, SocketAddr, &str) -> String) -> Self {
+        let bin = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release");
+        assert!(
+            bin.join("cutover").exists() && bin.join("demo-app").exists(),
+            "build the release binaries first: cargo build --release --bins"
+        );
+        let dir = std::env::temp_dir().join(format!("cutover-{tag}-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let proxy: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let config = dir.join("deploy.yaml");
+        std::fs::write(&config, yaml(proxy, admin, &bin.join("demo-app").display().to_string())).unwrap();
+        let child = std::process::Command::new(bin.join("cutover"))
+            .arg("up")
+            .args(args)
+            .arg("-c")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("cutover.log")).unwrap())
+            .spawn()
+            .expect("cutover starts");
+        wait_ready(proxy);
+        Self {
+            proxy,
+            admin,
+            dir,
+            child,
+        }
+    }
+
+    /// cutover's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Resident memory of `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
