@@ -13,11 +13,6 @@ fn version_line(v: &str) -> String {
     format!("APP_VERSION: \"{v}\"")
 }
 
-/// The config with the app's version changed from `from` to `to`.
-fn bump(cutover: &Cutover, from: &str, to: &str) -> String {
-    cutover.config_with(&version_line(from), &version_line(to))
-}
-
 /// Phases of a deployment, in order.
 fn phases(record: &Value) -> Vec<String> {
     record["phases"]
@@ -53,10 +48,13 @@ fn rolling_deploy_under_load_fails_no_request() {
     let load = Load::start(cutover.proxy, LoadSpec::default());
     std::thread::sleep(Duration::from_millis(500));
     for (from, to) in [("v1", "v2"), ("v2", "v3"), ("v3", "v4")] {
-        let (code, out, err) = cutover.push(&bump(&cutover, from, to), &["--deploy-strategy", "rolling"]);
+        let (code, out, err) = cutover.push(
+            &cutover.config_with_version(from, to),
+            &["--deploy-strategy", "rolling"],
+        );
         assert_eq!(code, 0, "push {to}: {out}\n{err}\nlog:\n{}", cutover.log());
         assert!(out.contains("succeeded"), "{out}");
-        std::fs::write(&cutover.config, bump(&cutover, from, to)).unwrap();
+        std::fs::write(&cutover.config, cutover.config_with_version(from, to)).unwrap();
         let record = last_deployment(&cutover);
         assert_eq!(
             phases(&record),
@@ -97,7 +95,10 @@ fn a_slow_request_started_before_the_route_swap_completes_on_the_old_instance() 
     let proxy = cutover.proxy;
     let slow = std::thread::spawn(move || support::http::get(proxy, "t", "/slow?ms=2000"));
     std::thread::sleep(Duration::from_millis(200));
-    let (code, out, err) = cutover.push(&bump(&cutover, "v1", "v2"), &["--deploy-strategy", "rolling"]);
+    let (code, out, err) = cutover.push(
+        &cutover.config_with_version("v1", "v2"),
+        &["--deploy-strategy", "rolling"],
+    );
     assert_eq!(code, 0, "{out}\n{err}");
     let resp = slow.join().unwrap().expect("the slow request completed");
     assert_eq!(resp.status, 200);
@@ -120,7 +121,10 @@ fn a_request_longer_than_drain_timeout_is_cut_and_counted_and_the_deploy_complet
     let proxy = cutover.proxy;
     let slow = std::thread::spawn(move || support::http::get(proxy, "t", "/slow?ms=5000"));
     std::thread::sleep(Duration::from_millis(200));
-    let (code, out, err) = cutover.push(&bump(&cutover, "v1", "v2"), &["--deploy-strategy", "rolling"]);
+    let (code, out, err) = cutover.push(
+        &cutover.config_with_version("v1", "v2"),
+        &["--deploy-strategy", "rolling"],
+    );
     assert_eq!(code, 0, "{out}\n{err}");
     let resp = slow.join().unwrap();
     assert!(resp.map(|r| r.status != 200).unwrap_or(true), "the request was cut");
@@ -161,7 +165,8 @@ fn a_new_version_failing_its_health_check_rolls_back_without_a_failed_request() 
         },
     );
     // v2 never passes its health check, and gives up after 2 s.
-    let broken = bump(&cutover, "v1", "v2")
+    let broken = cutover
+        .config_with_version("v1", "v2")
         .replace("start_timeout: 20s", "start_timeout: 2s")
         .replace(
             &version_line("v2"),
@@ -203,7 +208,10 @@ fn a_clone_that_fails_to_start_aborts_with_nothing_changed() {
         .route("*", "/", "web")
         .start();
     let before = cutover.instances("web")[0]["pid"].clone();
-    let (code, out, err) = cutover.push(&bump(&cutover, "v1", "v2"), &["--deploy-strategy", "rolling"]);
+    let (code, out, err) = cutover.push(
+        &cutover.config_with_version("v1", "v2"),
+        &["--deploy-strategy", "rolling"],
+    );
     assert_eq!(code, 1, "failed is a non-zero exit: {out}\n{err}");
     let record = last_deployment(&cutover);
     assert_eq!(record["outcome"], "failed");
@@ -224,7 +232,7 @@ fn a_failing_build_hook_aborts_before_anything_starts() {
         .route("*", "/", "web")
         .start();
     let before = cutover.instances("web")[0]["pid"].clone();
-    let broken = bump(&cutover, "v1", "v2").replace(
+    let broken = cutover.config_with_version("v1", "v2").replace(
         "    stop_timeout: 3s",
         "    stop_timeout: 3s\n    hooks: { build: 'echo compiling; exit 3' }",
     );
@@ -260,7 +268,10 @@ fn stopstart_under_load_holds_requests_and_fails_none() {
         },
     );
     std::thread::sleep(Duration::from_millis(300));
-    let (code, out, err) = cutover.push(&bump(&cutover, "v1", "v2"), &["--deploy-strategy", "stopstart"]);
+    let (code, out, err) = cutover.push(
+        &cutover.config_with_version("v1", "v2"),
+        &["--deploy-strategy", "stopstart"],
+    );
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(phases(&last_deployment(&cutover)), ["build", "stop", "start", "done"]);
     std::thread::sleep(Duration::from_millis(300));
@@ -277,7 +288,7 @@ fn stopstart_slower_than_hold_timeout_answers_503_with_retry_after_never_502() {
         .route("*", "/", "web")
         .hold_timeout("300ms")
         .start();
-    let slow = bump(&cutover, "v1", "v2").replace(
+    let slow = cutover.config_with_version("v1", "v2").replace(
         &version_line("v2"),
         &format!("{}\n      DEMO_START_DELAY_MS: \"2500\"", version_line("v2")),
     );
@@ -306,7 +317,7 @@ fn manual_deployments_stage_a_push_until_deploy() {
         .app(App::demo("web", "v1").yaml("manual_deployments: true"))
         .route("*", "/", "web")
         .start();
-    let (code, out, err) = cutover.push(&bump(&cutover, "v1", "v2"), &[]);
+    let (code, out, err) = cutover.push(&cutover.config_with_version("v1", "v2"), &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("staged"), "{out}");
     let status = cutover.status();
@@ -362,7 +373,9 @@ fn an_invalid_push_is_refused_with_its_location_and_changes_nothing() {
         .route("*", "/", "web")
         .start();
     let generation = cutover.status()["route_table_generation"].clone();
-    let bad = bump(&cutover, "v1", "v2").replace("app: web }", "app: nope }");
+    let bad = cutover
+        .config_with_version("v1", "v2")
+        .replace("app: web }", "app: nope }");
     let resp = support::http::Client::connect(cutover.admin)
         .unwrap()
         .request("POST", "admin", "/push", bad.as_bytes())
@@ -392,7 +405,10 @@ fn a_restarted_cutover_serves_the_last_deployed_version_and_leaves_no_orphan() {
         .route("*", "/", "web")
         .start();
     // Deploy v2 by push only: deploy.yaml on disk still says v1.
-    let (code, out, err) = cutover.push(&bump(&cutover, "v1", "v2"), &["--deploy-strategy", "rolling"]);
+    let (code, out, err) = cutover.push(
+        &cutover.config_with_version("v1", "v2"),
+        &["--deploy-strategy", "rolling"],
+    );
     assert_eq!(code, 0, "{out}\n{err}");
     let old_pids: Vec<u32> = cutover.running_instances().iter().map(|(p, _)| *p).collect();
     assert_eq!(old_pids.len(), 1);
@@ -423,7 +439,7 @@ fn restart_without_config_change_keeps_the_pushed_version() {
         .app(App::demo("web", "v1"))
         .route("*", "/", "web")
         .start();
-    let v2 = bump(&cutover, "v1", "v2");
+    let v2 = cutover.config_with_version("v1", "v2");
     let (code, out, err) = cutover.push(&v2, &["--deploy-strategy", "rolling"]);
     assert_eq!(code, 0, "{out}\n{err}");
     std::fs::write(&cutover.config, &v2).unwrap();

@@ -76,10 +76,6 @@ async fn until_close(ws: &mut Ws, within: Duration) -> (u16, String) {
     (code, reason)
 }
 
-fn bump(cutover: &Cutover, from: &str, to: &str) -> String {
-    cutover.config_with(&format!("APP_VERSION: \"{from}\""), &format!("APP_VERSION: \"{to}\""))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_messages_pass_both_ways() {
     let cutover = Cutover::builder()
@@ -160,7 +156,7 @@ async fn websocket_gets_1012_when_backend_drains_and_reconnects_to_the_new_insta
     let mut ws = connect(&cutover, None).await;
     assert!(next_text(&mut ws).await.starts_with("tick v1 web-0"));
 
-    let v2 = bump(&cutover, "v1", "v2");
+    let v2 = cutover.config_with_version("v1", "v2");
     let dir = cutover.dir.path().to_path_buf();
     let admin = cutover.admin;
     let deploy = tokio::task::spawn_blocking(move || {
@@ -229,7 +225,7 @@ async fn a_thousand_websockets_all_get_1012_spread_over_time() {
             })
         })
         .collect();
-    let v2 = bump(&cutover, "v1", "v2");
+    let v2 = cutover.config_with_version("v1", "v2");
     let (code, out, err) = tokio::task::block_in_place(|| cutover.push(&v2, &["--deploy-strategy", "rolling"]));
     assert_eq!(code, 0, "{out}\n{err}");
     let mut times = Vec::new();
@@ -368,7 +364,7 @@ fn sse_gets_retry_after_the_event_in_flight_and_a_clean_end_on_drain() {
         let reader = scope.spawn(|| read_sse(&cutover));
         std::thread::sleep(Duration::from_millis(400));
         let (code, out, err) = cutover.push(
-            &bump(&cutover, "v1", "v2"),
+            &cutover.config_with_version("v1", "v2"),
             &["--deploy-strategy", "rolling", "--no-wait"],
         );
         assert_eq!(code, 0, "{out}\n{err}");

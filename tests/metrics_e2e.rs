@@ -9,10 +9,6 @@ use std::time::{Duration, Instant};
 use support::prom::value;
 use support::{App, Cutover};
 
-fn bump(cutover: &Cutover, from: &str, to: &str) -> String {
-    cutover.config_with(&format!("APP_VERSION: \"{from}\""), &format!("APP_VERSION: \"{to}\""))
-}
-
 #[test]
 fn requests_total_counts_every_request_by_app_and_code() {
     let cutover = Cutover::builder()
@@ -79,7 +75,7 @@ fn a_rolling_deploy_shows_in_the_metrics_and_leaves_no_clone_series() {
     )
     .unwrap_or(0.0);
     // v2 starts slowly, so the upgrade phase lasts long enough to be seen.
-    let slow_v2 = bump(&cutover, "v1", "v2").replace(
+    let slow_v2 = cutover.config_with_version("v1", "v2").replace(
         "APP_VERSION: \"v2\"",
         "APP_VERSION: \"v2\"\n      DEMO_START_DELAY_MS: \"1500\"",
     );

@@ -146,7 +146,7 @@ async fn every_dashboard_expression_returns_data_from_a_real_prometheus() {
         while let Some(Ok(_)) = ws.next().await {}
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let v2 = cutover.config_with("APP_VERSION: \"v1\"", "APP_VERSION: \"v2\"");
+    let v2 = cutover.config_with_version("v1", "v2");
     let (code, out, err) = tokio::task::block_in_place(|| cutover.push(&v2, &["--deploy-strategy", "rolling"]));
     assert_eq!(code, 0, "{out}\n{err}");
     let _ = tokio::time::timeout(Duration::from_secs(10), closed).await;

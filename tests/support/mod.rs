@@ -342,6 +342,11 @@ impl Cutover {
         prom::parse(&resp.text())
     }
 
+    /// The config with the demo app's `APP_VERSION` changed from `from` to `to`.
+    pub fn config_with_version(&self, from: &str, to: &str) -> String {
+        self.config_with(&format!("APP_VERSION: \"{from}\""), &format!("APP_VERSION: \"{to}\""))
+    }
+
     /// One deployment record from the admin API.
     pub fn deployment(&self, id: &str) -> Value {
         let resp = self.admin_get(&format!("/deployments/{id}"));

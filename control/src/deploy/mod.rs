@@ -190,7 +190,9 @@ impl Controller {
         running.insert(name.clone(), Arc::clone(&log));
         drop(running);
         self.remember(&log);
-        let _ = self.journal.save_running(&log.snapshot());
+        if let Err(e) = self.journal.save_running(&log.snapshot()) {
+            tracing::error!(error = %e, deployment = %id, "cannot journal the deployment");
+        }
 
         let previous_source = self.lock_active().sources.get(&name).cloned().unwrap_or_default();
         let controller = Arc::clone(self);
@@ -253,9 +255,11 @@ impl Controller {
                 .is_some_and(|(c, _)| c.version() == target.version())
             {
                 active.staged.remove(app);
-                let _ = self.journal.update(|s| {
+                if let Err(e) = self.journal.update(|s| {
                     s.staged.remove(app);
-                });
+                }) {
+                    tracing::error!(error = %e, app, "cannot journal that the staged change was deployed");
+                }
             }
         }
         if let Err(e) = self.journal.append_history(&record) {
@@ -271,7 +275,9 @@ impl Controller {
         let metrics = self.metrics.clone();
         Box::new(move |event, record| {
             if matches!(event.kind, EventKind::PhaseStarted | EventKind::PhaseFinished) {
-                let _ = journal.save_running(record);
+                if let Err(e) = journal.save_running(record) {
+                    tracing::error!(error = %e, deployment = %record.id, "cannot journal the deployment's phase");
+                }
                 metrics.phase(&record.app, record.phase);
             }
         })
@@ -332,7 +338,9 @@ impl Controller {
                 record.phase = None;
             }
             tracing::warn!(deployment = %record.id, "deployment was interrupted by a cutover restart; recorded as failed");
-            let _ = self.journal.append_history(&record);
+            if let Err(e) = self.journal.append_history(&record) {
+                tracing::error!(error = %e, deployment = %record.id, "cannot close the interrupted deployment");
+            }
         }
     }
 
