@@ -21,7 +21,7 @@ use cutover_control::journal::{AppSource, Journal};
 use cutover_control::metrics::StateCollector;
 use cutover_control::routing::Routing;
 use cutover_control::supervisor::{self, Supervisor};
-use cutover_proxy::{DataPlane, DataPlaneConfig, ProxyMetrics, ProxySettings, RouteTable, TableHandle};
+use cutover_proxy::{DataPlane, DataPlaneConfig, Limits, ProxyMetrics, ProxySettings, RouteTable, TableHandle};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Runs `cutover up` on the config at `path`.
@@ -68,6 +68,12 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         settings: ProxySettings {
             hold_timeout: config.proxy.hold_timeout,
             long_lived: cutover_control::routing::long_lived_settings(&config.proxy),
+            trusted_proxies: config.proxy.trusted_proxies.clone().into(),
+            limits: Limits {
+                header_timeout: config.proxy.limits.header_timeout,
+                keepalive_timeout: config.proxy.limits.keepalive_timeout,
+                max_connections: config.proxy.limits.max_connections,
+            },
             ..ProxySettings::default()
         },
         grace: max_drain(&config) + Duration::from_secs(5),

@@ -34,5 +34,5 @@ pub use longlived::LongLivedSettings;
 pub use metrics::{AppMetrics, ProxyMetrics};
 pub use router::{AppId, DuplicateRoute, HostMatch, Router};
 pub use server::{DataPlane, DataPlaneConfig, DataPlaneError};
-pub use service::{CutoverProxy, ProxySettings};
+pub use service::{CutoverProxy, Limits, ProxySettings};
 pub use table::{AppEntry, RouteTable, RouteTableBuilder};

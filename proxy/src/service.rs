@@ -51,6 +51,32 @@ pub struct ProxySettings {
     pub max_attempts: u32,
     /// WebSocket/SSE drain settings, unless the route table sets them.
     pub long_lived: LongLivedSettings,
+    /// Peers whose forwarded headers are kept and appended to; from any
+    /// other peer they are replaced (SPEC §4a).
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
+    /// What one client may hold (`proxy.limits`).
+    pub limits: Limits,
+}
+
+/// What one client may hold (`proxy.limits`, SPEC §4a "Limits").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A client must send a complete request head within this.
+    pub header_timeout: Duration,
+    /// An idle keep-alive client connection is closed after this.
+    pub keepalive_timeout: Duration,
+    /// Client connections held at once; more are closed at accept.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(75),
+            max_connections: 8000,
+        }
+    }
 }
 
 impl Default for ProxySettings {
@@ -62,6 +88,8 @@ impl Default for ProxySettings {
             upstream_idle_timeout: Duration::from_secs(4),
             max_attempts: 16,
             long_lived: LongLivedSettings::default(),
+            trusted_proxies: Arc::from([]),
+            limits: Limits::default(),
         }
     }
 }

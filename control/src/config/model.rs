@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use ipnet::IpNet;
 use serde::Serialize;
 
 /// A whole, valid `deploy.yaml`.
@@ -35,8 +36,24 @@ pub struct ProxyConfig {
     pub threads: usize,
     /// How long a request may wait for a ready backend. Default 30 s.
     pub hold_timeout: Duration,
+    /// Peers whose `X-Forwarded-*`/`Forwarded` headers are kept (and
+    /// appended to); from anyone else they are replaced. Default none.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `proxy.limits:`
+    pub limits: LimitsConfig,
     /// `proxy.long_lived:`
     pub long_lived: LongLivedConfig,
+}
+
+/// `proxy.limits:` — what one client may hold (SPEC §4a "Limits").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// A client must send a complete request head within this. Default 10 s.
+    pub header_timeout: Duration,
+    /// An idle keep-alive client connection is closed after this. Default 75 s.
+    pub keepalive_timeout: Duration,
+    /// Client connections held at once; more are closed at accept. Default 8000.
+    pub max_connections: usize,
 }
 
 /// `proxy.long_lived:` — WebSocket and SSE connections when their backend drains.
@@ -59,6 +76,10 @@ pub struct AdminConfig {
     /// Default `CUTOVER_ADMIN_TOKEN` when the key is absent; `None` only when
     /// explicitly set to an empty string.
     pub token_env: Option<String>,
+    /// Browser origins (`scheme://host[:port]`, lowercased, no trailing
+    /// slash) allowed to call the API; a request with any other `Origin`
+    /// gets 403. Default none.
+    pub allowed_origins: Vec<String>,
 }
 
 /// One app: how to run it, check it and deploy it.

@@ -33,13 +33,27 @@ pub struct RawConfig {
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with listen, threads, hold_timeout and long_lived"
+    expecting = "a mapping with listen, threads, hold_timeout, trusted_proxies, limits and long_lived"
 )]
 pub struct RawProxy {
     pub listen: Option<ListenList>,
     pub threads: Option<i64>,
     pub hold_timeout: Option<RawDuration>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub limits: Option<RawLimits>,
     pub long_lived: Option<RawLongLived>,
+}
+
+/// `proxy.limits:`
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with header_timeout, keepalive_timeout and max_connections"
+)]
+pub struct RawLimits {
+    pub header_timeout: Option<RawDuration>,
+    pub keepalive_timeout: Option<RawDuration>,
+    pub max_connections: Option<i64>,
 }
 
 /// `proxy.long_lived:`
@@ -56,11 +70,15 @@ pub struct RawLongLived {
 
 /// `admin:`
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with listen and token_env")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with listen, token_env and allowed_origins"
+)]
 pub struct RawAdmin {
     pub listen: Option<String>,
     /// `Some("")` turns the token off; absent means the default variable.
     pub token_env: Option<String>,
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 /// `apps.<name>:`

@@ -188,6 +188,45 @@ pub(crate) fn duration(text: &str, zero: Zero) -> Result<Duration, String> {
     Ok(parsed)
 }
 
+/// A `trusted_proxies` entry: a CIDR (`10.0.0.0/8`, `fd00::/8`) or a bare
+/// address (one host).
+pub(crate) fn cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<ipnet::IpNet>() {
+        return Ok(net.trunc());
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(ipnet::IpNet::from(ip));
+    }
+    Err(format!(
+        "invalid network \"{text}\": expected a CIDR such as 10.0.0.0/8 or fd00::/8, or one address such as 192.0.2.7"
+    ))
+}
+
+/// An `allowed_origins` entry: `scheme://host[:port]` exactly as a browser
+/// sends it in `Origin` (http or https, no path), returned lowercased.
+pub(crate) fn origin(text: &str) -> Result<String, String> {
+    let lowered = text.trim().trim_end_matches('/').to_ascii_lowercase();
+    let example = "e.g. https://ops.example.com or http://localhost:3000";
+    if lowered == "*" || lowered == "null" {
+        return Err(format!(
+            "origin \"{text}\" would let any web page drive the admin API; name each origin, {example}"
+        ));
+    }
+    let Some((scheme, authority)) = lowered.split_once("://") else {
+        return Err(format!("origin \"{text}\" needs a scheme, {example}"));
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("origin \"{text}\" must use http or https, {example}"));
+    }
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+        return Err(format!(
+            "origin \"{text}\" must be scheme://host[:port] with no path, {example}"
+        ));
+    }
+    Ok(lowered)
+}
+
 /// Text passed to a process must not hold NUL bytes (C strings end there).
 pub(crate) fn no_nul(text: &str) -> Result<(), String> {
     if text.contains('\0') {
@@ -274,6 +313,25 @@ mod tests {
         assert!(env_name("", "env key").unwrap_err().starts_with("env key is empty"));
         assert!(env_name("A=B", "env key").unwrap_err().contains("contains \"=\""));
         assert!(env_name("A\0", "env key").unwrap_err().contains("NUL"));
+    }
+
+    #[test]
+    fn trusted_proxy_networks() {
+        assert_eq!(cidr("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(cidr("192.0.2.7").unwrap().to_string(), "192.0.2.7/32");
+        assert_eq!(cidr("::1").unwrap().to_string(), "::1/128");
+        assert!(cidr("10.0.0.0/33").is_err());
+        assert!(cidr("example.com").unwrap_err().contains("expected a CIDR"));
+    }
+
+    #[test]
+    fn origins() {
+        assert_eq!(origin("https://Ops.Example.com/"), Ok("https://ops.example.com".into()));
+        assert_eq!(origin("http://localhost:3000"), Ok("http://localhost:3000".into()));
+        assert!(origin("*").unwrap_err().contains("any web page"));
+        assert!(origin("ops.example.com").unwrap_err().contains("needs a scheme"));
+        assert!(origin("ftp://x").unwrap_err().contains("http or https"));
+        assert!(origin("https://x/path").unwrap_err().contains("no path"));
     }
 
     #[test]

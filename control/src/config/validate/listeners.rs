@@ -5,12 +5,19 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{default_threads, Check};
-use crate::config::model::{AdminConfig, LongLivedConfig, ProxyConfig};
-use crate::config::raw::{RawAdmin, RawProxy};
+use crate::config::model::{AdminConfig, LimitsConfig, LongLivedConfig, ProxyConfig};
+use crate::config::raw::{RawAdmin, RawLimits, RawProxy};
 use crate::config::rules::{self, Zero};
 
 /// Default admin token variable (SPEC §3).
 pub(crate) const DEFAULT_TOKEN_ENV: &str = "CUTOVER_ADMIN_TOKEN";
+
+/// Default `proxy.limits.max_connections` (SPEC §3).
+const DEFAULT_MAX_CONNECTIONS: usize = 8000;
+
+/// The most client connections one cutover may be told to hold: far above
+/// what a process's descriptor limit allows, low enough to stay meaningful.
+const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 
 impl Check<'_> {
     /// `proxy:`. Also returns each listener's index in `proxy.listen` as
@@ -60,6 +67,8 @@ impl Check<'_> {
             Duration::from_secs(30),
             Zero::Forbidden,
         );
+        let trusted_proxies = self.trusted_proxies(raw.trusted_proxies.as_deref().unwrap_or_default());
+        let limits = self.limits(raw.limits.as_ref().unwrap_or(&RawLimits::default()));
         let long_lived = raw.long_lived.clone().unwrap_or_default();
         let long_lived = LongLivedConfig {
             spread: self.duration(
@@ -86,9 +95,53 @@ impl Check<'_> {
             listen,
             threads,
             hold_timeout,
+            trusted_proxies,
+            limits,
             long_lived,
         };
         (proxy, indexes)
+    }
+
+    /// `proxy.trusted_proxies:` — CIDRs or single addresses.
+    fn trusted_proxies(&mut self, raw: &[String]) -> Vec<ipnet::IpNet> {
+        raw.iter()
+            .enumerate()
+            .filter_map(|(i, text)| {
+                rules::cidr(text)
+                    .map_err(|m| self.push(format!("proxy.trusted_proxies[{i}]"), m))
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// `proxy.limits:`
+    fn limits(&mut self, raw: &RawLimits) -> LimitsConfig {
+        let max_connections = match raw.max_connections {
+            None => DEFAULT_MAX_CONNECTIONS,
+            Some(n) if (1..=MAX_CONNECTIONS_LIMIT as i64).contains(&n) => usize::try_from(n).unwrap_or(1),
+            Some(n) => {
+                self.push(
+                    "proxy.limits.max_connections",
+                    format!("must be between 1 and {MAX_CONNECTIONS_LIMIT}, got {n}"),
+                );
+                DEFAULT_MAX_CONNECTIONS
+            }
+        };
+        LimitsConfig {
+            header_timeout: self.duration(
+                "proxy.limits.header_timeout",
+                raw.header_timeout.as_ref(),
+                Duration::from_secs(10),
+                Zero::Forbidden,
+            ),
+            keepalive_timeout: self.duration(
+                "proxy.limits.keepalive_timeout",
+                raw.keepalive_timeout.as_ref(),
+                Duration::from_secs(75),
+                Zero::Forbidden,
+            ),
+            max_connections,
+        }
     }
 
     /// `admin:`. `proxy` is the proxy's listeners with their indexes as
@@ -128,6 +181,22 @@ impl Check<'_> {
                 ),
             );
         }
-        AdminConfig { listen, token_env }
+        let allowed_origins = raw
+            .allowed_origins
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, text)| {
+                rules::origin(text)
+                    .map_err(|m| self.push(format!("admin.allowed_origins[{i}]"), m))
+                    .ok()
+            })
+            .collect();
+        AdminConfig {
+            listen,
+            token_env,
+            allowed_origins,
+        }
     }
 }
