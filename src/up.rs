@@ -80,7 +80,7 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
             },
             ..ProxySettings::default()
         },
-        grace: max_drain(&config) + Duration::from_secs(5),
+        grace: max_drain(&config).saturating_add(Duration::from_secs(5)),
     };
     let mut data_plane = {
         let table = Arc::clone(&table);

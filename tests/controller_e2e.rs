@@ -144,7 +144,7 @@ fn the_events_stream_always_ends_with_the_outcome() {
     let last = text
         .lines()
         .filter_map(|l| l.strip_prefix("data:"))
-        .last()
+        .next_back()
         .expect("events");
     let last: Value = serde_json::from_str(last.trim()).unwrap();
     assert_eq!(last["kind"], "outcome", "{text}");

@@ -127,3 +127,75 @@ pub fn restore(journal: &Journal, config: &Config, source: &str, base_dir: &Path
 fn app_from(source: &str, name: &str, base_dir: &Path) -> Option<AppConfig> {
     config::parse(source, "journal", base_dir).ok()?.apps.remove(name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Strategy;
+    use crate::deploy::record::Deployment;
+    use crate::journal::{AppSource, Committed};
+
+    fn dir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("cutover-boot-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn running(journal: &Journal, id: &str) {
+        let record = Deployment::new(id.into(), "web", Strategy::Rolling, "v1".into(), "v2".into());
+        journal.save_running(&record).unwrap();
+    }
+
+    #[test]
+    fn a_killed_deployment_is_interrupted_unless_it_committed() {
+        let d = dir("close");
+        let journal = Journal::open(&d).unwrap();
+        let registry = prometheus::Registry::new();
+        let metrics = DeployMetrics::new(&registry).unwrap();
+        running(&journal, "web-1");
+        running(&journal, "web-2");
+        running(&journal, "web-3");
+        // web-2 was killed between its commit and its end: v2 serves.
+        journal
+            .update(|s| {
+                s.current.insert(
+                    "web".into(),
+                    AppSource {
+                        version: "v2".into(),
+                        config: String::new(),
+                    },
+                );
+                s.commits.insert("web-2".into(), Committed::Target);
+                s.commits.insert("web-3".into(), Committed::Previous);
+                s.staged.insert(
+                    "web".into(),
+                    AppSource {
+                        version: "v2".into(),
+                        config: String::new(),
+                    },
+                );
+            })
+            .unwrap();
+        let mut closed = close_interrupted(&journal, &metrics);
+        closed.sort();
+        assert_eq!(closed, ["web-1", "web-2", "web-3"]);
+        let outcome = |id: &str| {
+            journal
+                .history()
+                .into_iter()
+                .find(|d| d.id == id)
+                .and_then(|d| d.outcome)
+        };
+        assert_eq!(outcome("web-1"), Some(Outcome::Interrupted));
+        assert_eq!(outcome("web-2"), Some(Outcome::Succeeded));
+        assert_eq!(outcome("web-3"), Some(Outcome::RolledBack));
+        let state = journal.state();
+        assert!(state.commits.is_empty());
+        assert!(state.staged.is_empty(), "the deployed staged change is gone");
+        // Closed once: the next start finds nothing to close.
+        assert!(close_interrupted(&journal, &metrics).is_empty());
+        let interrupted = crate::deploy::metrics::outcome_count(&registry, "interrupted");
+        assert_eq!(interrupted, 1.0);
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

@@ -155,3 +155,143 @@ pub(super) fn committed_outcome(committed: Committed) -> Outcome {
         Committed::Previous => Outcome::RolledBack,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::config::Strategy;
+    use crate::deploy::metrics::DeployMetrics;
+    use crate::deploy::record::Deployment;
+    use crate::journal::Journal;
+    use crate::routing::Routing;
+    use crate::supervisor::Supervisor;
+
+    struct Fixture {
+        controller: Arc<Controller>,
+        journal: Arc<Journal>,
+        registry: prometheus::Registry,
+        dir: PathBuf,
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn fixture(tag: &str) -> Fixture {
+        let dir = std::env::temp_dir().join(format!("cutover-gate-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let source =
+            "apps:\n  web:\n    command: [\"sleep\", \"60\"]\nroutes:\n  - { host: \"*\", path: \"/\", app: web }\n";
+        let config = crate::config::parse(source, "deploy.yaml", Path::new("/")).unwrap();
+        let registry = prometheus::Registry::new();
+        let table = cutover_proxy::TableHandle::new(cutover_proxy::RouteTable::default());
+        let routing = Routing::new(table, cutover_proxy::ProxyMetrics::new(&registry).unwrap());
+        let supervisor = Arc::new(Supervisor::new(routing, &dir));
+        let journal = Arc::new(Journal::open(&dir).unwrap());
+        let controller = Controller::new(
+            supervisor,
+            Arc::clone(&journal),
+            DeployMetrics::new(&registry).unwrap(),
+            dir.clone(),
+            config,
+            Default::default(),
+        );
+        Fixture {
+            controller,
+            journal,
+            registry,
+            dir,
+        }
+    }
+
+    /// Registers a running deployment of `web` whose task is `work`.
+    fn run_task<F>(f: &Fixture, id: &str, work: F) -> (Arc<DeploymentLog>, tokio::task::JoinHandle<()>)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let target = Arc::new(f.controller.lock_active().config.apps["web"].clone());
+        let log = Arc::new(DeploymentLog::new(Deployment::new(
+            id.into(),
+            "web",
+            Strategy::Rolling,
+            "a".into(),
+            "b".into(),
+        )));
+        f.controller.lock_running().insert(
+            "web".into(),
+            RunningEntry {
+                log: Arc::clone(&log),
+                target: Arc::clone(&target),
+                task: None,
+            },
+        );
+        let guard = RunningGuard {
+            controller: Arc::clone(&f.controller),
+            app: "web".into(),
+            target,
+            log: Arc::clone(&log),
+        };
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            work.await;
+        });
+        f.controller.lock_running().get_mut("web").unwrap().task = Some(task.abort_handle());
+        (log, task)
+    }
+
+    fn counted(f: &Fixture, outcome: &str) -> u64 {
+        crate::deploy::metrics::outcome_count(&f.registry, outcome) as u64
+    }
+
+    #[tokio::test]
+    async fn a_panicking_deploy_task_releases_the_app_as_failed() {
+        let f = fixture("panic");
+        let (log, task) = run_task(&f, "web-1", async { panic!("the deploy task broke") });
+        assert!(task.await.unwrap_err().is_panic());
+        assert!(f.controller.running().is_empty(), "the app is free again");
+        assert_eq!(log.snapshot().outcome, Some(Outcome::Failed));
+        assert_eq!(f.journal.history().last().unwrap().outcome, Some(Outcome::Failed));
+        assert_eq!(counted(&f, "failed"), 1);
+        assert!(f.controller.exclusive().refuse_busy(&["web".to_string()]).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_stop_interrupts_running_deployments_and_admits_nothing_new() {
+        let f = fixture("stop");
+        let (log, _task) = run_task(&f, "web-1", std::future::pending());
+        assert!(matches!(
+            f.controller.exclusive().refuse_busy(&["web".to_string()]),
+            Err(DeployError::Conflict { id, .. }) if id == "web-1"
+        ));
+        f.controller.stop_deployments().await;
+        assert!(f.controller.running().is_empty());
+        let record = log.snapshot();
+        assert_eq!(record.outcome, Some(Outcome::Interrupted));
+        assert_eq!(record.events.last().unwrap().outcome, Some(Outcome::Interrupted));
+        assert_eq!(f.journal.history().last().unwrap().outcome, Some(Outcome::Interrupted));
+        assert_eq!(counted(&f, "interrupted"), 1);
+        assert!(f.controller.deploy(Some("web"), None).is_err(), "no verb once stopping");
+    }
+
+    #[tokio::test]
+    async fn a_deployment_cut_after_its_commit_gets_the_committed_outcome() {
+        let f = fixture("committed");
+        f.journal
+            .update(|s| {
+                s.commits.insert("web-1".into(), Committed::Target);
+            })
+            .unwrap();
+        let (log, _task) = run_task(&f, "web-1", std::future::pending());
+        f.controller.stop_deployments().await;
+        assert_eq!(log.snapshot().outcome, Some(Outcome::Succeeded));
+        assert!(
+            f.journal.state().commits.is_empty(),
+            "the marker goes with the history line"
+        );
+    }
+}
