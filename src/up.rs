@@ -135,6 +135,8 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         registry,
         token,
         started: Instant::now(),
+        listen: config.admin.listen,
+        allowed_origins: config.admin.allowed_origins.clone(),
     });
     let admin_task = tokio::spawn(async move {
         axum::serve(admin_listener, admin::router(admin_state))

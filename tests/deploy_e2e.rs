@@ -341,19 +341,13 @@ fn a_second_deploy_of_the_same_app_gets_409_with_the_running_id() {
         .app(App::demo("web", "v1").env("DEMO_START_DELAY_MS", "1500"))
         .route("*", "/", "web")
         .start();
-    let first = support::http::Client::connect(cutover.admin)
-        .unwrap()
-        .request("POST", "admin", "/deploy", br#"{"app": "web", "strategy": "rolling"}"#)
-        .unwrap();
+    let first = cutover.admin_post_json("/deploy", br#"{"app": "web", "strategy": "rolling"}"#);
     assert_eq!(first.status, 202, "{}", first.text());
     let id = serde_json::from_slice::<Value>(&first.body).unwrap()["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let second = support::http::Client::connect(cutover.admin)
-        .unwrap()
-        .request("POST", "admin", "/deploy", br#"{"app": "web"}"#)
-        .unwrap();
+    let second = cutover.admin_post_json("/deploy", br#"{"app": "web"}"#);
     assert_eq!(second.status, 409, "{}", second.text());
     let body: Value = serde_json::from_slice(&second.body).unwrap();
     assert_eq!(body["id"], id.as_str());
@@ -376,10 +370,7 @@ fn an_invalid_push_is_refused_with_its_location_and_changes_nothing() {
     let bad = cutover
         .config_with_version("v1", "v2")
         .replace("app: web }", "app: nope }");
-    let resp = support::http::Client::connect(cutover.admin)
-        .unwrap()
-        .request("POST", "admin", "/push", bad.as_bytes())
-        .unwrap();
+    let resp = cutover.admin_send("POST", "/push", &[("Content-Type", "application/yaml")], bad.as_bytes());
     assert_eq!(resp.status, 400, "{}", resp.text());
     let error = serde_json::from_slice::<Value>(&resp.body).unwrap()["error"]
         .as_str()

@@ -157,10 +157,7 @@ fn fifty_deploys_do_not_grow_the_series_count() {
         .route("*", "/", "web")
         .start();
     let deploy = |n: usize| {
-        let resp = support::Client::connect(cutover.admin)
-            .unwrap()
-            .request("POST", "admin", "/deploy", br#"{"app": "web", "strategy": "rolling"}"#)
-            .unwrap();
+        let resp = cutover.admin_post_json("/deploy", br#"{"app": "web", "strategy": "rolling"}"#);
         assert_eq!(resp.status, 202, "deploy {n}: {}", resp.text());
         let id = serde_json::from_slice::<serde_json::Value>(&resp.body).unwrap()["id"]
             .as_str()

@@ -169,7 +169,7 @@ fn a_backend_down_longer_than_hold_timeout_gives_503_with_retry_after() {
         started.elapsed() >= Duration::from_millis(450),
         "held for hold_timeout first"
     );
-    let metrics = support::http::get(cutover.admin, "admin", "/metrics").unwrap().text();
+    let metrics = cutover.admin_get("/metrics").text();
     assert!(
         metrics.contains("cutover_requests_total{app=\"web\",code=\"503\"} 1"),
         "{metrics}"
