@@ -107,15 +107,28 @@ fn killing_one_of_two_instances_fails_no_request_and_it_rejoins() {
         })
         .collect();
 
-    std::thread::sleep(Duration::from_millis(300));
+    // The load runs before, during and after the crash: wait for its
+    // answers rather than for a guessed time.
+    let answered_more = |more: u64| {
+        let target = ok.load(Ordering::SeqCst) + more;
+        cutover.wait_until(Duration::from_secs(20), "the load to get answers", |_| {
+            ok.load(Ordering::SeqCst) >= target
+        });
+    };
+    answered_more(50);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    cutover.wait_until(Duration::from_secs(10), "the crash noticed", |c| {
+        c.instances("web")
+            .iter()
+            .any(|i| i["name"] == "web-0" && (i["state"] != "ready" || i["pid"].as_u64() != Some(victim as u64)))
+    });
+    answered_more(20);
     cutover.wait_until(Duration::from_secs(20), "web-0 restarted and ready", |c| {
         c.instances("web")
             .iter()
             .any(|i| i["name"] == "web-0" && i["state"] == "ready" && i["pid"].as_u64() != Some(victim as u64))
     });
-    std::thread::sleep(Duration::from_millis(300));
+    answered_more(50);
     stop.store(true, Ordering::SeqCst);
     let failures: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
     assert!(failures.is_empty(), "failed requests: {failures:?}");
@@ -169,11 +182,12 @@ fn a_backend_down_longer_than_hold_timeout_gives_503_with_retry_after() {
         started.elapsed() >= Duration::from_millis(450),
         "held for hold_timeout first"
     );
-    let metrics = cutover.admin_get("/metrics").text();
-    assert!(
-        metrics.contains("cutover_requests_total{app=\"web\",code=\"503\"} 1"),
-        "{metrics}"
-    );
+    // Counted after the response is written: wait for it (bounded).
+    cutover.wait_until(Duration::from_secs(10), "the 503 counted", |c| {
+        c.admin_get("/metrics")
+            .text()
+            .contains("cutover_requests_total{app=\"web\",code=\"503\"} 1")
+    });
 }
 
 /// Every process start is a new pool generation: a pooled upstream
@@ -248,7 +262,9 @@ fn sigterm_lets_an_inflight_request_finish() {
         .start();
     let proxy = cutover.proxy;
     let slow = std::thread::spawn(move || support::http::get(proxy, "t", "/slow?ms=800"));
-    std::thread::sleep(Duration::from_millis(200));
+    cutover.wait_until(Duration::from_secs(10), "the slow request in flight", |c| {
+        c.instances("web")[0]["inflight"].as_u64() >= Some(1)
+    });
     let status = cutover.signal_and_wait(Signal::SIGTERM, Duration::from_secs(20));
     assert!(status.success());
     let resp = slow.join().unwrap().expect("in-flight request completed");
