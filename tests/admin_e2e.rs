@@ -221,6 +221,9 @@ fn observable(cutover: &Cutover) -> Value {
     serde_json::json!({ "status": status, "deployments": cutover.deployments().len() })
 }
 
+/// (what, Host, headers, expected status)
+type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u16);
+
 #[test]
 fn requests_a_web_page_can_send_change_and_run_nothing() {
     let cutover = Cutover::builder()
@@ -234,7 +237,7 @@ fn requests_a_web_page_can_send_change_and_run_nothing() {
     let host = cutover.admin_host();
     let wrong_host = format!("evil.example:{}", cutover.admin.port());
     let yaml = ("Content-Type", "application/yaml");
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, u16)> = vec![
+    let cases: Vec<Case> = vec![
         // The no-cors shapes: a form, a multipart form, text/plain, no type.
         (
             "text/plain",

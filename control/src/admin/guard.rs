@@ -58,13 +58,42 @@ pub(super) async fn guard(State(state): State<Arc<AdminState>>, request: Request
         .and_then(|()| check_content_type(&request));
     match checked {
         Ok(()) => next.run(request).await,
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// Why a request was refused: the JSON error, and whether to challenge
+/// for a bearer token (`WWW-Authenticate`, on a 401).
+#[derive(Debug)]
+pub(super) struct Refusal {
+    error: ApiError,
+    challenge: bool,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            challenge: false,
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = self.error.into_response();
+        if self.challenge {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(WWW_AUTHENTICATE));
+        }
+        response
     }
 }
 
 // === Host ===
 
-fn check_host(listen: SocketAddr, request: &Request) -> Result<(), Response> {
+fn check_host(listen: SocketAddr, request: &Request) -> Result<(), Refusal> {
     // HTTP/1 names the target in `Host`; an absolute-form request line (or
     // HTTP/2) in the URI's authority.
     let named = match request.headers().get(header::HOST) {
@@ -79,7 +108,7 @@ fn check_host(listen: SocketAddr, request: &Request) -> Result<(), Response> {
             StatusCode::BAD_REQUEST,
             format!("a Host header is required; send Host: {listen}"),
         )
-        .into_response());
+        .into());
     };
     if host_names_listener(listen, host) {
         Ok(())
@@ -91,7 +120,7 @@ fn check_host(listen: SocketAddr, request: &Request) -> Result<(), Response> {
                 listen.port()
             ),
         )
-        .into_response())
+        .into())
     }
 }
 
@@ -147,9 +176,9 @@ fn split_host(host: &str) -> Option<(&str, u16)> {
 
 // === Origin ===
 
-fn check_origin(allowed: &[String], headers: &HeaderMap) -> Result<(), Response> {
+fn check_origin(allowed: &[String], headers: &HeaderMap) -> Result<(), Refusal> {
     origin_verdict(allowed, headers.get(header::ORIGIN), headers.get("sec-fetch-site"))
-        .map_err(|message| ApiError::new(StatusCode::FORBIDDEN, message).into_response())
+        .map_err(|message| ApiError::new(StatusCode::FORBIDDEN, message).into())
 }
 
 /// Whether a request with these `Origin` and `Sec-Fetch-Site` values may
@@ -163,7 +192,7 @@ pub(crate) fn origin_verdict(
         let text = origin.to_str().unwrap_or("").trim().to_ascii_lowercase();
         // `null` (sandboxed frames, file: pages, some redirects) says
         // nothing about who sent it, so it is never allowed.
-        if text != "null" && allowed.iter().any(|a| *a == text) {
+        if text != "null" && allowed.contains(&text) {
             return Ok(());
         }
         return Err(format!(
@@ -186,7 +215,7 @@ pub(crate) fn origin_verdict(
 
 // === Bearer token ===
 
-fn check_token(expected: Option<&str>, request: &Request) -> Result<(), Response> {
+fn check_token(expected: Option<&str>, request: &Request) -> Result<(), Refusal> {
     let Some(expected) = expected else {
         return Ok(());
     };
@@ -197,15 +226,13 @@ fn check_token(expected: Option<&str>, request: &Request) -> Result<(), Response
     if bearer_matches(request.headers().get(header::AUTHORIZATION), expected) {
         return Ok(());
     }
-    let mut refused = ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "missing or wrong bearer token (set CUTOVER_ADMIN_TOKEN)",
-    )
-    .into_response();
-    refused
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(WWW_AUTHENTICATE));
-    Err(refused)
+    Err(Refusal {
+        error: ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (set CUTOVER_ADMIN_TOKEN)",
+        ),
+        challenge: true,
+    })
 }
 
 /// True when `authorization` is `Bearer <expected>` (scheme in any case,
@@ -225,7 +252,7 @@ pub(crate) fn bearer_matches(authorization: Option<&HeaderValue>, expected: &str
 
 // === Content-Type ===
 
-fn check_content_type(request: &Request) -> Result<(), Response> {
+fn check_content_type(request: &Request) -> Result<(), Refusal> {
     if request.method() != Method::POST {
         return Ok(());
     }
@@ -236,7 +263,7 @@ fn check_content_type(request: &Request) -> Result<(), Response> {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("POST {path} needs Content-Type {}, not {given}", accepted.join(" or ")),
         )
-        .into_response()
+        .into()
     })
 }
 
