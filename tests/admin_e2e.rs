@@ -317,6 +317,24 @@ fn requests_a_web_page_can_send_change_and_run_nothing() {
         error_of(&resp);
     }
 
+    // Nor read it from another origin (a CORS fetch carries Origin), nor
+    // get a preflight approved.
+    let read = cutover.admin_send("GET", "/status", &[("Origin", "http://evil.example")], &[]);
+    assert_eq!(read.status, 403);
+    error_of(&read);
+    let preflight = cutover.admin_send(
+        "OPTIONS",
+        "/push",
+        &[
+            ("Origin", "https://ops.example.com"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+        &[],
+    );
+    assert_eq!(preflight.status, 405);
+    assert!(preflight.header("access-control-allow-origin").is_none());
+    error_of(&preflight);
+
     // The allowed origin with a YAML body is a push like any other.
     let resp = cutover.admin_send(
         "POST",
