@@ -1,7 +1,10 @@
 //! Deploy under load (run by hand, not in CI): sustained closed-loop load
 //! through a release cutover while 20 rolling deploys run back to back.
 //! Prints total requests, failures (must be 0), p50/p99 latency in steady
-//! state and during deploys, and each deploy's phase timings.
+//! state and during deploys, and each deploy's phase timings. Fails unless
+//! every request succeeded *and* every deploy's outcome is `succeeded` (a
+//! deploy that rolled back fails no request, so counting requests alone
+//! would pass with the feature broken).
 //!
 //! Run: `make bench-deploy` (= `cargo build --release --bins && cargo bench
 //! --bench deploy_under_load`). Knobs: `DEPLOYS` (default 20), `CLIENTS`
@@ -57,7 +60,10 @@ routes:
     for _ in 0..deploys {
         let start = Instant::now();
         let answer = request(admin, "POST", "/deploy", r#"{"app":"web","strategy":"rolling"}"#);
-        let id = json_field(&answer, "id").expect("a deployment id");
+        let id = match json_field(&answer, "id") {
+            Some(id) if json_field(&answer, "error").is_none() => id,
+            _ => panic!("deploy {} was refused: {answer}", records.len() + 1),
+        };
         let record = loop {
             let record = request(admin, "GET", &format!("/deployments/{id}"), "");
             if record.contains("\"outcome\":\"") {
@@ -67,6 +73,10 @@ routes:
         };
         windows.push((start, Instant::now()));
         records.push(record);
+        // The outcome is recorded a moment before the app's slot is free.
+        while !request(admin, "GET", "/status", "").contains("\"deployments\":[]") {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     std::thread::sleep(Duration::from_secs(3));
     let report = load.stop();
@@ -96,8 +106,22 @@ routes:
         pct(&mut during, 99.0),
         during.len()
     );
-    let outcomes: Vec<_> = records.iter().filter_map(|r| json_field(r, "outcome")).collect();
-    println!("  outcomes   {outcomes:?}");
+    let outcomes: Vec<String> = records
+        .iter()
+        .map(|r| json_field(r, "outcome").unwrap_or_else(|| "unknown".into()))
+        .collect();
+    let not_succeeded: Vec<(usize, &String)> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.as_str() != "succeeded")
+        .map(|(i, o)| (i + 1, o))
+        .collect();
+    println!(
+        "  deploys    {:>9}  succeeded {}, other {:?}",
+        outcomes.len(),
+        outcomes.len() - not_succeeded.len(),
+        not_succeeded
+    );
     let phases = ["build", "clone", "route", "upgrade", "switch", "done"];
     println!("  phase medians (ms):");
     for phase in phases {
@@ -110,6 +134,11 @@ routes:
     totals.sort_unstable();
     println!("    total    {:>6}", totals.get(totals.len() / 2).copied().unwrap_or(0));
     assert_eq!(report.failures(), 0, "a deploy failed requests");
+    assert!(
+        not_succeeded.is_empty(),
+        "DEPLOYS DID NOT SUCCEED: {} of {deploys} (deploy number, outcome): {not_succeeded:?}",
+        not_succeeded.len()
+    );
 }
 
 fn env_or(name: &str, default: usize) -> usize {

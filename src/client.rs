@@ -58,7 +58,7 @@ impl AdminClient {
     /// GET `path`, parsed as JSON; a non-2xx answer is an error with the
     /// API's message.
     pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
-        let (status, body) = self.request("GET", path, Bytes::new()).await?;
+        let (status, body) = self.request("GET", path, None, Bytes::new()).await?;
         let value: Value = serde_json::from_slice(&body)
             .with_context(|| format!("admin API answered {status} with a body that is not JSON"))?;
         if !status.is_success() {
@@ -70,9 +70,25 @@ impl AdminClient {
         Ok(value)
     }
 
-    /// POST `body` to `path`; the status and parsed JSON answer.
+    /// POST the JSON `body` to `path`; the status and parsed JSON answer.
+    /// An empty body is sent as `{}`: the API refuses (415) a POST that
+    /// does not say it carries JSON, so every POST carries some.
     pub async fn post_json(&self, path: &str, body: Bytes) -> anyhow::Result<(http::StatusCode, Value)> {
-        let (status, body) = self.request("POST", path, body).await?;
+        let body = if body.is_empty() {
+            Bytes::from_static(b"{}")
+        } else {
+            body
+        };
+        self.post(path, "application/json", body).await
+    }
+
+    /// POST a deploy.yaml to `path` (`/push`) as `application/yaml`.
+    pub async fn post_yaml(&self, path: &str, body: Bytes) -> anyhow::Result<(http::StatusCode, Value)> {
+        self.post(path, "application/yaml", body).await
+    }
+
+    async fn post(&self, path: &str, content_type: &str, body: Bytes) -> anyhow::Result<(http::StatusCode, Value)> {
+        let (status, body) = self.request("POST", path, Some(content_type), body).await?;
         let value: Value = serde_json::from_slice(&body)
             .with_context(|| format!("admin API answered {status} with a body that is not JSON"))?;
         Ok((status, value))
@@ -99,7 +115,13 @@ impl AdminClient {
         Ok(response)
     }
 
-    async fn request(&self, method: &str, path: &str, body: Bytes) -> anyhow::Result<(http::StatusCode, Bytes)> {
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> anyhow::Result<(http::StatusCode, Bytes)> {
         let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&self.authority))
             .await
             .with_context(|| format!("admin endpoint {} did not answer", self.authority))?
@@ -114,8 +136,10 @@ impl AdminClient {
         let mut request = http::Request::builder()
             .method(method)
             .uri(path)
-            .header(http::header::HOST, &self.authority)
-            .header(http::header::CONTENT_TYPE, "application/json");
+            .header(http::header::HOST, &self.authority);
+        if let Some(content_type) = content_type {
+            request = request.header(http::header::CONTENT_TYPE, content_type);
+        }
         if let Some(token) = &self.token {
             request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -230,7 +254,7 @@ pub async fn push(args: AdminArgs, file: PathBuf, strategy: Option<String>, no_w
         Some(s) => format!("/push?deploy_strategy={s}"),
         None => "/push".to_string(),
     };
-    let (status, report) = client.post_json(&path, Bytes::from(source)).await?;
+    let (status, report) = client.post_yaml(&path, Bytes::from(source)).await?;
     if !status.is_success() {
         eprintln!("{}: push refused ({status}):", file.display());
         for line in report["error"].as_str().unwrap_or("unknown error").lines() {

@@ -58,6 +58,9 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     let routing = Routing::new(Arc::clone(&table), metrics.clone());
     let serving = &restored.config;
     routing.configure(&serving.routes, &serving.proxy, serving.apps.keys().map(String::as_str));
+    for app in serving.apps.keys() {
+        deploy_metrics.app_configured(app);
+    }
     routing.publish();
 
     // Bind the admin listener before anything starts, so a taken port fails
@@ -139,6 +142,8 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         registry,
         token,
         started: Instant::now(),
+        listen: config.admin.listen,
+        allowed_origins: config.admin.allowed_origins.clone(),
     });
     let admin_task = tokio::spawn(async move {
         axum::serve(admin_listener, admin::router(admin_state))

@@ -475,3 +475,51 @@ async fn next_reply_or_tick(ws: &mut Ws) {
         .expect("websocket open")
         .expect("websocket message");
 }
+
+/// `DEMO_LINGER_MS`: the process a supervisor watches exits at once and
+/// frees the port, while a child keeps answering on connections already
+/// open, as the old version, until the linger time is over.
+#[tokio::test]
+async fn linger_frees_the_port_but_keeps_answering_open_connections() {
+    let mut app = demo()
+        .env("APP_VERSION", "old")
+        .env("DEMO_LINGER_MS", "2000")
+        .start()
+        .await;
+    let port = app.port;
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let get = || {
+        Request::get("/")
+            .header(header::HOST, format!("127.0.0.1:{port}"))
+            .body(Full::new(Bytes::new()))
+            .expect("request")
+    };
+    let first = sender.send_request(get()).await.expect("first answer");
+    let body = first.into_body().collect().await.expect("body").to_bytes();
+    assert!(body.starts_with(b"old "), "{body:?}");
+
+    app.signal(Signal::SIGTERM);
+    assert_eq!(app.exit_code_within(Duration::from_secs(5)).await, Some(0));
+    // The port is free for a successor: take it, as a new process would.
+    let successor = std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free once the parent exited");
+
+    sender.ready().await.expect("the open connection still works");
+    let again = sender
+        .send_request(get())
+        .await
+        .expect("answered after the parent exited");
+    let body = again.into_body().collect().await.expect("body").to_bytes();
+    assert!(body.starts_with(b"old "), "still the old version: {body:?}");
+
+    // Then the lingering child ends its connections and exits.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sender.is_closed() {
+        assert!(Instant::now() < deadline, "the lingering child never closed");
+        sleep(Duration::from_millis(50)).await;
+    }
+    drop(successor);
+}

@@ -29,6 +29,18 @@ fn last_deployment(cutover: &Cutover) -> Value {
     cutover.deployment(newest["id"].as_str().unwrap())
 }
 
+/// Waits until `web`'s instances have `n` requests in flight (the slow
+/// request reached its backend), instead of guessing with a sleep.
+fn wait_in_flight(cutover: &Cutover, n: u64) {
+    cutover.wait_until(Duration::from_secs(10), "the request in flight", |c| {
+        c.instances("web")
+            .iter()
+            .map(|i| i["inflight"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+            >= n
+    });
+}
+
 fn assert_no_clone_and(cutover: &Cutover, originals: usize) {
     cutover.wait_until(Duration::from_secs(10), "only the originals run", |c| {
         let running = c.running_instances();
@@ -46,7 +58,7 @@ fn rolling_deploy_under_load_fails_no_request() {
         .route("*", "/", "web")
         .start();
     let load = Load::start(cutover.proxy, LoadSpec::default());
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_for_more(50, Duration::from_secs(20));
     for (from, to) in [("v1", "v2"), ("v2", "v3"), ("v3", "v4")] {
         let (code, out, err) = cutover.push(
             &cutover.config_with_version(from, to),
@@ -62,9 +74,9 @@ fn rolling_deploy_under_load_fails_no_request() {
             "{record}"
         );
         assert_eq!(record["outcome"], "succeeded");
-        std::thread::sleep(Duration::from_millis(300));
+        load.wait_for_more(30, Duration::from_secs(20));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_for_more(30, Duration::from_secs(20));
     let report = load.stop();
     assert_eq!(
         report.failures(),
@@ -94,7 +106,7 @@ fn a_slow_request_started_before_the_route_swap_completes_on_the_old_instance() 
         .start();
     let proxy = cutover.proxy;
     let slow = std::thread::spawn(move || support::http::get(proxy, "t", "/slow?ms=2000"));
-    std::thread::sleep(Duration::from_millis(200));
+    wait_in_flight(&cutover, 1);
     let (code, out, err) = cutover.push(
         &cutover.config_with_version("v1", "v2"),
         &["--deploy-strategy", "rolling"],
@@ -120,7 +132,7 @@ fn a_request_longer_than_drain_timeout_is_cut_and_counted_and_the_deploy_complet
         .start();
     let proxy = cutover.proxy;
     let slow = std::thread::spawn(move || support::http::get(proxy, "t", "/slow?ms=5000"));
-    std::thread::sleep(Duration::from_millis(200));
+    wait_in_flight(&cutover, 1);
     let (code, out, err) = cutover.push(
         &cutover.config_with_version("v1", "v2"),
         &["--deploy-strategy", "rolling"],
@@ -181,7 +193,7 @@ fn a_new_version_failing_its_health_check_rolls_back_without_a_failed_request() 
         phases(&record),
         ["build", "clone", "route", "upgrade", "rollback", "switch", "done"]
     );
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_for_more(30, Duration::from_secs(20));
     let report = load.stop();
     assert_eq!(report.failures(), 0, "{:?}", report.samples);
     assert!(
@@ -267,14 +279,14 @@ fn stopstart_under_load_holds_requests_and_fails_none() {
             ..LoadSpec::default()
         },
     );
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_for_more(30, Duration::from_secs(20));
     let (code, out, err) = cutover.push(
         &cutover.config_with_version("v1", "v2"),
         &["--deploy-strategy", "stopstart"],
     );
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(phases(&last_deployment(&cutover)), ["build", "stop", "start", "done"]);
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_for_more(30, Duration::from_secs(20));
     let report = load.stop();
     assert_eq!(report.failures(), 0, "{:?}", report.samples);
     assert!(report.versions_only_move_forward(&["v1", "v2"]));
@@ -341,19 +353,13 @@ fn a_second_deploy_of_the_same_app_gets_409_with_the_running_id() {
         .app(App::demo("web", "v1").env("DEMO_START_DELAY_MS", "1500"))
         .route("*", "/", "web")
         .start();
-    let first = support::http::Client::connect(cutover.admin)
-        .unwrap()
-        .request("POST", "admin", "/deploy", br#"{"app": "web", "strategy": "rolling"}"#)
-        .unwrap();
+    let first = cutover.admin_post_json("/deploy", br#"{"app": "web", "strategy": "rolling"}"#);
     assert_eq!(first.status, 202, "{}", first.text());
     let id = serde_json::from_slice::<Value>(&first.body).unwrap()["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let second = support::http::Client::connect(cutover.admin)
-        .unwrap()
-        .request("POST", "admin", "/deploy", br#"{"app": "web"}"#)
-        .unwrap();
+    let second = cutover.admin_post_json("/deploy", br#"{"app": "web"}"#);
     assert_eq!(second.status, 409, "{}", second.text());
     let body: Value = serde_json::from_slice(&second.body).unwrap();
     assert_eq!(body["id"], id.as_str());
@@ -376,10 +382,7 @@ fn an_invalid_push_is_refused_with_its_location_and_changes_nothing() {
     let bad = cutover
         .config_with_version("v1", "v2")
         .replace("app: web }", "app: nope }");
-    let resp = support::http::Client::connect(cutover.admin)
-        .unwrap()
-        .request("POST", "admin", "/push", bad.as_bytes())
-        .unwrap();
+    let resp = cutover.admin_send("POST", "/push", &[("Content-Type", "application/yaml")], bad.as_bytes());
     assert_eq!(resp.status, 400, "{}", resp.text());
     let error = serde_json::from_slice::<Value>(&resp.body).unwrap()["error"]
         .as_str()

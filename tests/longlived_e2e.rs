@@ -362,7 +362,10 @@ fn sse_gets_retry_after_the_event_in_flight_and_a_clean_end_on_drain() {
         .start();
     let stream = std::thread::scope(|scope| {
         let reader = scope.spawn(|| read_sse(&cutover));
-        std::thread::sleep(Duration::from_millis(400));
+        // The stream is open through the proxy before the deploy starts.
+        cutover.wait_until(Duration::from_secs(10), "the SSE stream open", |c| {
+            c.instances("web").iter().any(|i| i["long_lived"].as_u64() >= Some(1))
+        });
         let (code, out, err) = cutover.push(
             &cutover.config_with_version("v1", "v2"),
             &["--deploy-strategy", "rolling", "--no-wait"],

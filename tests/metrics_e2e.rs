@@ -30,6 +30,10 @@ fn requests_total_counts_every_request_by_app_and_code() {
         );
     }
     assert_eq!(client.get("other.test", "/").unwrap().status, 404, "no route");
+    // A request is counted after its response is written: wait for the last.
+    cutover.wait_until(Duration::from_secs(10), "the last request counted", |c| {
+        value(&c.metrics(), "cutover_requests_total", &[("app", ""), ("code", "404")]) == Some(1.0)
+    });
     let m = cutover.metrics();
     let total = |app: &str, code: &str| value(&m, "cutover_requests_total", &[("app", app), ("code", code)]);
     assert_eq!(total("web", "200"), Some(7.0));
@@ -157,17 +161,17 @@ fn fifty_deploys_do_not_grow_the_series_count() {
         .route("*", "/", "web")
         .start();
     let deploy = |n: usize| {
-        let resp = support::Client::connect(cutover.admin)
-            .unwrap()
-            .request("POST", "admin", "/deploy", br#"{"app": "web", "strategy": "rolling"}"#)
-            .unwrap();
+        let resp = cutover.admin_post_json("/deploy", br#"{"app": "web", "strategy": "rolling"}"#);
         assert_eq!(resp.status, 202, "deploy {n}: {}", resp.text());
         let id = serde_json::from_slice::<serde_json::Value>(&resp.body).unwrap()["id"]
             .as_str()
             .unwrap()
             .to_string();
+        // The outcome is recorded a moment before the app's deployment slot
+        // is released; the next deploy waits for both.
         cutover.wait_until(Duration::from_secs(30), "the deploy to finish", |c| {
             c.deployment(&id)["outcome"] == "succeeded"
+                && c.status()["deployments"].as_array().is_some_and(Vec::is_empty)
         });
         assert_eq!(cutover.get("t", "/").status, 200);
     };
@@ -230,4 +234,68 @@ fn the_access_log_in_json_has_one_parsable_line_per_request() {
     assert_eq!(entries[2]["app"], "");
     // cutover's own log lines are not in the access log.
     assert!(entries.iter().all(|e| e["message"] == "request"));
+}
+
+/// SPEC §6: every family is present from start-up, each configured app's
+/// series at 0, so a dashboard shows 0 rather than "no data". Regression:
+/// `cutover_long_lived_connections` and `cutover_long_lived_closed_total`
+/// were absent until the first long-lived connection.
+#[test]
+fn every_family_is_present_from_start_up_with_each_app_at_zero() {
+    let cutover = Cutover::builder()
+        .app(App::demo("web", "v1").instances(2))
+        .app(App::demo("api", "v1"))
+        .route("web.test", "/", "web")
+        .route("api.test", "/", "api")
+        .start();
+    // No request has gone through the proxy and nothing was deployed.
+    let m = cutover.metrics();
+    let per_app = [
+        "cutover_requests_total",
+        "cutover_request_duration_seconds_count",
+        "cutover_upstream_connect_errors_total",
+        "cutover_retries_total",
+        "cutover_held_requests",
+        "cutover_inflight_requests",
+        "cutover_long_lived_connections",
+        "cutover_long_lived_closed_total",
+        "cutover_deployments_total",
+        "cutover_deployment_duration_seconds_count",
+        "cutover_deployment_phase",
+    ];
+    let mut missing = Vec::new();
+    for family in per_app {
+        for app in ["web", "api"] {
+            let series: Vec<_> = m
+                .iter()
+                .filter(|s| s.name == family && s.labels.get("app").is_some_and(|a| a == app))
+                .collect();
+            if series.is_empty() {
+                missing.push(format!("{family}{{app={app}}}"));
+            }
+            for s in series {
+                assert_eq!(s.value, 0.0, "{family} {:?} before any traffic", s.labels);
+            }
+        }
+    }
+    assert!(missing.is_empty(), "absent at start-up: {missing:?}");
+    // Per instance: each ready instance, each kind.
+    for (app, instance) in [("web", "web-0"), ("web", "web-1"), ("api", "api-0")] {
+        for kind in ["websocket", "sse"] {
+            assert_eq!(
+                value(
+                    &m,
+                    "cutover_long_lived_connections",
+                    &[("app", app), ("instance", instance), ("kind", kind)]
+                ),
+                Some(0.0),
+                "{app} {instance} {kind}"
+            );
+        }
+        assert_eq!(
+            value(&m, "cutover_instance_ready", &[("app", app), ("instance", instance)]),
+            Some(1.0)
+        );
+    }
+    assert!(value(&m, "cutover_route_table_generation", &[]).is_some());
 }

@@ -46,6 +46,23 @@ fn query(prometheus: SocketAddr, expr: &str) -> Value {
     serde_json::from_slice(&resp.body).unwrap()
 }
 
+/// Waits (up to `timeout`) until `expr` returns at least one series from
+/// Prometheus: synchronising on what it scraped, not on a guessed time.
+async fn wait_for_data(prometheus: SocketAddr, expr: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let answer = tokio::task::block_in_place(|| query(prometheus, expr));
+        if answer["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no data for {expr} within {timeout:?}: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Percent-encodes a query parameter.
 fn encode(s: &str) -> String {
     s.bytes()
@@ -145,33 +162,63 @@ async fn every_dashboard_expression_returns_data_from_a_real_prometheus() {
         use futures_util::StreamExt;
         while let Some(Ok(_)) = ws.next().await {}
     });
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Prometheus has seen the traffic (two scrapes, so a rate) before the deploy.
+    wait_for_data(
+        address,
+        "sum(rate(cutover_requests_total[1m])) > 0",
+        Duration::from_secs(30),
+    )
+    .await;
     let v2 = cutover.config_with_version("v1", "v2");
     let (code, out, err) = tokio::task::block_in_place(|| cutover.push(&v2, &["--deploy-strategy", "rolling"]));
     assert_eq!(code, 0, "{out}\n{err}");
     let _ = tokio::time::timeout(Duration::from_secs(10), closed).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // ...and the deploy and the WebSocket it closed, with the load running.
+    wait_for_data(
+        address,
+        "sum(increase(cutover_deployments_total{outcome=\"succeeded\"}[1h])) > 0",
+        Duration::from_secs(30),
+    )
+    .await;
+    wait_for_data(
+        address,
+        "sum(cutover_long_lived_closed_total{reason=\"drain\"}) > 0",
+        Duration::from_secs(30),
+    )
+    .await;
     let report = load.stop();
     assert_eq!(report.failures(), 0, "{:?}", report.samples);
-    tokio::time::sleep(Duration::from_secs(2)).await;
 
     let dashboard: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/cutover.json")).unwrap(),
     )
     .unwrap();
-    let mut checked = 0;
-    let mut empty = Vec::new();
-    for panel in dashboard["panels"].as_array().unwrap() {
-        for target in panel["targets"].as_array().unwrap() {
-            let expr = target["expr"].as_str().unwrap();
-            let answer = tokio::task::block_in_place(|| query(address, expr));
-            assert_eq!(answer["status"], "success", "{expr}: {answer}");
-            if answer["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
-                empty.push(format!("{} / {expr}", panel["title"]));
+    // Every expression returns data once Prometheus has scraped what the
+    // test did; poll until then (bounded), never a fixed wait.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut checked = 0;
+        let mut empty = Vec::new();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                let answer = tokio::task::block_in_place(|| query(address, expr));
+                assert_eq!(answer["status"], "success", "{expr}: {answer}");
+                if answer["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
+                    empty.push(format!("{} / {expr}", panel["title"]));
+                }
+                checked += 1;
             }
-            checked += 1;
         }
+        assert!(checked >= 15, "the dashboard has its panels");
+        if empty.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expressions with no data:\n{}",
+            empty.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(checked >= 15, "the dashboard has its panels");
-    assert!(empty.is_empty(), "expressions with no data:\n{}", empty.join("\n"));
 }

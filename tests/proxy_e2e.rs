@@ -107,15 +107,28 @@ fn killing_one_of_two_instances_fails_no_request_and_it_rejoins() {
         })
         .collect();
 
-    std::thread::sleep(Duration::from_millis(300));
+    // The load runs before, during and after the crash: wait for its
+    // answers rather than for a guessed time.
+    let answered_more = |more: u64| {
+        let target = ok.load(Ordering::SeqCst) + more;
+        cutover.wait_until(Duration::from_secs(20), "the load to get answers", |_| {
+            ok.load(Ordering::SeqCst) >= target
+        });
+    };
+    answered_more(50);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    cutover.wait_until(Duration::from_secs(10), "the crash noticed", |c| {
+        c.instances("web")
+            .iter()
+            .any(|i| i["name"] == "web-0" && (i["state"] != "ready" || i["pid"].as_u64() != Some(victim as u64)))
+    });
+    answered_more(20);
     cutover.wait_until(Duration::from_secs(20), "web-0 restarted and ready", |c| {
         c.instances("web")
             .iter()
             .any(|i| i["name"] == "web-0" && i["state"] == "ready" && i["pid"].as_u64() != Some(victim as u64))
     });
-    std::thread::sleep(Duration::from_millis(300));
+    answered_more(50);
     stop.store(true, Ordering::SeqCst);
     let failures: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
     assert!(failures.is_empty(), "failed requests: {failures:?}");
@@ -169,34 +182,54 @@ fn a_backend_down_longer_than_hold_timeout_gives_503_with_retry_after() {
         started.elapsed() >= Duration::from_millis(450),
         "held for hold_timeout first"
     );
-    let metrics = support::http::get(cutover.admin, "admin", "/metrics").unwrap().text();
-    assert!(
-        metrics.contains("cutover_requests_total{app=\"web\",code=\"503\"} 1"),
-        "{metrics}"
-    );
+    // Counted after the response is written: wait for it (bounded).
+    cutover.wait_until(Duration::from_secs(10), "the 503 counted", |c| {
+        c.admin_get("/metrics")
+            .text()
+            .contains("cutover_requests_total{app=\"web\",code=\"503\"} 1")
+    });
 }
 
+/// Every process start is a new pool generation: a pooled upstream
+/// connection to the previous process on the same port is never reused.
+/// Regression (issue 9): this test used to SIGKILL the backend, so the
+/// pooled connections were already dead and pingora's stale-connection
+/// retry made it pass without the generation `group_key`. Here the old
+/// process (`DEMO_LINGER_MS`) stops listening but keeps answering, as v1,
+/// on the connection the proxy pooled, while v2 takes over its port.
 #[test]
-fn a_keepalive_client_keeps_working_across_a_backend_restart_on_the_same_port() {
+fn a_pooled_connection_to_the_old_process_is_never_reused_on_the_same_port() {
     let cutover = Cutover::builder()
-        .app(App::demo("web", "v1"))
+        .app(App::demo("web", "v1").env("DEMO_LINGER_MS", "15000"))
         .route("*", "/", "web")
         .start();
     let mut client = cutover.client();
-    for _ in 0..3 {
-        assert_eq!(client.get("t", "/").unwrap().status, 200);
+    for _ in 0..5 {
+        // Each answer leaves the proxy's upstream connection in its pool.
+        assert!(client.get("t", "/").unwrap().text().starts_with("v1 "));
     }
     let before = cutover.instances("web")[0].clone();
-    let pid = before["pid"].as_u64().unwrap() as i32;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
-    // The same client connection: held until the restarted instance is ready.
-    let resp = client.get("t", "/").expect("the kept-alive connection still works");
-    assert_eq!(resp.status, 200, "{}", resp.text());
+    let (code, out, err) = cutover.push(
+        &cutover.config_with_version("v1", "v2"),
+        &["--deploy-strategy", "stopstart"],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
     let after = cutover.instances("web")[0].clone();
-    assert_eq!(after["address"], before["address"], "restarted on the same port");
+    assert_eq!(after["address"], before["address"], "the new process has the old port");
     assert_ne!(after["generation"], before["generation"], "a new pool generation");
-    for _ in 0..3 {
-        assert_eq!(client.get("t", "/").unwrap().status, 200);
+    // The v1 process still answers on its open connections for 15 s: any
+    // reuse of the pooled one would answer v1.
+    for n in 0..10 {
+        let resp = client
+            .get("t", "/")
+            .expect("the kept-alive client connection still works");
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert!(
+            resp.text().starts_with("v2 "),
+            "request {n} reached the old process: {}",
+            resp.text()
+        );
+        assert!(cutover.get("t", "/").text().starts_with("v2 "), "fresh connection {n}");
     }
 }
 
@@ -229,7 +262,9 @@ fn sigterm_lets_an_inflight_request_finish() {
         .start();
     let proxy = cutover.proxy;
     let slow = std::thread::spawn(move || support::http::get(proxy, "t", "/slow?ms=800"));
-    std::thread::sleep(Duration::from_millis(200));
+    cutover.wait_until(Duration::from_secs(10), "the slow request in flight", |c| {
+        c.instances("web")[0]["inflight"].as_u64() >= Some(1)
+    });
     let status = cutover.signal_and_wait(Signal::SIGTERM, Duration::from_secs(20));
     assert!(status.success());
     let resp = slow.join().unwrap().expect("in-flight request completed");

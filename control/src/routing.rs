@@ -132,11 +132,14 @@ impl Routing {
             builder.long_lived(settings);
         }
         for (name, app) in &state.apps {
-            let backends = app
+            let backends: Vec<_> = app
                 .serving
                 .iter()
                 .filter_map(|i| i.state().ready_backend().cloned())
                 .collect();
+            // Each serving instance's long-lived series reads 0 from now on.
+            self.metrics
+                .serving_instances(name, backends.iter().map(|b| b.instance().to_string()).collect());
             builder.app(app.id, name.as_str(), backends, Arc::clone(&app.metrics));
         }
         for route in &state.routes {

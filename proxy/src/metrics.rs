@@ -3,16 +3,58 @@
 //! Label handles are resolved once per app ([`AppMetrics`], carried in the
 //! route table), so the request path only increments atomics: no label hash
 //! and no lock per request.
+//!
+//! Every family is present from start-up (SPEC §6): [`ProxyMetrics::app`]
+//! creates each app's series at 0, and `cutover_long_lived_connections`
+//! reports each serving instance × kind at 0 (see [`LongLivedFamily`]).
 
-use std::sync::{Arc, OnceLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
     exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry,
 };
 
+use crate::longlived::{CloseReason, Kind};
+
 /// Status codes with a pre-resolvable counter slot: 100..=599.
 const CODES: usize = 500;
+
+/// The code whose series every app has from the start, so the request rate
+/// reads 0 before the first request.
+const FIRST_CODE: u16 = 200;
+
+/// Every `kind` label.
+const KINDS: [Kind; 2] = [Kind::WebSocket, Kind::Sse];
+
+/// Every `reason` label.
+const REASONS: [CloseReason; 6] = [
+    CloseReason::Drain,
+    CloseReason::Shutdown,
+    CloseReason::Client,
+    CloseReason::Backend,
+    CloseReason::Idle,
+    CloseReason::Error,
+];
+
+/// Fails to compile when a kind or reason is added without being listed
+/// above (the series at 0 would be missing for it).
+const _: fn(Kind, CloseReason) = |kind, reason| {
+    match kind {
+        Kind::WebSocket | Kind::Sse => {}
+    }
+    match reason {
+        CloseReason::Drain
+        | CloseReason::Shutdown
+        | CloseReason::Client
+        | CloseReason::Backend
+        | CloseReason::Idle
+        | CloseReason::Error => {}
+    }
+};
 
 /// Every metric family the data plane owns.
 #[derive(Clone)]
@@ -22,7 +64,7 @@ pub struct ProxyMetrics {
     connect_errors: IntCounterVec,
     retries: IntCounterVec,
     held: IntGaugeVec,
-    long_lived: IntGaugeVec,
+    long_lived: LongLivedFamily,
     long_lived_closed: IntCounterVec,
 }
 
@@ -63,13 +105,7 @@ impl ProxyMetrics {
                 ),
                 &["app"],
             )?,
-            long_lived: IntGaugeVec::new(
-                Opts::new(
-                    "cutover_long_lived_connections",
-                    "Open WebSocket and SSE connections, by app, instance and kind.",
-                ),
-                &["app", "instance", "kind"],
-            )?,
+            long_lived: LongLivedFamily::new()?,
             long_lived_closed: IntCounterVec::new(
                 Opts::new(
                     "cutover_long_lived_closed_total",
@@ -88,8 +124,21 @@ impl ProxyMetrics {
         Ok(metrics)
     }
 
-    /// Label handles for one app. Call once per app and keep the `Arc`.
+    /// Label handles for one app, its series created at 0. Call once per
+    /// app and keep the `Arc`.
     pub fn app(&self, app: &str) -> Arc<AppMetrics> {
+        let metrics = self.handles(app);
+        metrics.ensure_code(FIRST_CODE);
+        for kind in KINDS {
+            for reason in REASONS {
+                self.long_lived_closed
+                    .with_label_values(&[app, kind.as_str(), reason.as_str()]);
+            }
+        }
+        metrics
+    }
+
+    fn handles(&self, app: &str) -> Arc<AppMetrics> {
         Arc::new(AppMetrics {
             app: app.into(),
             requests: self.requests.clone(),
@@ -101,9 +150,18 @@ impl ProxyMetrics {
         })
     }
 
-    /// Handles for requests that matched no route (`app=""`).
+    /// Handles for requests that matched no route (`app=""`); its series
+    /// appear with the first such request.
     pub fn unrouted(&self) -> Arc<AppMetrics> {
-        self.app("")
+        self.handles("")
+    }
+
+    /// The instances serving `app` now: each one's
+    /// `cutover_long_lived_connections` series reads 0 until it has a
+    /// connection. Instances no longer named keep their series only while
+    /// connections to them remain.
+    pub fn serving_instances(&self, app: &str, instances: Vec<String>) {
+        self.long_lived.serving(app, instances);
     }
 
     /// Deletes every series of an app that is gone, so the series count
@@ -116,6 +174,14 @@ impl ProxyMetrics {
         for code in 100..600u16 {
             let _ = self.requests.remove_label_values(&[app, &code.to_string()]);
         }
+        for kind in KINDS {
+            for reason in REASONS {
+                let _ = self
+                    .long_lived_closed
+                    .remove_label_values(&[app, kind.as_str(), reason.as_str()]);
+            }
+        }
+        self.long_lived.forget(app);
     }
 }
 
@@ -123,11 +189,9 @@ impl ProxyMetrics {
     /// Counts an open long-lived connection until [`LongLivedMetric::closed`]
     /// (or drop, counted as `error`).
     pub fn long_lived_opened(&self, app: &str, instance: &str, kind: &'static str) -> LongLivedMetric {
-        let gauge = self.long_lived.with_label_values(&[app, instance, kind]);
-        gauge.inc();
+        self.long_lived.opened(app, instance, kind);
         LongLivedMetric {
             metrics: self.clone(),
-            gauge,
             labels: [app.to_string(), instance.to_string()],
             kind,
             reason: None,
@@ -138,7 +202,6 @@ impl ProxyMetrics {
 /// One open long-lived connection in the metrics.
 pub struct LongLivedMetric {
     metrics: ProxyMetrics,
-    gauge: IntGauge,
     labels: [String; 2],
     kind: &'static str,
     reason: Option<&'static str>,
@@ -153,21 +216,108 @@ impl LongLivedMetric {
 
 impl Drop for LongLivedMetric {
     fn drop(&mut self) {
-        self.gauge.dec();
         let [app, instance] = &self.labels;
+        self.metrics.long_lived.closed(app, instance, self.kind);
         self.metrics
             .long_lived_closed
             .with_label_values(&[app.as_str(), self.kind, self.reason.unwrap_or("error")])
             .inc();
-        // The instance's series goes with its last connection, so removed
-        // instances leave no series behind.
-        if self.gauge.get() == 0 {
-            let _ = self
-                .metrics
-                .long_lived
-                .remove_label_values(&[app.as_str(), instance.as_str(), self.kind]);
+    }
+}
+
+/// `cutover_long_lived_connections{app,instance,kind}`: the open
+/// connections counted per (app, instance, kind), plus a 0 for every
+/// kind of every serving instance, merged when Prometheus scrapes.
+///
+/// Counts live only while non-zero, so instances that are gone leave no
+/// series behind however many deploys run; the serving instances are
+/// told by the control plane at each table publish. Opening and closing
+/// take a lock (once per long-lived connection, never per request), so a
+/// count is never lost to a series being removed at the same moment.
+#[derive(Clone)]
+pub struct LongLivedFamily {
+    open: Arc<Mutex<BTreeMap<[String; 3], i64>>>,
+    serving: Arc<Mutex<BTreeMap<String, Vec<String>>>>,
+    /// Filled at each scrape from the two maps above.
+    view: Arc<Mutex<IntGaugeVec>>,
+    desc: Vec<Desc>,
+}
+
+impl LongLivedFamily {
+    fn new() -> prometheus::Result<Self> {
+        let view = IntGaugeVec::new(
+            Opts::new(
+                "cutover_long_lived_connections",
+                "Open WebSocket and SSE connections, by app, instance and kind.",
+            ),
+            &["app", "instance", "kind"],
+        )?;
+        let desc = view.desc().into_iter().cloned().collect();
+        Ok(Self {
+            open: Arc::default(),
+            serving: Arc::default(),
+            view: Arc::new(Mutex::new(view)),
+            desc,
+        })
+    }
+
+    fn opened(&self, app: &str, instance: &str, kind: &str) {
+        let mut open = lock(&self.open);
+        *open.entry([app.into(), instance.into(), kind.into()]).or_insert(0) += 1;
+    }
+
+    fn closed(&self, app: &str, instance: &str, kind: &str) {
+        let mut open = lock(&self.open);
+        let key = [app.to_string(), instance.to_string(), kind.to_string()];
+        if let Some(count) = open.get_mut(&key) {
+            *count -= 1;
+            if *count <= 0 {
+                open.remove(&key);
+            }
         }
     }
+
+    fn serving(&self, app: &str, instances: Vec<String>) {
+        lock(&self.serving).insert(app.to_string(), instances);
+    }
+
+    fn forget(&self, app: &str) {
+        lock(&self.serving).remove(app);
+    }
+
+    /// The count of open connections (tests).
+    #[cfg(test)]
+    fn count(&self, app: &str, instance: &str, kind: &str) -> i64 {
+        let key = [app.to_string(), instance.to_string(), kind.to_string()];
+        lock(&self.open).get(&key).copied().unwrap_or(0)
+    }
+}
+
+impl Collector for LongLivedFamily {
+    fn desc(&self) -> Vec<&Desc> {
+        self.desc.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let view = lock(&self.view);
+        view.reset();
+        for (app, instances) in lock(&self.serving).iter() {
+            for instance in instances {
+                for kind in KINDS {
+                    view.with_label_values(&[app.as_str(), instance.as_str(), kind.as_str()]);
+                }
+            }
+        }
+        for ([app, instance, kind], count) in lock(&self.open).iter() {
+            view.with_label_values(&[app.as_str(), instance.as_str(), kind.as_str()])
+                .set(*count);
+        }
+        view.collect()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Pre-resolved handles for one app.
@@ -206,6 +356,18 @@ impl AppMetrics {
         }
     }
 
+    /// Creates the `cutover_requests_total` series for `code` at 0.
+    fn ensure_code(&self, code: u16) {
+        match self.by_code.get(usize::from(code).wrapping_sub(100)) {
+            Some(slot) => {
+                slot.get_or_init(|| self.requests.with_label_values(&[&*self.app, &code.to_string()]));
+            }
+            None => {
+                self.requests.with_label_values(&[&*self.app, &code.to_string()]);
+            }
+        }
+    }
+
     /// Counts a failed connection attempt.
     #[inline]
     pub fn connect_error(&self) {
@@ -231,5 +393,72 @@ pub struct HeldGuard(Arc<AppMetrics>);
 impl Drop for HeldGuard {
     fn drop(&mut self) {
         self.0.held.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::Encoder;
+
+    fn scrape(registry: &Registry) -> String {
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn every_family_has_each_apps_series_at_zero_before_any_traffic() {
+        let registry = Registry::new();
+        let metrics = ProxyMetrics::new(&registry).unwrap();
+        let _web = metrics.app("web");
+        metrics.serving_instances("web", vec!["web-0".into()]);
+        let text = scrape(&registry);
+        for series in [
+            "cutover_requests_total{app=\"web\",code=\"200\"} 0",
+            "cutover_request_duration_seconds_count{app=\"web\"} 0",
+            "cutover_upstream_connect_errors_total{app=\"web\"} 0",
+            "cutover_retries_total{app=\"web\"} 0",
+            "cutover_held_requests{app=\"web\"} 0",
+            "cutover_long_lived_connections{app=\"web\",instance=\"web-0\",kind=\"websocket\"} 0",
+            "cutover_long_lived_connections{app=\"web\",instance=\"web-0\",kind=\"sse\"} 0",
+            "cutover_long_lived_closed_total{app=\"web\",kind=\"sse\",reason=\"drain\"} 0",
+            "cutover_long_lived_closed_total{app=\"web\",kind=\"websocket\",reason=\"error\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn long_lived_counts_follow_connections_and_gone_instances_vanish() {
+        let registry = Registry::new();
+        let metrics = ProxyMetrics::new(&registry).unwrap();
+        let _web = metrics.app("web");
+        metrics.serving_instances("web", vec!["web-0".into()]);
+        let mut first = metrics.long_lived_opened("web", "web-0", "websocket");
+        let second = metrics.long_lived_opened("web", "web-0", "websocket");
+        assert_eq!(metrics.long_lived.count("web", "web-0", "websocket"), 2);
+        assert!(scrape(&registry)
+            .contains("cutover_long_lived_connections{app=\"web\",instance=\"web-0\",kind=\"websocket\"} 2"));
+        // The instance leaves the table (drain): its open connections
+        // still show, then nothing once they close.
+        metrics.serving_instances("web", vec!["web-1".into()]);
+        first.closed("drain");
+        drop(first);
+        let text = scrape(&registry);
+        assert!(text.contains("instance=\"web-0\",kind=\"websocket\"} 1"), "{text}");
+        assert!(!text.contains("instance=\"web-0\",kind=\"sse\""), "{text}");
+        drop(second);
+        let text = scrape(&registry);
+        assert!(!text.contains("instance=\"web-0\""), "{text}");
+        assert!(text.contains("instance=\"web-1\",kind=\"sse\"} 0"), "{text}");
+        assert!(text.contains("cutover_long_lived_closed_total{app=\"web\",kind=\"websocket\",reason=\"drain\"} 1"));
+        assert!(text.contains("cutover_long_lived_closed_total{app=\"web\",kind=\"websocket\",reason=\"error\"} 1"));
+        // A removed app leaves no series.
+        metrics.remove_app("web");
+        let text = scrape(&registry);
+        assert!(!text.contains("app=\"web\""), "{text}");
     }
 }

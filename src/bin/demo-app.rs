@@ -28,6 +28,14 @@
 //! - `DEMO_HEALTH_FAIL_FILE=/path`: `/health` answers 503 while that file exists.
 //! - `DEMO_EXIT_AFTER_MS`: exit with code 3 this long after the process started
 //!   (a crash; unset or 0: never).
+//! - `DEMO_LINGER_MS`: an app whose shutdown outlives the process its
+//!   supervisor watches. The server runs in a child process in its own
+//!   process group (so a group kill misses it); on SIGTERM the parent closes
+//!   the child's stdin, waits until the child stopped listening (the port is
+//!   free again) and exits 0, while the child keeps answering requests on
+//!   connections already open, as the old version, for this long before it
+//!   shuts down (unset or 0: off). What a pooled proxy connection meets when
+//!   a new process takes over the same port.
 //!
 //! A missing or invalid `PORT`, or any invalid knob, exits 2 with a message
 //! naming the variable. On SIGTERM or SIGINT the app stops accepting, lets
@@ -85,7 +93,11 @@ struct Config {
     health_fail_file: Option<PathBuf>,
     tick: Option<Duration>,
     sse_every: Duration,
+    linger: Option<Duration>,
 }
+
+/// Set (by the parent) in the child that serves under `DEMO_LINGER_MS`.
+const LINGER_CHILD: &str = "DEMO_LINGER_CHILD";
 
 impl Config {
     /// Reads the environment; the error names the variable and what it accepts.
@@ -116,6 +128,7 @@ impl Config {
                 .map(PathBuf::from),
             tick: positive(millis("DEMO_TICK_MS", 1000)?),
             sse_every,
+            linger: positive(millis("DEMO_LINGER_MS", 0)?),
         })
     }
 }
@@ -178,7 +191,12 @@ async fn main() -> ExitCode {
     }
     // Plain lines on stdout: cutover keeps instance output in its log files.
     tracing_subscriber::fmt().with_ansi(false).with_target(false).init();
-    match run(cfg).await {
+    let outcome = if cfg.linger.is_some() && std::env::var_os(LINGER_CHILD).is_none() {
+        run_linger_parent(cfg.port).await
+    } else {
+        run(cfg).await
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(problem) => {
             eprintln!("demo-app: {problem}");
@@ -200,10 +218,12 @@ async fn run(cfg: Config) -> Result<(), String> {
     let handler_error = |e| format!("cannot install signal handlers: {e}");
     let mut term = signal(SignalKind::terminate()).map_err(handler_error)?;
     let mut int = signal(SignalKind::interrupt()).map_err(handler_error)?;
+    let linger_child = std::env::var_os(LINGER_CHILD).is_some();
     let mut stop_signal = Box::pin(async move {
         tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
+            _ = stdin_closed(), if linger_child => "the parent's stop",
         }
     });
     if !cfg.start_delay.is_zero() {
@@ -219,6 +239,9 @@ async fn run(cfg: Config) -> Result<(), String> {
     let listener = TcpListener::bind(("127.0.0.1", cfg.port))
         .await
         .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", cfg.port))?;
+    let (close_tx, close) = watch::channel(false);
+    let listener = ClosableListener::new(listener, close)?;
+    let linger = cfg.linger;
     let (shutdown_tx, shutdown) = watch::channel(false);
     let app = Arc::new(App { cfg, shutdown });
     info!(
@@ -228,6 +251,13 @@ async fn run(cfg: Config) -> Result<(), String> {
     );
     let shutdown = async move {
         let name = stop_signal.await;
+        if let Some(linger) = linger {
+            // Stop accepting (the port is free for a successor), keep
+            // answering on open connections as if nothing happened.
+            let _ = close_tx.send(true);
+            info!("{name}: listener closed; answering open connections for {linger:?} (DEMO_LINGER_MS)");
+            sleep(linger).await;
+        }
         info!("{name}: finishing in-flight requests, then exiting");
         let _ = shutdown_tx.send(true);
         tokio::spawn(async {
@@ -242,6 +272,104 @@ async fn run(cfg: Config) -> Result<(), String> {
         .map_err(|e| format!("server failed: {e}"))?;
     info!("stopped");
     Ok(())
+}
+
+/// The `DEMO_LINGER_MS` parent: runs the server as a child in its own
+/// process group; on SIGTERM/SIGINT closes the child's stdin (its stop
+/// signal), waits (at most 2 s) until the port is free, and exits 0.
+async fn run_linger_parent(port: u16) -> Result<(), String> {
+    let handler_error = |e| format!("cannot install signal handlers: {e}");
+    let mut term = signal(SignalKind::terminate()).map_err(handler_error)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(handler_error)?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
+    let mut child = tokio::process::Command::new(exe)
+        .env(LINGER_CHILD, "1")
+        .stdin(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start the serving child: {e}"))?;
+    let stdin = child.stdin.take();
+    info!("serving from child process {:?} (DEMO_LINGER_MS)", child.id());
+    let name = tokio::select! {
+        status = child.wait() => {
+            let code = status.ok().and_then(|s| s.code()).unwrap_or(1);
+            return Err(format!("the serving child exited ({code})"));
+        }
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() && Instant::now() < deadline {
+        sleep(Duration::from_millis(5)).await;
+    }
+    info!("{name}: the child stopped listening; exiting while it lingers");
+    Ok(())
+}
+
+/// Resolves when stdin reaches its end (or fails): the linger parent's stop.
+async fn stdin_closed() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+}
+
+/// A listener that can be closed while the server keeps serving the
+/// connections it already accepted (`DEMO_LINGER_MS`).
+struct ClosableListener {
+    inner: Option<TcpListener>,
+    addr: std::net::SocketAddr,
+    close: watch::Receiver<bool>,
+}
+
+impl ClosableListener {
+    fn new(inner: TcpListener, close: watch::Receiver<bool>) -> Result<Self, String> {
+        let addr = inner.local_addr().map_err(|e| format!("no local address: {e}"))?;
+        Ok(Self {
+            inner: Some(inner),
+            addr,
+            close,
+        })
+    }
+}
+
+impl axum::serve::Listener for ClosableListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Some(listener) = &self.inner else {
+                return std::future::pending().await;
+            };
+            let closing = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => return pair,
+                    // Out of descriptors and the like: try again shortly.
+                    Err(_) => {
+                        sleep(Duration::from_millis(10)).await;
+                        false
+                    }
+                },
+                () = until_closed(&mut self.close) => true,
+            };
+            if closing {
+                self.inner = None;
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
+}
+
+/// Resolves when `close` turns true (never, if its sender is gone).
+async fn until_closed(close: &mut watch::Receiver<bool>) {
+    if close.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 fn router(app: Shared) -> Router {

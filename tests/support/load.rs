@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -112,6 +112,8 @@ impl LoadReport {
 /// A running load; [`Load::stop`] ends it and returns the report.
 pub struct Load {
     stop: Arc<AtomicBool>,
+    /// Responses received so far (any status), across every client.
+    answered: Arc<AtomicU64>,
     thread: std::thread::JoinHandle<LoadReport>,
 }
 
@@ -120,6 +122,8 @@ impl Load {
     pub fn start(proxy: SocketAddr, spec: LoadSpec) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let answered = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&answered);
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -136,6 +140,7 @@ impl Load {
                         i,
                         keepalive,
                         Arc::clone(&flag),
+                        Arc::clone(&counter),
                     )));
                 }
                 let mut report = LoadReport::default();
@@ -145,7 +150,28 @@ impl Load {
                 report
             })
         });
-        Self { stop, thread }
+        Self { stop, answered, thread }
+    }
+
+    /// Responses received so far, across every client.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::SeqCst)
+    }
+
+    /// Waits (up to `timeout`, else panics) until `more` responses beyond
+    /// those received so far have arrived: the load has run through
+    /// whatever state the system is in now.
+    pub fn wait_for_more(&self, more: u64, timeout: Duration) {
+        let target = self.answered() + more;
+        let deadline = Instant::now() + timeout;
+        while self.answered() < target {
+            assert!(
+                Instant::now() < deadline,
+                "the load got {} of {more} more responses in {timeout:?}",
+                more - (target - self.answered())
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Stops every client after its current request; the report.
@@ -167,7 +193,14 @@ async fn connect(proxy: SocketAddr) -> std::io::Result<Sender> {
     Ok(sender)
 }
 
-async fn client(proxy: SocketAddr, spec: LoadSpec, index: usize, keepalive: bool, stop: Arc<AtomicBool>) -> LoadReport {
+async fn client(
+    proxy: SocketAddr,
+    spec: LoadSpec,
+    index: usize,
+    keepalive: bool,
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicU64>,
+) -> LoadReport {
     let mut report = LoadReport::default();
     let mut versions: Vec<String> = Vec::new();
     let mut sender: Option<Sender> = None;
@@ -206,6 +239,7 @@ async fn client(proxy: SocketAddr, spec: LoadSpec, index: usize, keepalive: bool
         .await;
         match outcome {
             Ok(Ok((status, version, s))) => {
+                answered.fetch_add(1, Ordering::SeqCst);
                 *report.by_status.entry(status).or_default() += 1;
                 if (200..300).contains(&status) {
                     report

@@ -107,6 +107,7 @@ pub struct Builder {
     wait_ready: bool,
     token: Option<(String, String)>,
     proxy_extra: Vec<String>,
+    admin_extra: Vec<String>,
     up_args: Vec<String>,
 }
 
@@ -119,6 +120,7 @@ impl Default for Builder {
             wait_ready: true,
             token: None,
             proxy_extra: Vec::new(),
+            admin_extra: Vec::new(),
             up_args: Vec::new(),
         }
     }
@@ -153,6 +155,12 @@ impl Builder {
         self
     }
 
+    /// A raw YAML line under `admin:`, e.g. `allowed_origins: [...]`.
+    pub fn admin_yaml(mut self, line: &str) -> Self {
+        self.admin_extra.push(line.into());
+        self
+    }
+
     /// Protect the admin API with a token read from `$var`.
     pub fn admin_token(mut self, var: &str, token: &str) -> Self {
         self.token = Some((var.into(), token.into()));
@@ -179,6 +187,9 @@ impl Builder {
         writeln!(y, "admin:\n  listen: {admin}").unwrap();
         if let Some((var, _)) = &self.token {
             writeln!(y, "  token_env: {var}").unwrap();
+        }
+        for line in &self.admin_extra {
+            writeln!(y, "  {line}").unwrap();
         }
         writeln!(y, "state_dir: state\napps:").unwrap();
         for app in &self.apps {
@@ -401,12 +412,30 @@ impl Cutover {
         serde_json::from_slice(&resp.body).unwrap()
     }
 
+    /// The `Host` the admin API accepts: its own address (a request with
+    /// any other Host gets 421).
+    pub fn admin_host(&self) -> String {
+        self.admin.to_string()
+    }
+
     /// GET on the admin API, with the token when there is one.
     pub fn admin_get(&self, path: &str) -> Response {
+        self.admin_send("GET", path, &[], &[])
+    }
+
+    /// POST of a JSON body on the admin API, with the token when there is one.
+    pub fn admin_post_json(&self, path: &str, body: &[u8]) -> Response {
+        self.admin_send("POST", path, &[("Content-Type", "application/json")], body)
+    }
+
+    /// Any request on the admin API on a fresh connection, with the right
+    /// `Host` and the token when there is one, plus `headers`.
+    pub fn admin_send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
         let auth = self.token.as_ref().map(|(_, t)| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let mut all: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        all.extend_from_slice(headers);
         Client::connect(self.admin)
-            .and_then(|mut c| c.send("GET", "admin", path, &headers, &[]))
+            .and_then(|mut c| c.send(method, &self.admin_host(), path, &all, body))
             .expect("admin answers")
     }
 

@@ -1,5 +1,7 @@
 //! The admin HTTP API (SPEC §5): JSON, bearer token when configured,
-//! Prometheus text at `/metrics`.
+//! Prometheus text at `/metrics`. Browsers are not trusted callers: every
+//! request passes [`guard`] (Host, Origin, token, Content-Type) before any
+//! handler runs, and every error is JSON ([`errors`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,15 +11,14 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
 use crate::config::Strategy;
@@ -26,6 +27,8 @@ use crate::deploy::{Controller, DeployError};
 use crate::supervisor::AppStatus;
 
 mod deployments;
+mod errors;
+pub mod guard;
 
 /// What the admin handlers read.
 pub struct AdminState {
@@ -34,6 +37,11 @@ pub struct AdminState {
     /// Bearer token required on every request but `/healthz`, if set.
     pub token: Option<String>,
     pub started: Instant,
+    /// The admin listener's address: a request's `Host` must name it (or
+    /// `localhost` with its port), else 421.
+    pub listen: SocketAddr,
+    /// `admin.allowed_origins`: a request with any other `Origin` gets 403.
+    pub allowed_origins: Vec<String>,
 }
 
 /// A JSON error answer: `{"error": "..."}` with a status code (and, for
@@ -93,7 +101,8 @@ impl From<DeployError> for ApiError {
 
 /// The admin router.
 pub fn router(state: Arc<AdminState>) -> Router {
-    let protected = Router::new()
+    Router::new()
+        .route("/healthz", get(healthz))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/deploy", post(deploy))
@@ -101,42 +110,19 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/deployments", get(deployments::list))
         .route("/deployments/{id}", get(deployments::one))
         .route("/deployments/{id}/events", get(deployments::events))
-        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_token));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .merge(protected)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        // Layers run outside in: the last added runs first. `json_errors`
+        // wraps everything, so even the guard's and axum's own refusals
+        // leave as JSON; the guard (which also covers the fallback) runs
+        // before any route, handler or extractor.
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), guard::guard))
+        .layer(middleware::from_fn(errors::json_errors))
         .with_state(state)
 }
 
 /// Binds the admin listener.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
-}
-
-async fn require_token(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Some(expected) = &state.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        // Constant time in the token's content; the length is not secret.
-        let ok: bool = given.as_bytes().ct_eq(expected.as_bytes()).into();
-        if !ok {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong bearer token (set CUTOVER_ADMIN_TOKEN)",
-            )
-            .into_response();
-        }
-    }
-    next.run(request).await
 }
 
 async fn healthz() -> &'static str {

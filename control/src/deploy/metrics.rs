@@ -43,6 +43,21 @@ impl DeployMetrics {
         Ok(metrics)
     }
 
+    /// Creates `app`'s series at 0 (SPEC §6: every family present from
+    /// start-up, so a dashboard shows 0 rather than "no data"): each
+    /// strategy and outcome, each phase.
+    pub fn app_configured(&self, app: &str) {
+        for strategy in ["rolling", "stopstart"] {
+            for outcome in [Outcome::Succeeded, Outcome::Failed, Outcome::RolledBack] {
+                self.total.with_label_values(&[app, strategy, outcome.as_str()]);
+            }
+            self.duration.with_label_values(&[app, strategy]);
+        }
+        for phase in Phase::ALL {
+            self.phase.with_label_values(&[app, phase.as_str()]);
+        }
+    }
+
     /// Sets the phase gauge of `app`: 1 for `current`, 0 for the rest.
     pub fn phase(&self, app: &str, current: Option<Phase>) {
         for phase in Phase::ALL {
