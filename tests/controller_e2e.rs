@@ -10,7 +10,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::http::Client;
 use support::{App, Cutover};
 
 /// `text` (a config) with `app_yaml` added as one more app.
@@ -27,12 +26,15 @@ fn extra_app(name: &str) -> String {
     )
 }
 
-/// `POST` on the admin API: (status, JSON body).
+/// `POST` on the admin API (a YAML body for `/push`, JSON otherwise):
+/// (status, JSON body).
 fn post(cutover: &Cutover, path: &str, body: &[u8]) -> (u16, Value) {
-    let resp = Client::connect(cutover.admin)
-        .unwrap()
-        .request("POST", "admin", path, body)
-        .unwrap();
+    let content_type = if path.starts_with("/push") {
+        "application/yaml"
+    } else {
+        "application/json"
+    };
+    let resp = cutover.admin_send("POST", path, &[("Content-Type", content_type)], body);
     let json = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
     (resp.status, json)
 }
@@ -296,7 +298,7 @@ fn a_deploy_cut_by_a_kill_is_interrupted_at_the_next_start_and_counted() {
     let interrupted = support::prom::value(
         &cutover.metrics(),
         "cutover_deployments_total",
-        &[("app", "web"), ("outcome", "interrupted")],
+        &[("app", "web"), ("strategy", "stopstart"), ("outcome", "interrupted")],
     );
     assert_eq!(interrupted, Some(1.0));
     // The app is free again: the next deploy runs and succeeds.

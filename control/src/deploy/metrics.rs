@@ -48,7 +48,7 @@ impl DeployMetrics {
     /// strategy and outcome, each phase.
     pub fn app_configured(&self, app: &str) {
         for strategy in ["rolling", "stopstart"] {
-            for outcome in [Outcome::Succeeded, Outcome::Failed, Outcome::RolledBack] {
+            for outcome in Outcome::ALL {
                 self.total.with_label_values(&[app, strategy, outcome.as_str()]);
             }
             self.duration.with_label_values(&[app, strategy]);

@@ -97,6 +97,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, for series created at 0.
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Succeeded,
+        Outcome::Failed,
+        Outcome::RolledBack,
+        Outcome::Interrupted,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Succeeded => "succeeded",
