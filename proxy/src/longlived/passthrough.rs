@@ -1,0 +1,226 @@
+//! Event streams on pingora's own path.
+//!
+//! A request is taken over only when it *asks* for an event stream
+//! (`Accept: text/event-stream`, what `EventSource` sends). curl and many
+//! fetch clients do not ask, so their streams come down pingora's path; the
+//! backend's `Content-Type: text/event-stream` is what says it is one
+//! (SPEC §4a). Such a stream gets the same treatment as a taken-over one:
+//! counted as long-lived, and when its backend drains (or cutover shuts
+//! down), at a jittered moment within `spread`, after the event in flight,
+//! `retry: N` and a clean end of the response.
+//!
+//! pingora cannot be told to end a response from outside the request's
+//! task, so a watcher task ends the *upstream read side*
+//! ([`UpstreamSocket::stop_reading`]) once the stream is between events;
+//! bytes pingora still delivers after that moment are withheld by the body
+//! filter ([`EventStream::filter`]). pingora then sees the backend's body
+//! end: a close-delimited body ends normally (the notice goes out as the
+//! last body bytes), a chunked or sized one ends with an upstream error (the
+//! notice and the clean end are written from `fail_to_proxy`).
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{oneshot, watch};
+
+use super::events::EventTracker;
+use super::socket::UpstreamSocket;
+use super::{jittered, until_true, CloseReason, LongLivedSettings};
+use crate::backend::LongLivedGuard;
+use crate::metrics::LongLivedMetric;
+
+/// Is this response an event stream? A 2xx with `Content-Type:
+/// text/event-stream` (any case, any parameters).
+pub fn is_event_stream(response: &pingora::http::ResponseHeader) -> bool {
+    const WANTED: &[u8] = b"text/event-stream";
+    response.status.is_success()
+        && response
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.as_bytes().get(..WANTED.len()))
+            .is_some_and(|t| t.eq_ignore_ascii_case(WANTED))
+}
+
+/// One event stream on pingora's path, from its response head to the end of
+/// the request (dropping it stops the watcher and closes our descriptor).
+pub(crate) struct EventStream {
+    shared: Arc<Mutex<Cut>>,
+    spread: std::time::Duration,
+    notice_sent: bool,
+    metric: LongLivedMetric,
+    _count: LongLivedGuard,
+    /// Dropped with the stream: the watcher ends.
+    _stop: oneshot::Sender<()>,
+}
+
+/// What the watcher and the body filter share.
+struct Cut {
+    events: EventTracker,
+    /// The notice is due, for this reason: nothing past the next event
+    /// boundary goes to the client.
+    due: Option<CloseReason>,
+    /// The upstream read side was stopped.
+    done: bool,
+    socket: UpstreamSocket,
+}
+
+impl Cut {
+    fn stop(&mut self) {
+        self.socket.stop_reading();
+        self.done = true;
+    }
+}
+
+/// The signals a stream listens to.
+pub(crate) struct Signals {
+    pub drain: watch::Receiver<bool>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl EventStream {
+    /// Starts watching `signals` for a stream whose backend connection is
+    /// `socket`.
+    pub(crate) fn start(
+        socket: UpstreamSocket,
+        signals: Signals,
+        settings: LongLivedSettings,
+        count: LongLivedGuard,
+        metric: LongLivedMetric,
+    ) -> Self {
+        let shared = Arc::new(Mutex::new(Cut {
+            events: EventTracker::new(),
+            due: None,
+            done: false,
+            socket,
+        }));
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(watch_signals(Arc::clone(&shared), signals, settings, stopped));
+        Self {
+            shared,
+            spread: settings.spread,
+            notice_sent: false,
+            metric,
+            _count: count,
+            _stop: stop,
+        }
+    }
+
+    /// Passes backend bytes through, tracking events; once the notice is
+    /// due, only up to the end of the event in flight, then stops the
+    /// upstream read side.
+    pub(crate) fn filter(&self, body: &mut Option<Bytes>) {
+        let Some(bytes) = body.as_mut() else { return };
+        let mut cut = lock(&self.shared);
+        if cut.done {
+            *body = None;
+            return;
+        }
+        if cut.due.is_none() {
+            cut.events.feed(bytes);
+            return;
+        }
+        let n = cut.events.feed_to_boundary(bytes);
+        bytes.truncate(n);
+        if cut.events.at_boundary() {
+            cut.stop();
+        }
+        if bytes.is_empty() {
+            *body = None;
+        }
+    }
+
+    /// Why the proxy ended this stream, if it did.
+    pub(crate) fn ended_by_proxy(&self) -> Option<CloseReason> {
+        let cut = lock(&self.shared);
+        cut.due.filter(|_| cut.done)
+    }
+
+    /// The `retry:` notice, once, if the proxy ended the stream.
+    pub(crate) fn take_notice(&mut self) -> Option<Bytes> {
+        if self.notice_sent || self.ended_by_proxy().is_none() {
+            return None;
+        }
+        self.notice_sent = true;
+        Some(retry_notice(self.spread))
+    }
+
+    /// At the end of the backend's body: adds the notice if the proxy ended
+    /// the stream.
+    pub(crate) fn at_end(&mut self, body: &mut Option<Bytes>) {
+        let Some(notice) = self.take_notice() else { return };
+        *body = Some(match body.take() {
+            Some(last) if !last.is_empty() => {
+                let mut joined = BytesMut::with_capacity(last.len() + notice.len());
+                joined.extend_from_slice(&last);
+                joined.extend_from_slice(&notice);
+                joined.freeze()
+            }
+            _ => notice,
+        });
+    }
+
+    /// Records why the stream ended (the metric's `reason`).
+    pub(crate) fn closed(&mut self, reason: CloseReason) {
+        self.metric.closed(reason.as_str());
+    }
+}
+
+/// `retry: N` (jittered, at least 100 ms) and the blank line that ends it
+/// as an event.
+pub(crate) fn retry_notice(spread: std::time::Duration) -> Bytes {
+    let retry_ms = 100 + jittered(spread).as_millis();
+    Bytes::from(format!("retry: {retry_ms}\n\n"))
+}
+
+fn lock(shared: &Mutex<Cut>) -> MutexGuard<'_, Cut> {
+    // Nothing panics while holding it; if something did, the state is
+    // still the best there is.
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Waits for a drain or shutdown, then for a jittered moment, then marks
+/// the notice due and stops reading at once if the stream is between
+/// events (else the body filter stops at the next boundary).
+async fn watch_signals(
+    shared: Arc<Mutex<Cut>>,
+    signals: Signals,
+    settings: LongLivedSettings,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let reason = tokio::select! {
+        _ = until_true(signals.drain) => CloseReason::Drain,
+        _ = until_true(signals.shutdown) => CloseReason::Shutdown,
+        _ = &mut stopped => return,
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(jittered(settings.spread)) => {}
+        _ = &mut stopped => return,
+    }
+    let mut cut = lock(&shared);
+    cut.due = Some(reason);
+    if cut.events.at_boundary() {
+        cut.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_streams_are_told_by_their_content_type() {
+        let head = |status: u16, ct: Option<&str>| {
+            let mut r = pingora::http::ResponseHeader::build(status, None).unwrap();
+            if let Some(ct) = ct {
+                r.insert_header("content-type", ct).unwrap();
+            }
+            r
+        };
+        assert!(is_event_stream(&head(200, Some("text/event-stream"))));
+        assert!(is_event_stream(&head(200, Some("Text/Event-Stream; charset=utf-8"))));
+        assert!(!is_event_stream(&head(200, Some("text/html"))));
+        assert!(!is_event_stream(&head(200, Some("text/event"))));
+        assert!(!is_event_stream(&head(200, None)));
+        assert!(!is_event_stream(&head(503, Some("text/event-stream"))));
+    }
+}
