@@ -338,6 +338,11 @@ impl ProxyHttp for CutoverProxy {
             Some((id, metrics)) => {
                 ctx.app = Some(id);
                 ctx.metrics = Some(metrics);
+                if let Some(problem) = first_chunk_problem(session).await {
+                    session.set_keepalive(None);
+                    respond(session, 400, Bytes::from(format!("bad request: {problem}\n")), false).await?;
+                    return Ok(true);
+                }
                 match Kind::of(session.req_header(), session.is_upgrade_req()) {
                     // The takeover path serves only requests without a body
                     // (SPEC §4a "Framing"): it forwards heads, never bodies.
@@ -603,6 +608,34 @@ pub(crate) fn add_forwarded_headers(
         trusted,
     };
     forwarded::apply(upstream, peer)
+}
+
+/// Reads the first piece of a chunked request body before any backend is
+/// chosen, so a request whose first chunk size is malformed (`+5`, ` 5`,
+/// `0x5`, over 16 digits) gets 400 and reaches no backend (SPEC §4a
+/// "Framing"). What was read stays in pingora's retry buffer, which pingora
+/// sends to the backend ahead of the rest of the body (the same buffer it
+/// replays on a retry); one read is at most 64 KiB (pingora's body buffer),
+/// which is exactly what that buffer holds, so nothing is lost. Later chunks
+/// are checked by pingora as they stream: a bad one aborts the backend
+/// connection before the last chunk, so the backend never gets a complete
+/// request. Skipped with `Expect: 100-continue`: that client waits for the
+/// backend's `100 Continue` before it sends any body.
+async fn first_chunk_problem(session: &mut Session) -> Option<String> {
+    let req = session.req_header();
+    if !req.headers.contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    {
+        return None;
+    }
+    session.as_mut().enable_retry_buffering();
+    match session.read_request_body().await {
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    }
 }
 
 /// The request's host: the `Host` header, else the URI's authority.
