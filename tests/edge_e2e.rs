@@ -467,7 +467,10 @@ fn an_event_stream_the_client_did_not_ask_for_gets_retry_and_a_clean_end_on_depl
         head.to_ascii_lowercase().contains("transfer-encoding: chunked"),
         "{head}"
     );
-    let body = dechunk(chunked).unwrap_or_else(|| panic!("a clean chunked end: {chunked:?}"));
+    let body = dechunk(chunked).unwrap_or_else(|| {
+        let tail = &chunked[chunked.len().saturating_sub(300)..];
+        panic!("a clean chunked end: …{tail:?}")
+    });
     let (events, notice) = body
         .rsplit_once("retry: ")
         .unwrap_or_else(|| panic!("a retry notice: {body:?}"));

@@ -49,17 +49,15 @@ pub fn for_backend(client: &RequestHeader, kind: Kind) -> std::result::Result<Re
     let mut request = client.clone();
     request.set_version(Version::HTTP_11);
     let mut nominated: [Option<HeaderName>; MAX_NOMINATIONS] = std::array::from_fn(|_| None);
-    let mut count = 0;
-    for token in client
+    let tokens = client
         .headers
         .get_all(header::CONNECTION)
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
-    {
+        .filter(|t| !t.is_empty());
+    for (count, token) in tokens.enumerate() {
         let slot = nominated.get_mut(count).ok_or(RequestError::TooManyNominations)?;
-        count += 1;
         // A token that is no header name names nothing; `Host` is never
         // removed (the backend routes on it).
         match HeaderName::from_bytes(token) {
