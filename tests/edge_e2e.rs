@@ -423,6 +423,65 @@ fn dechunk(mut wire: &str) -> Option<String> {
     }
 }
 
+/// Reads `stream` to its end and checks it ended as SPEC §4 says: whole
+/// events, then `retry: N` (jittered within the 300 ms spread), then the
+/// chunked body's last chunk.
+fn assert_notice_and_clean_end(stream: &mut TcpStream, mut buf: Vec<u8>) {
+    while fill(stream, &mut buf) {}
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, chunked) = text.split_once("\r\n\r\n").expect("a response head");
+    assert!(
+        head.to_ascii_lowercase().contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    let body = dechunk(chunked).unwrap_or_else(|| {
+        let tail = &chunked[chunked.len().saturating_sub(300)..];
+        panic!("a clean chunked end: …{tail:?}")
+    });
+    let tail = &body[body.len().saturating_sub(300)..];
+    let (events, notice) = body
+        .rsplit_once("retry: ")
+        .unwrap_or_else(|| panic!("a retry notice at the end: …{tail:?}"));
+    assert!(events.ends_with("\n\n"), "the notice follows a whole event: …{tail:?}");
+    let millis = notice.strip_suffix("\n\n").expect("the notice is an event");
+    assert!(
+        millis.parse::<u64>().is_ok_and(|ms| (100..=400).contains(&ms)),
+        "{millis}"
+    );
+}
+
+/// Opens `/events` as curl would (no `Accept: text/event-stream`) and
+/// reads up to its first event.
+fn open_plain_event_stream(cutover: &Cutover) -> (TcpStream, Vec<u8>) {
+    let mut stream = TcpStream::connect(cutover.proxy).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .write_all(b"GET /events HTTP/1.1\r\nHost: app.test\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    while !String::from_utf8_lossy(&buf).contains("data: v1") {
+        assert!(fill(&mut stream, &mut buf), "the stream started");
+    }
+    (stream, buf)
+}
+
+#[test]
+fn an_event_stream_the_client_did_not_ask_for_gets_retry_and_a_clean_end_at_shutdown() {
+    let mut cutover = Cutover::builder()
+        .app(
+            App::demo("web", "v1")
+                .env("DEMO_SSE_MS", "100")
+                .yaml("drain_timeout: 20s"),
+        )
+        .route("*", "/", "web")
+        .proxy_yaml("long_lived: { spread: 300ms, close_grace: 1s, idle_timeout: 1h }")
+        .start();
+    let (mut stream, buf) = open_plain_event_stream(&cutover);
+    let status = cutover.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    assert_notice_and_clean_end(&mut stream, buf);
+}
+
 #[test]
 fn an_event_stream_the_client_did_not_ask_for_gets_retry_and_a_clean_end_on_deploy() {
     // Regression: without `Accept: text/event-stream` (curl, fetch) the
@@ -437,15 +496,7 @@ fn an_event_stream_the_client_did_not_ask_for_gets_retry_and_a_clean_end_on_depl
         .route("*", "/", "web")
         .proxy_yaml("long_lived: { spread: 300ms, close_grace: 1s, idle_timeout: 1h }")
         .start();
-    let mut stream = TcpStream::connect(cutover.proxy).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    stream
-        .write_all(b"GET /events HTTP/1.1\r\nHost: app.test\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\r\n")
-        .unwrap();
-    let mut buf = Vec::new();
-    while !String::from_utf8_lossy(&buf).contains("data: v1") {
-        assert!(fill(&mut stream, &mut buf), "the stream started");
-    }
+    let (mut stream, buf) = open_plain_event_stream(&cutover);
     let counted = || {
         cutover.admin_get("/metrics").text().lines().any(|l| {
             l.starts_with("cutover_long_lived_connections{") && l.contains(r#"kind="sse""#) && l.ends_with(" 1")
@@ -460,26 +511,7 @@ fn an_event_stream_the_client_did_not_ask_for_gets_retry_and_a_clean_end_on_depl
     assert_eq!(code, 0, "{out}\n{err}");
 
     // The drain of web-0 ended the stream: read to the end.
-    while fill(&mut stream, &mut buf) {}
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, chunked) = text.split_once("\r\n\r\n").expect("a response head");
-    assert!(
-        head.to_ascii_lowercase().contains("transfer-encoding: chunked"),
-        "{head}"
-    );
-    let body = dechunk(chunked).unwrap_or_else(|| {
-        let tail = &chunked[chunked.len().saturating_sub(300)..];
-        panic!("a clean chunked end: …{tail:?}")
-    });
-    let (events, notice) = body
-        .rsplit_once("retry: ")
-        .unwrap_or_else(|| panic!("a retry notice: {body:?}"));
-    assert!(events.ends_with("\n\n"), "the notice follows a whole event: {events:?}");
-    let millis = notice.strip_suffix("\n\n").expect("the notice is an event");
-    assert!(
-        millis.parse::<u64>().is_ok_and(|ms| (100..=400).contains(&ms)),
-        "{millis}"
-    );
+    assert_notice_and_clean_end(&mut stream, buf);
     let metrics = cutover.admin_get("/metrics").text();
     assert!(
         metrics.contains(r#"cutover_long_lived_closed_total{app="web",kind="sse",reason="drain"} 1"#),
