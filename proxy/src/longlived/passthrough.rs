@@ -206,6 +206,113 @@ async fn watch_signals(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+
+    /// An event stream over a real loopback connection.
+    struct Loopback {
+        stream: EventStream,
+        drain: watch::Sender<bool>,
+        /// The socket pingora would be reading.
+        upstream: tokio::net::TcpStream,
+        /// The backend's end, kept open.
+        _backend: tokio::net::TcpStream,
+    }
+
+    async fn stream_on_loopback(spread: Duration) -> Loopback {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (backend_end, _) = listener.accept().await.unwrap();
+        let socket = UpstreamSocket::duplicate(client.as_raw_fd()).unwrap();
+        let backend = crate::Backend::new("127.0.0.1:1".parse().unwrap(), "web-0", 1);
+        let metrics = crate::ProxyMetrics::new(&prometheus::Registry::new()).unwrap();
+        let (drain, drain_rx) = watch::channel(false);
+        let stream = EventStream::start(
+            socket,
+            Signals {
+                drain: drain_rx,
+                shutdown: watch::channel(false).1,
+            },
+            LongLivedSettings {
+                spread,
+                ..LongLivedSettings::default()
+            },
+            backend.track_long_lived(),
+            metrics.long_lived_opened("web", "web-0", "sse"),
+        );
+        Loopback {
+            stream,
+            drain,
+            upstream: client,
+            _backend: backend_end,
+        }
+    }
+
+    fn pass(stream: &EventStream, bytes: &'static [u8]) -> Option<Bytes> {
+        let mut body = Some(Bytes::from_static(bytes));
+        stream.filter(&mut body);
+        body
+    }
+
+    #[tokio::test]
+    async fn a_drain_mid_event_lets_the_event_finish_then_stops_reading() {
+        let Loopback {
+            mut stream,
+            drain,
+            mut upstream,
+            _backend,
+        } = stream_on_loopback(Duration::ZERO).await;
+        assert_eq!(
+            pass(&stream, b"data: one\n\ndata: tw").as_deref(),
+            Some(&b"data: one\n\ndata: tw"[..])
+        );
+        drain.send_replace(true);
+        // The watcher marks the notice due; mid-event, it cannot stop yet.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while lock(&stream.shared).due.is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        assert!(stream.ended_by_proxy().is_none(), "not between events yet");
+        // The rest of the event passes, the next one does not.
+        assert_eq!(pass(&stream, b"o\n\ndata: three\n\n").as_deref(), Some(&b"o\n\n"[..]));
+        assert_eq!(stream.ended_by_proxy(), Some(CloseReason::Drain));
+        assert_eq!(pass(&stream, b"data: four\n\n"), None, "nothing after the cut");
+        // pingora's next read sees the end of the backend's body.
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(5), upstream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 0);
+        // The notice, once.
+        let mut last = None;
+        stream.at_end(&mut last);
+        let notice = String::from_utf8(last.unwrap().to_vec()).unwrap();
+        assert!(notice.starts_with("retry: ") && notice.ends_with("\n\n"), "{notice:?}");
+        assert!(stream.take_notice().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_drain_between_events_stops_reading_at_once() {
+        let Loopback { stream, drain, .. } = stream_on_loopback(Duration::ZERO).await;
+        assert!(pass(&stream, b"data: one\n\n").is_some());
+        assert!(stream.ended_by_proxy().is_none());
+        drain.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while stream.ended_by_proxy().is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(stream.ended_by_proxy(), Some(CloseReason::Drain));
+    }
 
     #[test]
     fn event_streams_are_told_by_their_content_type() {
