@@ -383,6 +383,38 @@ fn content_length_with_transfer_encoding_is_forwarded_chunked_and_the_connection
 }
 
 #[test]
+fn a_chunked_body_reaches_the_backend_whole_after_its_first_chunk_was_checked() {
+    // The first chunk is read before a backend is chosen (and replayed from
+    // pingora's retry buffer): nothing may be lost or doubled.
+    let edge = start(&[]);
+    let mut stream = TcpStream::connect(edge.addr()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    stream
+        .write_all(b"POST /echo?chunks HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // a second packet, not a sync point
+    stream.write_all(b"6\r\n world\r\n0\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    while !String::from_utf8_lossy(&buf).ends_with("ok") {
+        assert!(fill(&mut stream, &mut buf), "an answer");
+    }
+    let (_, body) = edge.received("POST /echo?chunks ");
+    assert_eq!(dechunk(&body).as_deref(), Some("hello world"), "{body:?}");
+
+    let empty = b"POST /echo?empty HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    assert!(exchange(edge.addr(), empty, |r| r.ends_with("ok")).starts_with("HTTP/1.1 200"));
+    let (headers, body) = edge.received("POST /echo?empty ");
+    // An empty chunked body is forwarded as no body at all, which means
+    // the same (RFC 9112 §6.3: no framing header, no body).
+    assert!(header(&headers, "transfer-encoding").is_none(), "{headers:?}");
+    assert!(
+        header(&headers, "content-length").is_none_or(|v| v == "0"),
+        "{headers:?}"
+    );
+    assert_eq!(body, "");
+}
+
+#[test]
 fn an_event_stream_request_with_a_body_forwards_the_body() {
     // Regression: the takeover path forwarded the head alone, and the
     // backend waited for a body that never came (30 s, then 502).
