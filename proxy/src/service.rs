@@ -29,7 +29,6 @@ use crate::backend::InflightGuard;
 use crate::forwarded;
 use crate::handle::{ActiveGuard, TableHandle};
 use crate::longlived::passthrough::{self, EventStream};
-use crate::longlived::socket::UpstreamSocket;
 use crate::longlived::{CloseReason, Kind, LongLivedSettings};
 use crate::metrics::{AppMetrics, ProxyMetrics};
 use crate::router::AppId;
@@ -188,42 +187,6 @@ impl CutoverProxy {
         peer
     }
 
-    /// Starts treating the response as an event stream: counted as
-    /// long-lived, ended with notice when its backend drains or cutover
-    /// shuts down. Without a claim or a duplicable upstream socket it is
-    /// proxied as any response.
-    fn watch_event_stream(&self, session: &mut Session, ctx: &mut RequestCtx) {
-        let (Some(claim), Some(fd)) = (&ctx.claim, ctx.upstream_fd) else {
-            return;
-        };
-        let socket = match UpstreamSocket::duplicate(fd) {
-            Ok(socket) => socket,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch an event stream: it will not get a drain notice");
-                return;
-            }
-        };
-        let backend = claim.backend();
-        let settings = self.table.load().long_lived().unwrap_or(self.settings.long_lived);
-        let app = ctx.metrics.as_ref().map_or("", |m| m.app());
-        let metric = self
-            .metrics
-            .long_lived_opened(app, backend.instance(), Kind::Sse.as_str());
-        // The client sends nothing on an event stream: pingora's 60 s
-        // downstream read timeout must not end it.
-        session.set_read_timeout(None);
-        ctx.event_stream = Some(EventStream::start(
-            socket,
-            passthrough::Signals {
-                drain: backend.drain_signal(),
-                shutdown: self.table.shutdown_signal(),
-            },
-            settings,
-            backend.track_long_lived(),
-            metric,
-        ));
-    }
-
     /// Records a failed attempt on the claimed backend; true if the request
     /// may try again.
     pub(crate) fn note_failure(&self, ctx: &mut RequestCtx, generation: u64) -> bool {
@@ -287,9 +250,9 @@ pub struct RequestCtx {
     pub(crate) refusal: Option<Refusal>,
     /// The upstream connection of the current attempt (HTTP/1 only), for
     /// ending an event stream (see [`passthrough`]).
-    upstream_fd: Option<std::os::fd::RawFd>,
+    pub(crate) upstream_fd: Option<std::os::fd::RawFd>,
     /// An event stream on pingora's path.
-    event_stream: Option<EventStream>,
+    pub(crate) event_stream: Option<EventStream>,
 }
 
 impl RequestCtx {

@@ -21,13 +21,16 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::{Bytes, BytesMut};
+use pingora::proxy::Session;
 use tokio::sync::{oneshot, watch};
 
 use super::events::EventTracker;
 use super::socket::UpstreamSocket;
+use super::Kind;
 use super::{jittered, until_true, CloseReason, LongLivedSettings};
 use crate::backend::LongLivedGuard;
 use crate::metrics::LongLivedMetric;
+use crate::service::{CutoverProxy, RequestCtx};
 
 /// Is this response an event stream? A 2xx with `Content-Type:
 /// text/event-stream` (any case, any parameters).
@@ -162,6 +165,46 @@ impl EventStream {
     /// Records why the stream ended (the metric's `reason`).
     pub(crate) fn closed(&mut self, reason: CloseReason) {
         self.metric.closed(reason.as_str());
+    }
+}
+
+// === impl CutoverProxy ===
+
+impl CutoverProxy {
+    /// Starts treating the response as an event stream: counted as
+    /// long-lived, ended with notice when its backend drains or cutover
+    /// shuts down. Without a claim or a duplicable upstream socket it is
+    /// proxied as any response.
+    pub(crate) fn watch_event_stream(&self, session: &mut Session, ctx: &mut RequestCtx) {
+        let (Some(claim), Some(fd)) = (&ctx.claim, ctx.upstream_fd) else {
+            return;
+        };
+        let socket = match UpstreamSocket::duplicate(fd) {
+            Ok(socket) => socket,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch an event stream: it will not get a drain notice");
+                return;
+            }
+        };
+        let backend = claim.backend();
+        let settings = self.table.load().long_lived().unwrap_or(self.settings.long_lived);
+        let app = ctx.metrics.as_ref().map_or("", |m| m.app());
+        let metric = self
+            .metrics
+            .long_lived_opened(app, backend.instance(), Kind::Sse.as_str());
+        // The client sends nothing on an event stream: pingora's 60 s
+        // downstream read timeout must not end it.
+        session.set_read_timeout(None);
+        ctx.event_stream = Some(EventStream::start(
+            socket,
+            Signals {
+                drain: backend.drain_signal(),
+                shutdown: self.table.shutdown_signal(),
+            },
+            settings,
+            backend.track_long_lived(),
+            metric,
+        ));
     }
 }
 
