@@ -10,15 +10,19 @@
 //! - [`table`]: the immutable snapshot and backend selection.
 //! - [`backend`]: a backend's in-flight counter and drain wait.
 //! - [`handle`]: the `ArcSwap` holder and its change signal.
+//! - [`forwarded`]: the X-Forwarded-* headers, trusted proxies.
 //! - [`service`]: the pingora `ProxyHttp` hooks (the request path).
 //! - [`longlived`]: WebSocket and SSE: taken over, tracked, closed with notice.
 //! - [`server`]: starting and stopping pingora.
 //! - [`metrics`]: Prometheus families with pre-resolved label handles.
 
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: `longlived::socket` alone allows it (a dup of the
+// upstream fd for ending event streams on pingora's path), and says why.
+#![deny(unsafe_code)]
 
 pub mod access;
 pub mod backend;
+pub mod forwarded;
 pub mod handle;
 pub mod longlived;
 pub mod metrics;

@@ -12,7 +12,6 @@
 //!    reused upstream connection of an idempotent request.
 //! 4. `logging` counts the outcome; dropping the context releases the claim.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +26,10 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use tokio::time::Instant;
 
 use crate::backend::InflightGuard;
+use crate::forwarded;
 use crate::handle::{ActiveGuard, TableHandle};
-use crate::longlived::{Kind, LongLivedSettings};
+use crate::longlived::passthrough::{self, EventStream};
+use crate::longlived::{CloseReason, Kind, LongLivedSettings};
 use crate::metrics::{AppMetrics, ProxyMetrics};
 use crate::router::AppId;
 
@@ -247,6 +248,11 @@ pub struct RequestCtx {
     hold_deadline: Option<Instant>,
     held: Duration,
     pub(crate) refusal: Option<Refusal>,
+    /// The upstream connection of the current attempt (HTTP/1 only), for
+    /// ending an event stream (see [`passthrough`]).
+    pub(crate) upstream_fd: Option<std::os::fd::RawFd>,
+    /// An event stream on pingora's path.
+    pub(crate) event_stream: Option<EventStream>,
 }
 
 impl RequestCtx {
@@ -277,6 +283,8 @@ impl ProxyHttp for CutoverProxy {
             hold_deadline: None,
             held: Duration::ZERO,
             refusal: None,
+            upstream_fd: None,
+            event_stream: None,
         }
     }
 
@@ -293,7 +301,32 @@ impl ProxyHttp for CutoverProxy {
             Some((id, metrics)) => {
                 ctx.app = Some(id);
                 ctx.metrics = Some(metrics);
+                if let Some(problem) = first_chunk_problem(session).await {
+                    session.set_keepalive(None);
+                    respond(session, 400, Bytes::from(format!("bad request: {problem}\n")), false).await?;
+                    return Ok(true);
+                }
                 match Kind::of(session.req_header(), session.is_upgrade_req()) {
+                    // The takeover path serves only requests without a body
+                    // (SPEC §4a "Framing"): it forwards heads, never bodies.
+                    // An event-stream GET with a body takes pingora's path,
+                    // which forwards the body as framed and still treats the
+                    // answer as an event stream (by its Content-Type); a
+                    // WebSocket handshake has no body (RFC 6455 §4.1), so one
+                    // with a body is refused.
+                    Some(kind) if !session.as_mut().is_body_empty() => match kind {
+                        Kind::Sse => Ok(false),
+                        Kind::WebSocket => {
+                            respond(
+                                session,
+                                400,
+                                Bytes::from_static(b"bad request: a WebSocket handshake has no body\n"),
+                                false,
+                            )
+                            .await?;
+                            Ok(true)
+                        }
+                    },
                     Some(kind) => self.take_over(kind, session, ctx).await,
                     None => Ok(false),
                 }
@@ -335,7 +368,53 @@ impl ProxyHttp for CutoverProxy {
         upstream: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
-        add_forwarded_headers(session, upstream)
+        // pingora already removed the hop-by-hop headers (its default
+        // `HttpUpstreamRequestPolicy`: `Connection` and what it names,
+        // `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`,
+        // `Proxy-Authorization`, `Proxy-Connection`) before this hook.
+        add_forwarded_headers(session, upstream, &self.settings.trusted_proxies)
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // An HTTP/2 connection carries other streams: never one to cut.
+        ctx.upstream_fd = (peer.options.alpn == pingora::protocols::ALPN::H1).then_some(fd);
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if passthrough::is_event_stream(upstream_response) {
+            self.watch_event_stream(session, ctx);
+        }
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(stream) = &mut ctx.event_stream {
+            stream.filter(body);
+            if end_of_stream {
+                stream.at_end(body);
+            }
+        }
+        Ok(None)
     }
 
     fn fail_to_connect(
@@ -367,6 +446,12 @@ impl ProxyHttp for CutoverProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("backend {}", peer));
+        if session.response_written().is_some() {
+            // Part of the answer is out: another attempt would send a
+            // second one.
+            e.set_retry(false);
+            return e;
+        }
         // Same rule as pingora's default: only an idempotent request whose
         // body is still fully buffered may be replayed, and then only when
         // the failure was a stale reused connection.
@@ -388,6 +473,21 @@ impl ProxyHttp for CutoverProxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        if let Some(notice) = ctx.event_stream.as_mut().and_then(EventStream::take_notice) {
+            // The proxy ended this event stream's backend body (a drain or
+            // shutdown): the client gets the notice and a clean end.
+            let ended = match session.write_response_body(Some(notice), false).await {
+                Ok(()) => session.write_response_body(None, true).await,
+                Err(e) => Err(e),
+            };
+            if let Err(err) = ended {
+                tracing::debug!(error = %err, "could not end the event stream");
+            }
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         let (code, body, retry_after) = match ctx.refusal {
             Some(refusal) => (503, Bytes::from_static(refusal.body().as_bytes()), true),
             None => match (e.etype(), e.esource()) {
@@ -419,14 +519,24 @@ impl ProxyHttp for CutoverProxy {
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
-        // Refusals are counted and answered; they are not proxy errors.
-        ctx.refusal.is_some()
+        // Refusals are counted and answered; they are not proxy errors, nor
+        // is an event stream the proxy ended itself.
+        ctx.refusal.is_some() || ctx.event_stream.as_ref().is_some_and(|s| s.ended_by_proxy().is_some())
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         // 499 as nginx: the client left before any response was written.
         let code = session.response_written().map_or(499, |r| r.status.as_u16());
-        if let (Some(error), Some(claim)) = (e, &ctx.claim) {
+        let ended_by_proxy = ctx.event_stream.as_ref().and_then(EventStream::ended_by_proxy);
+        if let Some(stream) = &mut ctx.event_stream {
+            stream.closed(match (ended_by_proxy, e) {
+                (Some(reason), _) => reason,
+                (None, None) => CloseReason::Backend,
+                (None, Some(e)) if *e.esource() == ErrorSource::Downstream => CloseReason::Client,
+                (None, Some(_)) => CloseReason::Error,
+            });
+        }
+        if let (Some(error), Some(claim), None) = (e, &ctx.claim, ended_by_proxy) {
             if claim.backend().is_draining() {
                 tracing::warn!(
                     path = %session.req_header().uri.path(),
@@ -441,25 +551,54 @@ impl ProxyHttp for CutoverProxy {
             metrics.observe(code, elapsed.as_secs_f64());
         }
         crate::access::log(session, ctx, code, elapsed);
+        ctx.event_stream = None;
         ctx.claim = None;
     }
 }
 
-/// Adds `X-Forwarded-For` (appended to what the client sent),
-/// `X-Forwarded-Proto` and `X-Forwarded-Host` to the request for the backend.
-pub(crate) fn add_forwarded_headers(session: &Session, upstream: &mut RequestHeader) -> Result<()> {
-    if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
-        let forwarded_for = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prior) => format!("{prior}, {}", display_ip(ip)),
-            None => display_ip(ip),
-        };
-        upstream.insert_header("x-forwarded-for", forwarded_for)?;
+/// Sets `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and
+/// `X-Real-IP` on the request for the backend: replaced unless the client is
+/// a trusted proxy (see [`crate::forwarded`]).
+pub(crate) fn add_forwarded_headers(
+    session: &Session,
+    upstream: &mut RequestHeader,
+    trusted: &[ipnet::IpNet],
+) -> Result<()> {
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    let peer = forwarded::Peer {
+        addr: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+        proto: if tls { "https" } else { "http" },
+        trusted,
+    };
+    forwarded::apply(upstream, peer)
+}
+
+/// Reads the first piece of a chunked request body before any backend is
+/// chosen, so a request whose first chunk size is malformed (`+5`, ` 5`,
+/// `0x5`, over 16 digits) gets 400 and reaches no backend (SPEC §4a
+/// "Framing"). What was read stays in pingora's retry buffer, which pingora
+/// sends to the backend ahead of the rest of the body (the same buffer it
+/// replays on a retry); one read is at most 64 KiB (pingora's body buffer),
+/// which is exactly what that buffer holds, so nothing is lost. Later chunks
+/// are checked by pingora as they stream: a bad one aborts the backend
+/// connection before the last chunk, so the backend never gets a complete
+/// request. Skipped with `Expect: 100-continue`: that client waits for the
+/// backend's `100 Continue` before it sends any body.
+async fn first_chunk_problem(session: &mut Session) -> Option<String> {
+    let req = session.req_header();
+    if !req.headers.contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    {
+        return None;
     }
-    upstream.insert_header("x-forwarded-proto", "http")?;
-    if let Some(host) = session.req_header().headers.get(header::HOST).cloned() {
-        upstream.insert_header("x-forwarded-host", host)?;
+    session.as_mut().enable_retry_buffering();
+    match session.read_request_body().await {
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
     }
-    Ok(())
 }
 
 /// The request's host: the `Host` header, else the URI's authority.
@@ -469,16 +608,6 @@ fn request_host(req: &RequestHeader) -> &str {
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri.host())
         .unwrap_or("")
-}
-
-fn display_ip(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => v6.to_string(),
-        },
-    }
 }
 
 /// Writes a short plain-text response from the proxy itself.

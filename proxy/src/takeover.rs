@@ -14,7 +14,7 @@ use pingora::Result;
 use tokio::net::TcpStream;
 
 use crate::longlived::upstream::{self, Head};
-use crate::longlived::{sse, websocket, CloseReason, Kind};
+use crate::longlived::{request, sse, websocket, CloseReason, Kind};
 use crate::service::{add_forwarded_headers, respond, CutoverProxy, RequestCtx};
 
 /// How long a backend may take to send the response head.
@@ -69,12 +69,14 @@ impl CutoverProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Option<(TcpStream, RequestHeader)>> {
-        let mut request = session.req_header().clone();
-        add_forwarded_headers(session, &mut request)?;
-        if kind == Kind::Sse {
-            // The backend connection is this stream's alone.
-            request.insert_header(http::header::CONNECTION, "close")?;
-        }
+        let mut request = match request::for_backend(session.req_header(), kind) {
+            Ok(request) => request,
+            Err(e) => {
+                respond(session, 400, Bytes::from(format!("bad request: {e}\n")), false).await?;
+                return Ok(None);
+            }
+        };
+        add_forwarded_headers(session, &mut request, &self.settings.trusted_proxies)?;
         loop {
             let claim = match self.claim(app, ctx).await {
                 Ok(claim) => claim,

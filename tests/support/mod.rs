@@ -64,6 +64,8 @@ pub struct App {
     pub instances: u32,
     pub env: Vec<(String, String)>,
     pub extra: Vec<String>,
+    /// The app's argv; the demo app when `None`.
+    pub command: Option<Vec<String>>,
 }
 
 impl App {
@@ -77,7 +79,14 @@ impl App {
                 ("DEMO_TICK_MS".into(), "0".into()),
             ],
             extra: Vec::new(),
+            command: None,
         }
+    }
+
+    /// Runs `argv` instead of the demo app.
+    pub fn command(mut self, argv: &[&str]) -> Self {
+        self.command = Some(argv.iter().map(|a| a.to_string()).collect());
+        self
     }
 
     pub fn instances(mut self, n: u32) -> Self {
@@ -193,12 +202,14 @@ impl Builder {
         }
         writeln!(y, "state_dir: state\napps:").unwrap();
         for app in &self.apps {
+            let command = match &app.command {
+                Some(argv) => argv.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", "),
+                None => format!("{:?}", demo_app()),
+            };
             writeln!(
                 y,
-                "  {}:\n    command: [\"{}\"]\n    instances: {}",
-                app.name,
-                demo_app(),
-                app.instances
+                "  {}:\n    command: [{}]\n    instances: {}",
+                app.name, command, app.instances
             )
             .unwrap();
             if !app.extra.iter().any(|l| l.starts_with("health:")) {

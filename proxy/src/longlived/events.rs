@@ -140,10 +140,10 @@ impl ChunkedDecoder {
                     };
                 }
                 ChunkState::DataEnd => {
-                    // Exactly CRLF (or a bare LF) after the chunk's data.
+                    // Exactly CRLF after the chunk's data.
                     match input[0] {
                         b'\r' if self.line.is_empty() => self.line.push(b'\r'),
-                        b'\n' => {
+                        b'\n' if self.line == b"\r" => {
                             self.line.clear();
                             self.state = ChunkState::Size;
                         }
@@ -159,7 +159,8 @@ impl ChunkedDecoder {
                     self.push_line(&input[..end])?;
                     input = &input[end + 1..];
                     let line = std::mem::take(&mut self.line);
-                    let line = line.strip_suffix(b"\r").unwrap_or(&line);
+                    // Lines end in CRLF; a bare LF is a framing error.
+                    let line = line.strip_suffix(b"\r").ok_or(ChunkError)?;
                     self.state = match self.state {
                         ChunkState::Trailers if line.is_empty() => ChunkState::Done,
                         ChunkState::Trailers => ChunkState::Trailers,
@@ -183,13 +184,36 @@ impl ChunkedDecoder {
     }
 }
 
-fn parse_size(line: &[u8]) -> Result<u64, ChunkError> {
-    let hex = line.split(|b| *b == b';').next().unwrap_or(b"");
-    let hex = std::str::from_utf8(hex).map_err(|_| ChunkError)?.trim();
-    if hex.is_empty() || hex.len() > 15 {
+/// A chunk-size line: `1*HEXDIG [ BWS ";" chunk-ext ]` (RFC 9112 §7.1).
+/// No sign, no `0x`, no whitespace around the digits except the BWS
+/// before an extension, at most 16 digits: anything else is how request
+/// smuggling starts, so it is an error rather than a guess.
+pub fn parse_size(line: &[u8]) -> Result<u64, ChunkError> {
+    let digits = match line.iter().position(|b| *b == b';') {
+        Some(semi) => {
+            let before = &line[..semi];
+            let end = before
+                .iter()
+                .rposition(|b| !matches!(b, b' ' | b'\t'))
+                .map_or(0, |i| i + 1);
+            &before[..end]
+        }
+        None => line,
+    };
+    if digits.is_empty() || digits.len() > 16 {
         return Err(ChunkError);
     }
-    u64::from_str_radix(hex, 16).map_err(|_| ChunkError)
+    digits.iter().try_fold(0u64, |size, &b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return Err(ChunkError),
+        };
+        size.checked_mul(16)
+            .and_then(|s| s.checked_add(u64::from(digit)))
+            .ok_or(ChunkError)
+    })
 }
 
 #[cfg(test)]
@@ -252,5 +276,48 @@ mod tests {
         let mut out = Vec::new();
         assert!(ChunkedDecoder::new().decode(b"zz\r\n", &mut out).is_err());
         assert!(ChunkedDecoder::new().decode(b"2\r\nabXY", &mut out).is_err());
+    }
+
+    #[test]
+    fn chunk_sizes_are_bare_hex_digits() {
+        for good in [&b"5"[..], b"0005", b"aB", b"5;ext=1", b"5 ;ext", b"ffffffffffffffff"] {
+            assert!(parse_size(good).is_ok(), "{:?}", String::from_utf8_lossy(good));
+        }
+        assert_eq!(parse_size(b"1f;x"), Ok(31));
+        for bad in [
+            &b""[..],
+            b"+5",
+            b"-5",
+            b" 5",
+            b"5 ",
+            b"\t5",
+            b"0x5",
+            b"5 5",
+            b";ext",
+            b"00000000000000005", // 17 digits
+            b"10000000000000000",
+            b"5\r",
+        ] {
+            assert_eq!(parse_size(bad), Err(ChunkError), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn signed_or_padded_sizes_and_bare_lf_break_the_body() {
+        for wire in [
+            &b"+5\r\nhello\r\n0\r\n\r\n"[..],
+            b" 5\r\nhello\r\n0\r\n\r\n",
+            b"5 \r\nhello\r\n0\r\n\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\n\n",
+        ] {
+            let mut out = Vec::new();
+            assert!(
+                ChunkedDecoder::new().decode(wire, &mut out).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
     }
 }

@@ -14,11 +14,18 @@
 //!
 //! - [`frames`]: the WebSocket frame-boundary tracker.
 //! - [`events`]: the SSE event-boundary tracker and chunked decoder.
-//! - [`upstream`]: connecting, the head exchange, plain responses.
+//! - [`request`]: the head for the backend, hop-by-hop headers removed.
+//! - [`upstream`]: the head exchange (response head and body framing),
+//!   plain responses.
 //! - [`websocket`], [`sse`]: the two pumps.
+//! - [`passthrough`]: event streams that came down pingora's own path
+//!   (recognised by the response's `Content-Type`), ended with notice too.
 
 pub mod events;
 pub mod frames;
+pub mod passthrough;
+pub mod request;
+pub(crate) mod socket;
 pub mod sse;
 pub mod upstream;
 pub mod websocket;

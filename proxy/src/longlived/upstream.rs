@@ -14,11 +14,39 @@ use tokio::net::TcpStream;
 use super::events::ChunkedDecoder;
 
 /// The largest response head accepted from a backend.
-const MAX_HEAD: usize = 64 * 1024;
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// Why a backend's response head was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("the backend's response head is over 64 KiB")]
+    TooLarge,
+    #[error("bad response head from the backend: {0}")]
+    Syntax(String),
+    #[error("the backend sent an unusable header: {0}")]
+    Header(String),
+    #[error("the backend's Content-Length is not one decimal number (duplicates must agree)")]
+    BadContentLength,
+}
+
+/// How the body after a response head is framed (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body at all (1xx, 204, 304).
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the backend closes.
+    UntilClose,
+}
 
 /// A backend's response head and the bytes that came after it.
 pub struct Head {
     pub response: ResponseHeader,
+    /// How the body that follows is framed.
+    pub framing: BodyFraming,
     /// Body (or WebSocket) bytes read along with the head.
     pub rest: Bytes,
 }
@@ -28,6 +56,80 @@ impl Head {
     pub fn header(&self, name: http::HeaderName) -> Option<&str> {
         self.response.headers.get(name).and_then(|v| v.to_str().ok())
     }
+}
+
+/// Parses a response head from the start of `buf`: `Ok(None)` while it is
+/// incomplete, else the head, its body framing and the head's length in
+/// bytes. A pure function over bytes (fuzzed).
+pub fn parse_response_head(buf: &[u8]) -> Result<Option<(ResponseHeader, BodyFraming, usize)>, HeadError> {
+    let mut slots = [httparse::EMPTY_HEADER; 128];
+    let mut parsed = httparse::Response::new(&mut slots);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
+        Ok(httparse::Status::Partial) => return Err(HeadError::TooLarge),
+        Err(e) => return Err(HeadError::Syntax(e.to_string())),
+    };
+    let code = parsed.code.ok_or_else(|| HeadError::Syntax("no status code".into()))?;
+    let mut response =
+        ResponseHeader::build(code, Some(parsed.headers.len())).map_err(|e| HeadError::Header(e.to_string()))?;
+    for h in parsed.headers.iter() {
+        response
+            .append_header(h.name.to_string(), h.value)
+            .map_err(|e| HeadError::Header(e.to_string()))?;
+    }
+    let framing = body_framing(&response)?;
+    Ok(Some((response, framing, len)))
+}
+
+/// The framing of the body after `response` (RFC 9112 §6.3): no body for
+/// 1xx/204/304; `Transfer-Encoding` wins over `Content-Length` (chunked
+/// when it is the last coding, else until close); `Content-Length` must be
+/// bare decimal digits, and duplicates must agree; else until close.
+pub fn body_framing(response: &ResponseHeader) -> Result<BodyFraming, HeadError> {
+    let status = response.status.as_u16();
+    if status < 200 || status == 204 || status == 304 {
+        return Ok(BodyFraming::Empty);
+    }
+    let headers = &response.headers;
+    if let Some(last) = headers.get_all(http::header::TRANSFER_ENCODING).iter().next_back() {
+        let last_coding = last
+            .as_bytes()
+            .rsplit(|b| *b == b',')
+            .next()
+            .unwrap_or(b"")
+            .trim_ascii();
+        return Ok(if last_coding.eq_ignore_ascii_case(b"chunked") {
+            BodyFraming::Chunked
+        } else {
+            BodyFraming::UntilClose
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(http::header::CONTENT_LENGTH) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            let n = parse_content_length(token.trim_ascii()).ok_or(HeadError::BadContentLength)?;
+            if length.is_some_and(|seen| seen != n) {
+                return Err(HeadError::BadContentLength);
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length.map_or(BodyFraming::UntilClose, BodyFraming::Length))
+}
+
+/// `1*DIGIT` as a u64: no sign, no spaces, no hex (`str::parse` would
+/// take `+5`).
+pub fn parse_content_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
 }
 
 /// Writes `request` and reads the response head, within `timeout`.
@@ -61,28 +163,17 @@ async fn read_head(upstream: &mut TcpStream) -> Result<Head> {
                 "the backend closed before its response head",
             );
         }
-        let mut slots = [httparse::EMPTY_HEADER; 128];
-        let mut parsed = httparse::Response::new(&mut slots);
-        match parsed.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let code = parsed.code.unwrap_or(502);
-                let mut response = ResponseHeader::build(code, Some(parsed.headers.len()))?;
-                for h in parsed.headers.iter() {
-                    response.append_header(h.name.to_string(), h.value)?;
-                }
+        match parse_response_head(&buf) {
+            Ok(None) => continue,
+            Ok(Some((response, framing, len))) => {
                 let rest = buf.split_off(len).freeze();
-                return Ok(Head { response, rest });
+                return Ok(Head {
+                    response,
+                    framing,
+                    rest,
+                });
             }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
-            Ok(httparse::Status::Partial) => {
-                return Error::e_explain(ErrorType::InvalidHTTPHeader, "the backend's response head is too large")
-            }
-            Err(e) => {
-                return Error::e_explain(
-                    ErrorType::InvalidHTTPHeader,
-                    format!("bad response head from the backend: {e}"),
-                )
-            }
+            Err(e) => return Error::e_explain(ErrorType::InvalidHTTPHeader, e.to_string()),
         }
     }
 }
@@ -105,16 +196,11 @@ enum Framing {
 impl BodyReader {
     /// The reader for the body that follows `head`.
     pub fn new(head: &Head) -> Self {
-        let chunked = head
-            .header(http::header::TRANSFER_ENCODING)
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-        let length = head
-            .header(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        let framing = match (chunked, length) {
-            (true, _) => Framing::Chunked(ChunkedDecoder::new()),
-            (false, Some(n)) => Framing::Length(n),
-            (false, None) => Framing::UntilClose,
+        let framing = match head.framing {
+            BodyFraming::Empty => Framing::Length(0),
+            BodyFraming::Length(n) => Framing::Length(n),
+            BodyFraming::Chunked => Framing::Chunked(ChunkedDecoder::new()),
+            BodyFraming::UntilClose => Framing::UntilClose,
         };
         Self {
             framing,
@@ -158,7 +244,7 @@ impl BodyReader {
                 Framing::UntilClose => raw,
                 Framing::Length(left) => {
                     let take = raw.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                    *left -= take as u64;
+                    *left = left.saturating_sub(take as u64);
                     raw.slice(..take)
                 }
                 Framing::Chunked(decoder) => {
@@ -194,4 +280,94 @@ pub async fn forward_plain(session: &mut Session, upstream: &mut TcpStream, head
         session.write_response_body(Some(bytes), false).await?;
     }
     session.write_response_body(None, true).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framing(head: &str) -> Result<BodyFraming, HeadError> {
+        let wire = format!("HTTP/1.1 {head}\r\n\r\n");
+        parse_response_head(wire.as_bytes()).map(|parsed| parsed.expect("complete").1)
+    }
+
+    #[test]
+    fn content_length_must_be_bare_digits() {
+        assert_eq!(framing("200 OK\r\nContent-Length: 5"), Ok(BodyFraming::Length(5)));
+        // Whitespace around a field value is not part of it (RFC 9110 §5.5).
+        assert_eq!(framing("200 OK\r\nContent-Length:  5 "), Ok(BodyFraming::Length(5)));
+        for bad in ["+5", "-5", "0x5", "5 5", "5a", "", "99999999999999999999"] {
+            assert_eq!(
+                framing(&format!("200 OK\r\nContent-Length: {bad}")),
+                Err(HeadError::BadContentLength),
+                "{bad:?}"
+            );
+        }
+        for bad in [" 5", "5 ", "+5"] {
+            assert_eq!(parse_content_length(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_content_lengths_must_agree() {
+        assert_eq!(
+            framing("200 OK\r\nContent-Length: 5\r\nContent-Length: 5"),
+            Ok(BodyFraming::Length(5))
+        );
+        assert_eq!(framing("200 OK\r\nContent-Length: 5, 5"), Ok(BodyFraming::Length(5)));
+        assert_eq!(
+            framing("200 OK\r\nContent-Length: 5\r\nContent-Length: 6"),
+            Err(HeadError::BadContentLength)
+        );
+        assert_eq!(
+            framing("200 OK\r\nContent-Length: 5, 6"),
+            Err(HeadError::BadContentLength)
+        );
+    }
+
+    #[test]
+    fn transfer_encoding_wins_over_content_length() {
+        assert_eq!(
+            framing("200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked"),
+            Ok(BodyFraming::Chunked)
+        );
+        assert_eq!(
+            framing("200 OK\r\nTransfer-Encoding: gzip"),
+            Ok(BodyFraming::UntilClose)
+        );
+        assert_eq!(
+            framing("200 OK\r\nTransfer-Encoding: gzip, chunked"),
+            Ok(BodyFraming::Chunked)
+        );
+    }
+
+    #[test]
+    fn some_answers_have_no_body() {
+        assert_eq!(framing("204 No Content\r\nContent-Length: 5"), Ok(BodyFraming::Empty));
+        assert_eq!(framing("304 Not Modified"), Ok(BodyFraming::Empty));
+        assert_eq!(framing("101 Switching Protocols"), Ok(BodyFraming::Empty));
+        assert_eq!(framing("200 OK"), Ok(BodyFraming::UntilClose));
+    }
+
+    #[test]
+    fn heads_parse_incrementally_and_are_bounded() {
+        let wire = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: x\n\n";
+        let head_len = wire.len() - b"data: x\n\n".len();
+        for end in 0..head_len {
+            assert_eq!(
+                parse_response_head(&wire[..end]).map(|p| p.is_none()),
+                Ok(true),
+                "{end}"
+            );
+        }
+        let (response, _, len) = parse_response_head(wire).unwrap().unwrap();
+        assert_eq!(len, head_len);
+        assert_eq!(response.status.as_u16(), 200);
+        let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD));
+        assert_eq!(parse_response_head(huge.as_bytes()).err(), Some(HeadError::TooLarge));
+        assert!(matches!(
+            parse_response_head(b"HTTP/1.1 2x0 OK\r\n\r\n"),
+            Err(HeadError::Syntax(_))
+        ));
+    }
 }

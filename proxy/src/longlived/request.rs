@@ -1,0 +1,148 @@
+//! The request head a taken-over request sends to its backend.
+//!
+//! pingora's own path removes hop-by-hop headers before our hooks run (its
+//! default `HttpUpstreamRequestPolicy`); the takeover path writes the head
+//! itself, so it does the same here (SPEC §4a "Hop-by-hop headers"):
+//! `Connection` and every header it names, `Keep-Alive`, `TE`, `Trailer`,
+//! `Transfer-Encoding`, `Upgrade`, `Proxy-Authorization`,
+//! `Proxy-Authenticate`, `Proxy-Connection`, `HTTP2-Settings`. Then it says
+//! what this connection is: `Connection: Upgrade` + `Upgrade: websocket` for
+//! a WebSocket, `Connection: close` for an event stream (the backend
+//! connection is the stream's alone).
+
+use http::header::{self, HeaderName};
+use http::Version;
+use pingora::http::RequestHeader;
+use pingora::Result;
+
+use super::Kind;
+
+/// At most this many `Connection` tokens are honoured; more is an attack,
+/// not a client (pingora's own limit is of the same order).
+const MAX_NOMINATIONS: usize = 32;
+
+const HOP_BY_HOP: [HeaderName; 10] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("http2-settings"),
+];
+
+/// Why a client's request head cannot be forwarded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("too many tokens in the Connection header")]
+    TooManyNominations,
+}
+
+/// The head for the backend: `client`'s, without hop-by-hop headers, as
+/// HTTP/1.1, with the connection headers `kind` needs. The request has no
+/// body (only bodiless requests are taken over), so its framing headers go
+/// too.
+pub fn for_backend(client: &RequestHeader, kind: Kind) -> std::result::Result<RequestHeader, RequestError> {
+    let mut request = client.clone();
+    request.set_version(Version::HTTP_11);
+    let mut nominated: [Option<HeaderName>; MAX_NOMINATIONS] = std::array::from_fn(|_| None);
+    let tokens = client
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty());
+    for (count, token) in tokens.enumerate() {
+        let slot = nominated.get_mut(count).ok_or(RequestError::TooManyNominations)?;
+        // A token that is no header name names nothing; `Host` is never
+        // removed (the backend routes on it).
+        match HeaderName::from_bytes(token) {
+            Ok(name) if name != header::HOST => *slot = Some(name),
+            _ => {}
+        }
+    }
+    for name in nominated.iter().flatten() {
+        request.remove_header(name);
+    }
+    for name in &HOP_BY_HOP {
+        request.remove_header(name);
+    }
+    request.remove_header(&header::CONTENT_LENGTH);
+    let set = |request: &mut RequestHeader, name: HeaderName, value: &'static str| -> Result<()> {
+        request.insert_header(name, value).map(|_| ())
+    };
+    // Static, valid values: these inserts cannot fail.
+    let _ = match kind {
+        Kind::WebSocket => set(&mut request, header::CONNECTION, "Upgrade")
+            .and_then(|()| set(&mut request, header::UPGRADE, "websocket")),
+        Kind::Sse => set(&mut request, header::CONNECTION, "close"),
+    };
+    Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/ws", None).unwrap();
+        for (name, value) in headers {
+            req.append_header(name.to_string(), *value).unwrap();
+        }
+        req
+    }
+
+    const HOSTILE: &[(&str, &str)] = &[
+        ("host", "app.example"),
+        ("connection", "keep-alive, X-Secret, host"),
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("x-secret", "1"),
+        ("keep-alive", "timeout=5"),
+        ("te", "trailers"),
+        ("trailer", "X-Checksum"),
+        ("transfer-encoding", "chunked"),
+        ("content-length", "0"),
+        ("proxy-authorization", "Basic c2VjcmV0"),
+        ("proxy-connection", "keep-alive"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
+    #[test]
+    fn a_websocket_head_keeps_only_the_upgrade() {
+        let req = for_backend(&client(HOSTILE), Kind::WebSocket).unwrap();
+        let names: Vec<&str> = req.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(
+            names.iter().filter(|n| **n != "sec-websocket-key").count(),
+            3,
+            "only host, connection and upgrade besides the key: {names:?}"
+        );
+        assert_eq!(req.headers["connection"], "Upgrade");
+        assert_eq!(req.headers["upgrade"], "websocket");
+        assert_eq!(req.headers["host"], "app.example");
+        assert_eq!(req.headers["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(req.version, Version::HTTP_11);
+    }
+
+    #[test]
+    fn an_event_stream_head_asks_for_close_and_drops_the_upgrade() {
+        let req = for_backend(&client(HOSTILE), Kind::Sse).unwrap();
+        assert_eq!(req.headers["connection"], "close");
+        assert!(req.headers.get("upgrade").is_none());
+        assert!(req.headers.get("x-secret").is_none());
+        assert!(req.headers.get("proxy-authorization").is_none());
+    }
+
+    #[test]
+    fn endless_connection_tokens_are_refused() {
+        let many = vec!["x"; MAX_NOMINATIONS + 1].join(",");
+        assert_eq!(
+            for_backend(&client(&[("connection", &many)]), Kind::Sse).err(),
+            Some(RequestError::TooManyNominations)
+        );
+    }
+}
