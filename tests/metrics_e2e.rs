@@ -299,3 +299,46 @@ fn every_family_is_present_from_start_up_with_each_app_at_zero() {
     }
     assert!(value(&m, "cutover_route_table_generation", &[]).is_some());
 }
+
+#[test]
+fn an_app_added_by_a_push_has_its_series_at_zero_and_a_removed_one_leaves_none() {
+    let cutover = Cutover::builder()
+        .app(App::demo("web", "v1"))
+        .app(App::demo("api", "v1"))
+        .route("web.test", "/", "web")
+        .route("api.test", "/", "api")
+        .start();
+    let with_api = cutover.config_text();
+    let apps_end = with_api.find("routes:").expect("a routes section");
+    let api_start = with_api.find("  api:\n").expect("the api app");
+    let without_api: String = format!("{}{}", &with_api[..api_start], &with_api[apps_end..])
+        .lines()
+        .filter(|line| !line.contains("app: api }"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let deploy_series = |app: &str| {
+        cutover
+            .metrics()
+            .into_iter()
+            .filter(|s| s.name == "cutover_deployments_total" && s.labels.get("app").is_some_and(|a| a == app))
+            .count()
+    };
+    assert!(deploy_series("api") > 0);
+
+    let (code, out, err) = cutover.push(&without_api, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(deploy_series("api"), 0, "a removed app's deployment series are deleted");
+
+    let (code, out, err) = cutover.push(&with_api, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let m = cutover.metrics();
+    assert_eq!(
+        value(
+            &m,
+            "cutover_deployments_total",
+            &[("app", "api"), ("strategy", "rolling"), ("outcome", "succeeded")]
+        ),
+        Some(0.0),
+        "an added app's series start at 0"
+    );
+}

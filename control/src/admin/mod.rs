@@ -85,6 +85,7 @@ impl From<DeployError> for ApiError {
             DeployError::UnknownApp(_) => StatusCode::NOT_FOUND,
             DeployError::Conflict { .. } => StatusCode::CONFLICT,
             DeployError::InvalidConfig(_) => StatusCode::BAD_REQUEST,
+            DeployError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
             DeployError::Journal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let id = match &e {

@@ -83,10 +83,8 @@ impl Exclusive<'_> {
     /// Refuses every new verb once cutover is stopping.
     pub fn refuse_when_stopping(&self, app: &str) -> Result<(), DeployError> {
         if self.controller.stopping.load(Ordering::SeqCst) {
-            return Err(DeployError::Conflict {
-                app: app.to_string(),
-                id: "cutover is stopping".into(),
-            });
+            tracing::debug!(app, "refused: cutover is stopping");
+            return Err(DeployError::Stopping);
         }
         Ok(())
     }

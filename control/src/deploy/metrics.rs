@@ -58,6 +58,20 @@ impl DeployMetrics {
         }
     }
 
+    /// Deletes `app`'s series: a removed app leaves nothing behind (SPEC §6
+    /// "label sets of removed instances are deleted"; the same for apps).
+    pub fn app_removed(&self, app: &str) {
+        for strategy in ["rolling", "stopstart"] {
+            for outcome in Outcome::ALL {
+                let _ = self.total.remove_label_values(&[app, strategy, outcome.as_str()]);
+            }
+            let _ = self.duration.remove_label_values(&[app, strategy]);
+        }
+        for phase in Phase::ALL {
+            let _ = self.phase.remove_label_values(&[app, phase.as_str()]);
+        }
+    }
+
     /// Sets the phase gauge of `app`: 1 for `current`, 0 for the rest.
     pub fn phase(&self, app: &str, current: Option<Phase>) {
         for phase in Phase::ALL {

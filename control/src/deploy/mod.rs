@@ -48,6 +48,8 @@ pub enum DeployError {
     Conflict { app: String, id: String },
     #[error("{0}")]
     InvalidConfig(String),
+    #[error("cutover is stopping; it takes no new deployments or pushes")]
+    Stopping,
     #[error("the journal could not be written: {0}")]
     Journal(#[from] crate::journal::JournalError),
 }

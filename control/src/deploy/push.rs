@@ -159,6 +159,7 @@ impl Controller {
 
         // Added apps start first, so routes to them have instances to hold for.
         for name in &report.added {
+            self.metrics.app_configured(name);
             self.supervisor.start_app(Arc::new(new.apps[name].clone()));
         }
         // One table swap for routes, hold timeout and the set of apps.
@@ -167,6 +168,7 @@ impl Controller {
         routing.configure(&new.routes, &new.proxy, names);
         routing.publish();
         for name in &report.removed {
+            self.metrics.app_removed(name);
             self.retire_app(name);
         }
         for (name, number) in deploying.into_iter().zip(first..) {
