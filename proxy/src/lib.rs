@@ -12,6 +12,8 @@
 //! - [`handle`]: the `ArcSwap` holder and its change signal.
 //! - [`service`]: the pingora `ProxyHttp` hooks (the request path).
 //! - [`longlived`]: WebSocket and SSE: taken over, tracked, closed with notice.
+//! - [`limits`]: `proxy.limits`: connection limit, head deadline, keep-alive
+//!   timeout, head size and `Host` checks.
 //! - [`server`]: starting and stopping pingora.
 //! - [`metrics`]: Prometheus families with pre-resolved label handles.
 
@@ -20,6 +22,7 @@
 pub mod access;
 pub mod backend;
 pub mod handle;
+pub mod limits;
 pub mod longlived;
 pub mod metrics;
 pub mod router;
