@@ -180,7 +180,7 @@ mod tests {
     #[test]
     fn scan_accepts_bare_lf_and_skips_leading_empty_lines() {
         let mut scan = HeadScan::default();
-        assert_eq!(scan.feed(b"\r\n\nGET / HTTP/1.1\nHost: a\n\nrest"), Some(26));
+        assert_eq!(scan.feed(b"\r\n\nGET / HTTP/1.1\nHost: a\n\nrest"), Some(27));
     }
 
     #[test]

@@ -96,7 +96,7 @@ mod tests {
             .expect("metrics")
             .register(&registry)
             .expect("registers");
-        let names: Vec<_> = registry.gather().iter().map(|f| f.get_name().to_owned()).collect();
+        let names: Vec<_> = registry.gather().iter().map(|f| f.name().to_owned()).collect();
         assert!(
             names.contains(&"cutover_connections_refused_total".to_owned()),
             "{names:?}"
