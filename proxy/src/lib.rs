@@ -13,6 +13,8 @@
 //! - [`forwarded`]: the X-Forwarded-* headers, trusted proxies.
 //! - [`service`]: the pingora `ProxyHttp` hooks (the request path).
 //! - [`longlived`]: WebSocket and SSE: taken over, tracked, closed with notice.
+//! - [`limits`]: `proxy.limits`: connection limit, head deadline, keep-alive
+//!   timeout, head size and `Host` checks.
 //! - [`server`]: starting and stopping pingora.
 //! - [`metrics`]: Prometheus families with pre-resolved label handles.
 
@@ -24,6 +26,7 @@ pub mod access;
 pub mod backend;
 pub mod forwarded;
 pub mod handle;
+pub mod limits;
 pub mod longlived;
 pub mod metrics;
 pub mod router;

@@ -17,9 +17,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::listening::Service;
 use tokio::sync::Notify;
 
 use crate::handle::TableHandle;
+use crate::limits::{ConnectionGate, LimitedApp};
 use crate::metrics::ProxyMetrics;
 use crate::service::{CutoverProxy, ProxySettings};
 
@@ -46,11 +48,14 @@ pub enum DataPlaneError {
     NotListening(SocketAddr),
     #[error("cannot start the proxy thread: {0}")]
     Thread(std::io::Error),
+    #[error("cannot create the connection metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// A running data plane.
 pub struct DataPlane {
     table: Arc<TableHandle>,
+    gate: Arc<ConnectionGate>,
     stop: Arc<Notify>,
     thread: Option<JoinHandle<()>>,
 }
@@ -81,8 +86,16 @@ impl DataPlane {
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
 
+        let limits = config.settings.limits;
+        let gate = Arc::new(ConnectionGate::new(limits.max_connections)?);
         let proxy = CutoverProxy::new(Arc::clone(&table), config.settings.clone(), metrics);
-        let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "cutover proxy");
+        // pingora's proxy app, behind `proxy.limits` (see `limits`).
+        let app = LimitedApp::new(
+            pingora::proxy::http_proxy(&server.configuration, proxy),
+            limits,
+            Arc::clone(&gate),
+        );
+        let mut service = Service::new("cutover proxy".to_owned(), app);
         for addr in &config.listen {
             service.add_tcp(&addr.to_string());
         }
@@ -104,6 +117,7 @@ impl DataPlane {
         }
         Ok(Self {
             table,
+            gate,
             stop,
             thread: Some(thread),
         })
@@ -112,6 +126,17 @@ impl DataPlane {
     /// The table handle this data plane serves.
     pub fn table(&self) -> &Arc<TableHandle> {
         &self.table
+    }
+
+    /// Registers the client connection metrics
+    /// (`cutover_connections_refused_total`, `cutover_client_connections`).
+    pub fn register_metrics(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        self.gate.register(registry)
+    }
+
+    /// The gate counting client connections (`proxy.limits.max_connections`).
+    pub fn connections(&self) -> &Arc<ConnectionGate> {
+        &self.gate
     }
 
     /// Stops accepting connections, tells held requests to give up, and

@@ -288,6 +288,10 @@ impl ProxyHttp for CutoverProxy {
         }
     }
 
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<()> {
+        crate::limits::on_request_head(session, &self.settings.limits).await
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         let host = request_host(req);
