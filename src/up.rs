@@ -92,6 +92,9 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
             .await
             .context("proxy start-up panicked")??
     };
+    data_plane
+        .register_metrics(&registry)
+        .context("cannot register metrics")?;
 
     let supervisor = Arc::new(Supervisor::new(Arc::clone(&routing), &config.state_dir));
     registry

@@ -213,6 +213,11 @@ fn connections_beyond_max_connections_are_closed_at_once_and_admitted_again_afte
         "the 21st connection was served: {:?}",
         String::from_utf8_lossy(&got)
     );
+    let m = cutover.metrics();
+    let refused = support::prom::value(&m, "cutover_connections_refused_total", &[]);
+    assert!(refused.is_some_and(|n| n >= 1.0), "refusal not counted: {refused:?}");
+    let open = support::prom::value(&m, "cutover_client_connections", &[]);
+    assert_eq!(open, Some(20.0), "the 20 held connections are counted as open");
 
     held.truncate(10);
     let deadline = Instant::now() + Duration::from_secs(10);
