@@ -129,7 +129,7 @@ impl Backend {
                 return now;
             }
             // The poll interval is a backstop only: the last guard wakes us.
-            let wake = (Instant::now() + Duration::from_millis(100)).min(deadline);
+            let wake = crate::time::after(Duration::from_millis(100)).min(deadline);
             let _ = tokio::time::timeout_at(wake, idle).await;
         }
     }

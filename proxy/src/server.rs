@@ -145,7 +145,7 @@ impl DataPlane {
     pub async fn shutdown(&mut self, drain: Duration) -> usize {
         self.stop.notify_one();
         self.table.close();
-        let deadline = tokio::time::Instant::now() + drain;
+        let deadline = crate::time::after(drain);
         loop {
             let active = self.table.active_requests();
             if active == 0 || tokio::time::Instant::now() >= deadline {

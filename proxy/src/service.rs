@@ -12,7 +12,7 @@
 //!    reused upstream connection of an idempotent request.
 //! 4. `logging` counts the outcome; dropping the context releases the claim.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,72 +28,12 @@ use tokio::time::Instant;
 use crate::backend::InflightGuard;
 use crate::forwarded;
 use crate::handle::{ActiveGuard, TableHandle};
+use crate::hold::Refusal;
 use crate::longlived::passthrough::{self, EventStream};
-use crate::longlived::{CloseReason, Kind, LongLivedSettings};
+use crate::longlived::{CloseReason, Kind};
 use crate::metrics::{AppMetrics, ProxyMetrics};
 use crate::router::AppId;
-
-/// The data plane's request-path settings.
-#[derive(Debug, Clone)]
-pub struct ProxySettings {
-    /// How long a request may wait for a ready backend, unless the route
-    /// table sets it.
-    pub hold_timeout: Duration,
-    /// At most this many requests are held at once; more get 503 at once.
-    pub max_held: usize,
-    /// TCP connect timeout to a backend.
-    pub connect_timeout: Duration,
-    /// Idle pooled upstream connections are closed after this. Kept below
-    /// the common backend keep-alive timeout (Node's 5 s), so the proxy
-    /// closes first and never reuses a connection the backend is closing.
-    pub upstream_idle_timeout: Duration,
-    /// Failed attempts (connect errors, stale connections) after which a
-    /// request gives up.
-    pub max_attempts: u32,
-    /// WebSocket/SSE drain settings, unless the route table sets them.
-    pub long_lived: LongLivedSettings,
-    /// Peers whose forwarded headers are kept and appended to; from any
-    /// other peer they are replaced (SPEC §4a).
-    pub trusted_proxies: Arc<[ipnet::IpNet]>,
-    /// What one client may hold (`proxy.limits`).
-    pub limits: Limits,
-}
-
-/// What one client may hold (`proxy.limits`, SPEC §4a "Limits").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// A client must send a complete request head within this.
-    pub header_timeout: Duration,
-    /// An idle keep-alive client connection is closed after this.
-    pub keepalive_timeout: Duration,
-    /// Client connections held at once; more are closed at accept.
-    pub max_connections: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            header_timeout: Duration::from_secs(10),
-            keepalive_timeout: Duration::from_secs(75),
-            max_connections: 8000,
-        }
-    }
-}
-
-impl Default for ProxySettings {
-    fn default() -> Self {
-        Self {
-            hold_timeout: Duration::from_secs(30),
-            max_held: 10_000,
-            connect_timeout: Duration::from_secs(2),
-            upstream_idle_timeout: Duration::from_secs(4),
-            max_attempts: 16,
-            long_lived: LongLivedSettings::default(),
-            trusted_proxies: Arc::from([]),
-            limits: Limits::default(),
-        }
-    }
-}
+pub use crate::settings::{Limits, ProxySettings};
 
 /// The proxy service.
 pub struct CutoverProxy {
@@ -101,7 +41,7 @@ pub struct CutoverProxy {
     pub(crate) settings: ProxySettings,
     pub(crate) metrics: ProxyMetrics,
     unrouted: Arc<AppMetrics>,
-    held: AtomicUsize,
+    pub(crate) held: AtomicUsize,
 }
 
 impl CutoverProxy {
@@ -115,67 +55,6 @@ impl CutoverProxy {
             held: AtomicUsize::new(0),
         }
     }
-
-    /// Claims a ready backend for `app`, holding the request while there is
-    /// none (up to the hold timeout).
-    pub(crate) async fn claim(&self, app: AppId, ctx: &mut RequestCtx) -> std::result::Result<InflightGuard, Refusal> {
-        match self.try_pick(app, ctx) {
-            Pick::Claimed(claim) => Ok(claim),
-            Pick::AppGone => Err(Refusal::AppGone),
-            Pick::NoneReady => self.hold(app, ctx).await,
-        }
-    }
-
-    /// Picks and claims a backend from the current table.
-    fn try_pick(&self, app: AppId, ctx: &RequestCtx) -> Pick {
-        let table = self.table.load();
-        match table.app(app) {
-            None => Pick::AppGone,
-            Some(entry) => match entry.pick(&ctx.failed) {
-                Some(claim) => Pick::Claimed(claim),
-                None => Pick::NoneReady,
-            },
-        }
-    }
-
-    /// Waits for a table with a ready backend, up to the hold deadline.
-    async fn hold(&self, app: AppId, ctx: &mut RequestCtx) -> std::result::Result<InflightGuard, Refusal> {
-        if self.held.fetch_add(1, Ordering::SeqCst) >= self.settings.max_held {
-            self.held.fetch_sub(1, Ordering::SeqCst);
-            return Err(Refusal::HoldQueueFull);
-        }
-        let _slot = HeldSlot(&self.held);
-        let _gauge = ctx.metrics.as_ref().map(AppMetrics::hold);
-        let start = Instant::now();
-        let hold_timeout = self.table.load().hold_timeout().unwrap_or(self.settings.hold_timeout);
-        let deadline = *ctx.hold_deadline.get_or_insert(start + hold_timeout);
-        let mut changed = self.table.subscribe();
-        let result = loop {
-            if self.table.is_closing() {
-                break Err(Refusal::ShuttingDown);
-            }
-            match self.try_pick(app, ctx) {
-                Pick::Claimed(claim) => break Ok(claim),
-                Pick::AppGone => break Err(Refusal::AppGone),
-                Pick::NoneReady => {}
-            }
-            if Instant::now() >= deadline {
-                break Err(Refusal::HoldTimeout);
-            }
-            // Wake on the next table, or after a short pause to try the
-            // backends that failed once more (a backlog overflow or a slow
-            // accept is not a dead backend).
-            let pause = (Instant::now() + RETRY_PAUSE).min(deadline);
-            match tokio::time::timeout_at(pause, changed.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => break Err(Refusal::ShuttingDown),
-                Err(_) => ctx.failed.clear(),
-            }
-        };
-        ctx.held += start.elapsed();
-        result
-    }
-
     fn peer_for(&self, claim: &InflightGuard) -> HttpPeer {
         let backend = claim.backend();
         let mut peer = HttpPeer::new(backend.addr(), false, String::new());
@@ -197,43 +76,6 @@ impl CutoverProxy {
     }
 }
 
-/// How long a held request waits before retrying backends that failed.
-const RETRY_PAUSE: Duration = Duration::from_millis(200);
-
-enum Pick {
-    Claimed(InflightGuard),
-    NoneReady,
-    AppGone,
-}
-
-/// Why the proxy answered a request itself instead of proxying it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    HoldTimeout,
-    HoldQueueFull,
-    ShuttingDown,
-    AppGone,
-}
-
-impl Refusal {
-    pub(crate) fn body(self) -> &'static str {
-        match self {
-            Refusal::HoldTimeout => "no ready backend: the app did not become ready in time\n",
-            Refusal::HoldQueueFull => "no ready backend and too many requests waiting for one\n",
-            Refusal::ShuttingDown => "cutover is shutting down\n",
-            Refusal::AppGone => "the app for this route was removed\n",
-        }
-    }
-}
-
-struct HeldSlot<'a>(&'a AtomicUsize);
-
-impl Drop for HeldSlot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// Per-request state.
 pub struct RequestCtx {
     _active: ActiveGuard,
@@ -243,10 +85,10 @@ pub struct RequestCtx {
     /// The backend this request is using; released on drop.
     pub(crate) claim: Option<InflightGuard>,
     /// Generations of backends that failed for this request.
-    failed: Vec<u64>,
+    pub(crate) failed: Vec<u64>,
     attempts: u32,
-    hold_deadline: Option<Instant>,
-    held: Duration,
+    pub(crate) hold_deadline: Option<Instant>,
+    pub(crate) held: Duration,
     pub(crate) refusal: Option<Refusal>,
     /// The upstream connection of the current attempt (HTTP/1 only), for
     /// ending an event stream (see [`passthrough`]).

@@ -84,11 +84,11 @@ pub async fn run(s: Stream<'_>) -> CloseReason {
             _ = session.read_body_or_idle(true) => return CloseReason::Client,
             _ = until_true(drain.clone()), if !drain_seen && due.is_none() && awaiting_boundary.is_none() => {
                 drain_seen = true;
-                due = Some((Instant::now() + jittered(settings.spread), CloseReason::Drain));
+                due = Some((crate::time::after(jittered(settings.spread)), CloseReason::Drain));
             }
             _ = until_true(shutdown.clone()), if !shutdown_seen && awaiting_boundary.is_none() => {
                 shutdown_seen = true;
-                let at = due.map_or_else(|| Instant::now() + jittered(settings.spread), |(at, _)| at);
+                let at = due.map_or_else(|| crate::time::after(jittered(settings.spread)), |(at, _)| at);
                 due = Some((at, CloseReason::Shutdown));
             }
             _ = tokio::time::sleep_until(due.map_or_else(Instant::now, |(at, _)| at)), if due.is_some() => {

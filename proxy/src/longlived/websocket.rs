@@ -95,7 +95,7 @@ pub async fn run(t: Tunnel<'_>) -> CloseReason {
 
     let reason = loop {
         let deadline = notice.deadline();
-        let idle_at = last_activity + settings.idle_timeout;
+        let idle_at = crate::time::deadline(last_activity, settings.idle_timeout);
         tokio::select! {
             data = session.read_request_body() => {
                 let bytes = match data {
@@ -168,13 +168,13 @@ pub async fn run(t: Tunnel<'_>) -> CloseReason {
             }
             _ = until_true(drain.clone()), if !drain_seen && notice.is_open() => {
                 drain_seen = true;
-                notice = Notice::Scheduled(Instant::now() + jittered(settings.spread), CloseReason::Drain);
+                notice = Notice::Scheduled(crate::time::after(jittered(settings.spread)), CloseReason::Drain);
             }
             _ = until_true(shutdown.clone()), if !shutdown_seen && matches!(notice, Notice::None | Notice::Scheduled(..)) => {
                 shutdown_seen = true;
                 let at = match notice {
                     Notice::Scheduled(at, _) => at,
-                    _ => Instant::now() + jittered(settings.spread),
+                    _ => crate::time::after(jittered(settings.spread)),
                 };
                 notice = Notice::Scheduled(at, CloseReason::Shutdown);
             }
@@ -183,7 +183,7 @@ pub async fn run(t: Tunnel<'_>) -> CloseReason {
                     Notice::Scheduled(_, reason) => {
                         if client_frames.close_seen() || backend_frames.close_seen() {
                             // A peer is already closing on its own: let it.
-                            notice = Notice::Sent(Instant::now() + settings.close_grace, reason);
+                            notice = Notice::Sent(crate::time::after(settings.close_grace), reason);
                         } else if backend_frames.at_boundary() {
                             notice = send_notice(session, &mut to_backend, &client_frames, &backend_frames, reason, settings.close_grace, &mut backend_close_owed).await;
                         } else {
@@ -235,7 +235,7 @@ async fn send_notice(
     close_grace: Duration,
     backend_close_owed: &mut bool,
 ) -> Notice {
-    let deadline = Instant::now() + close_grace;
+    let deadline = crate::time::after(close_grace);
     if client_frames.close_seen() || backend_frames.close_seen() {
         return Notice::Sent(deadline, reason);
     }
