@@ -218,7 +218,10 @@ fn too_large_integer(message: &str) -> Option<(Option<String>, &str)> {
     if !(tail.starts_with(" as u128") || tail.starts_with(" as i128")) {
         return None;
     }
-    let path = message[..at].strip_suffix(": ").filter(|p| !p.is_empty()).map(str::to_string);
+    let path = message[..at]
+        .strip_suffix(": ")
+        .filter(|p| !p.is_empty())
+        .map(str::to_string);
     Some((path, number))
 }
 

@@ -207,17 +207,17 @@ pub(crate) fn duration(text: &str, bounds: DurationBounds) -> Result<Duration, S
 pub(crate) fn human(duration: Duration) -> String {
     const DAY: u64 = 86_400;
     let secs = duration.as_secs();
-    if duration.subsec_nanos() % 1_000_000 != 0 {
+    if !duration.subsec_nanos().is_multiple_of(1_000_000) {
         return humantime::format_duration(duration).to_string();
     }
     if duration.subsec_nanos() != 0 {
         return format!("{}ms", duration.as_millis());
     }
-    if secs > DAY && secs % DAY == 0 {
+    if secs > DAY && secs.is_multiple_of(DAY) {
         format!("{}d", secs / DAY)
-    } else if secs >= 3600 && secs % 3600 == 0 {
+    } else if secs >= 3600 && secs.is_multiple_of(3600) {
         format!("{}h", secs / 3600)
-    } else if secs >= 60 && secs % 60 == 0 {
+    } else if secs >= 60 && secs.is_multiple_of(60) {
         format!("{}m", secs / 60)
     } else {
         format!("{secs}s")
