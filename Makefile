@@ -5,7 +5,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test deps build bench bench-deploy bench-websocket bench-idle bench-peers
+.PHONY: up test fuzz deps build bench bench-deploy bench-websocket bench-idle bench-peers
 
 ## Install prerequisites when missing: pingora needs cmake (zlib-ng) and a
 ## C toolchain; the test runner is cargo-nextest; the metrics tests run a
@@ -15,6 +15,10 @@ deps:
 		echo "installing cmake and a C toolchain (pingora builds zlib-ng with them)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq cmake build-essential pkg-config; }
 	@command -v cargo-nextest >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	@command -v c++ >/dev/null 2>&1 || { \
+		echo "installing a C++ compiler (libFuzzer is C++)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq build-essential; }
 	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
 		echo "installing prometheus and promtool (the metrics and dashboard tests run them)"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus; }
@@ -29,6 +33,11 @@ up: build
 ## Run the whole test suite.
 test: deps
 	$(CARGO) nextest run --workspace --no-fail-fast
+
+## Fuzz every cargo-fuzz target (proxy/fuzz, control/fuzz) for a bounded
+## time each (FUZZ_SECONDS, default 45); fails on any crash. See .ci/fuzz.
+fuzz: deps
+	.ci/fuzz
 
 ## Micro-benchmarks (by hand, not in CI).
 bench: deps

@@ -8,12 +8,14 @@
 //! and returned together in [`ConfigError::Invalid`], which is what
 //! `cutover validate` prints.
 
+pub mod bounds;
 mod location;
 mod model;
 mod problem;
 mod raw;
 mod read;
 mod rules;
+pub mod timing;
 mod validate;
 mod wording;
 

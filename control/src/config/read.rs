@@ -209,6 +209,22 @@ fn remove(value: &mut Value, segments: &[Segment]) -> bool {
     }
 }
 
+/// The key path (if serde_yaml gave one) and the number of an integer too
+/// large for a YAML value, from serde_yaml's message.
+fn too_large_integer(message: &str) -> Option<(Option<String>, &str)> {
+    let at = message.find("invalid type: integer `")?;
+    let rest = &message[at + "invalid type: integer `".len()..];
+    let (number, tail) = rest.split_once('`')?;
+    if !(tail.starts_with(" as u128") || tail.starts_with(" as i128")) {
+        return None;
+    }
+    let path = message[..at]
+        .strip_suffix(": ")
+        .filter(|p| !p.is_empty())
+        .map(str::to_string);
+    Some((path, number))
+}
+
 /// True when the mapping at `segments` has `key`.
 fn has_key(value: &Value, segments: &[Segment], key: &str) -> bool {
     let mut node = value;
@@ -246,6 +262,19 @@ fn syntax_error(error: serde_yaml::Error, source: &str) -> SyntaxError {
             message: format!("key \"{key}\" appears twice in the same mapping; keep one"),
             location: repeat.as_ref().map(|(_, place)| *place).or(location),
             key_path: repeat.map(|(path, _)| path),
+        };
+    }
+    // A whole number past 64 bits cannot even be held as a YAML value;
+    // serde_yaml words it "[path: ]invalid type: integer `N` as u128,
+    // expected any YAML value".
+    if let Some((path, number)) = too_large_integer(&message) {
+        return SyntaxError {
+            message: format!(
+                "the number {number} is too large for any setting (none takes more than 64 bits); \
+                 the file cannot be read further until it is fixed"
+            ),
+            location,
+            key_path: path,
         };
     }
     // serde_yaml appends the position we already show in front.
@@ -318,6 +347,24 @@ mod tests {
         let (_, found) = read_ok("proxy:\n  listen: [\"a:1\", 2]\n");
         assert_eq!(found[0].0, "proxy.listen[1]");
         assert_eq!(found[0].1, "expected a string, found the number 2");
+    }
+
+    #[test]
+    fn a_number_past_64_bits_is_named_with_its_key() {
+        for number in ["18446744073709551616", "-99999999999999999999"] {
+            let mut findings = Findings::default();
+            let source = format!("apps:\n  web: {{ command: [x], instances: {number} }}\n");
+            let err = read(&source, &mut findings).unwrap_err();
+            assert_eq!(err.key_path.as_deref(), Some("apps.web.instances"));
+            assert_eq!(
+                err.message,
+                format!(
+                    "the number {number} is too large for any setting (none takes more than 64 bits); \
+                     the file cannot be read further until it is fixed"
+                )
+            );
+            assert_eq!(err.location.map(|(line, _)| line), Some(2));
+        }
     }
 
     #[test]

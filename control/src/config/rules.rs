@@ -8,6 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use super::bounds::DurationBounds;
 use super::model::HostPattern;
 
 /// Longest app name: it is used in instance names, file names and labels.
@@ -171,21 +172,56 @@ pub(crate) fn env_name(name: &str, what: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether zero is a meaningful value for a duration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Zero {
-    Allowed,
-    Forbidden,
-}
-
-/// A humantime duration such as `500ms`, `30s`, `1h` or `1h 30m`.
-pub(crate) fn duration(text: &str, zero: Zero) -> Result<Duration, String> {
-    let parsed = humantime::parse_duration(text.trim())
-        .map_err(|_| format!("invalid duration \"{text}\": expected a number with a unit such as 500ms, 30s, 1h"))?;
-    if parsed.is_zero() && zero == Zero::Forbidden {
-        return Err("must be greater than zero, e.g. 500ms or 30s".to_string());
+/// A humantime duration such as `500ms`, `30s`, `1h` or `1h 30m`, within
+/// `bounds`. The message names the bound: `must be at most 1h, got 2h`.
+pub(crate) fn duration(text: &str, bounds: DurationBounds) -> Result<Duration, String> {
+    let written = text.trim();
+    let parsed = match humantime::parse_duration(written) {
+        Ok(parsed) => parsed,
+        // Too large for a `Duration` at all: certainly above the bound.
+        Err(humantime::DurationError::NumberOverflow) => {
+            return Err(format!("must be at most {}, got {written}", human(bounds.max)));
+        }
+        Err(_) => {
+            return Err(format!(
+                "invalid duration \"{text}\": expected a number with a unit such as 500ms, 30s, 1h"
+            ))
+        }
+    };
+    if parsed < bounds.min {
+        return Err(if bounds.min <= Duration::from_nanos(1) {
+            "must be greater than zero, e.g. 500ms or 30s".to_string()
+        } else {
+            format!("must be at least {}, got {written}", human(bounds.min))
+        });
+    }
+    if parsed > bounds.max {
+        return Err(format!("must be at most {}, got {written}", human(bounds.max)));
     }
     Ok(parsed)
+}
+
+/// A duration as an operator would write it, in the largest unit that
+/// divides it exactly (`10m`, `24h`, `7d`, `100ms`, `2500ms`); humantime reads it
+/// back. Days only past one day: `24h` reads better than `1d`.
+pub(crate) fn human(duration: Duration) -> String {
+    const DAY: u64 = 86_400;
+    let secs = duration.as_secs();
+    if !duration.subsec_nanos().is_multiple_of(1_000_000) {
+        return humantime::format_duration(duration).to_string();
+    }
+    if duration.subsec_nanos() != 0 {
+        return format!("{}ms", duration.as_millis());
+    }
+    if secs > DAY && secs.is_multiple_of(DAY) {
+        format!("{}d", secs / DAY)
+    } else if secs >= 3600 && secs.is_multiple_of(3600) {
+        format!("{}h", secs / 3600)
+    } else if secs >= 60 && secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
 }
 
 /// A `trusted_proxies` entry: a CIDR (`10.0.0.0/8`, `fd00::/8`) or a bare
@@ -336,17 +372,78 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(duration("500ms", Zero::Forbidden), Ok(Duration::from_millis(500)));
-        assert_eq!(duration("1h", Zero::Forbidden), Ok(Duration::from_secs(3600)));
-        assert_eq!(duration("0s", Zero::Allowed), Ok(Duration::ZERO));
+        let up_to_1h = DurationBounds {
+            min: Duration::ZERO,
+            max: Duration::from_secs(3600),
+        };
+        let positive = DurationBounds {
+            min: Duration::from_nanos(1),
+            ..up_to_1h
+        };
+        let from_1s = DurationBounds {
+            min: Duration::from_secs(1),
+            ..up_to_1h
+        };
+        assert_eq!(duration("500ms", positive), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("1h", positive), Ok(Duration::from_secs(3600)));
+        assert_eq!(duration(" 1m 30s ", positive), Ok(Duration::from_secs(90)));
+        assert_eq!(duration("0s", up_to_1h), Ok(Duration::ZERO));
         assert_eq!(
-            duration("0s", Zero::Forbidden),
+            duration("0s", positive),
             Err("must be greater than zero, e.g. 500ms or 30s".into())
         );
+        assert_eq!(duration("0s", from_1s), Err("must be at least 1s, got 0s".into()));
+        assert_eq!(duration("999ms", from_1s), Err("must be at least 1s, got 999ms".into()));
         assert_eq!(
-            duration("5x", Zero::Allowed),
+            duration("1h 1ms", up_to_1h),
+            Err("must be at most 1h, got 1h 1ms".into())
+        );
+        assert_eq!(
+            duration("5x", up_to_1h),
             Err("invalid duration \"5x\": expected a number with a unit such as 500ms, 30s, 1h".into())
         );
-        assert!(duration("30", Zero::Allowed).is_err());
+        assert!(duration("30", up_to_1h).is_err());
+    }
+
+    #[test]
+    fn absurd_durations_name_the_bound() {
+        let bounds = DurationBounds {
+            min: Duration::ZERO,
+            max: Duration::from_secs(3600),
+        };
+        // Parses (just below u64::MAX seconds) but is far above the bound.
+        assert_eq!(
+            duration("500000000000y", bounds),
+            Err("must be at most 1h, got 500000000000y".into())
+        );
+        assert_eq!(
+            duration("18446744073709551615s", bounds),
+            Err("must be at most 1h, got 18446744073709551615s".into())
+        );
+        // Does not even fit a Duration.
+        assert_eq!(
+            duration("18446744073709551616s", bounds),
+            Err("must be at most 1h, got 18446744073709551616s".into())
+        );
+        assert_eq!(
+            duration("99999999999999999999999y", bounds),
+            Err("must be at most 1h, got 99999999999999999999999y".into())
+        );
+    }
+
+    #[test]
+    fn bounds_are_shown_as_an_operator_writes_them() {
+        assert_eq!(human(Duration::from_millis(100)), "100ms");
+        assert_eq!(human(Duration::from_secs(1)), "1s");
+        assert_eq!(human(Duration::from_secs(600)), "10m");
+        assert_eq!(human(Duration::from_secs(86_400)), "24h");
+        assert_eq!(human(Duration::from_secs(7 * 86_400)), "7d");
+        assert_eq!(human(Duration::from_secs(90)), "90s");
+        assert_eq!(human(Duration::from_millis(2500)), "2500ms");
+        assert_eq!(human(Duration::from_nanos(1)), "1ns");
+        for d in [100u64, 1000, 600_000, 86_400_000, 604_800_000, 10] {
+            let d = Duration::from_millis(d);
+            assert_eq!(humantime::parse_duration(&human(d)), Ok(d));
+        }
     }
 }

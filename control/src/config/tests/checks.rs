@@ -58,12 +58,16 @@ fn listen_addresses_must_not_repeat_or_overlap() {
 }
 
 #[test]
-fn threads_at_least_one() {
-    assert_single(
-        &with_proxy("{ threads: 0 }"),
-        "proxy.threads",
-        "threads must be at least 1, got 0; leave it out to use one per CPU",
-    );
+fn threads_between_one_and_256() {
+    for n in ["0", "-3", "257", "100000"] {
+        assert_single(
+            &with_proxy(&format!("{{ threads: {n} }}")),
+            "proxy.threads",
+            &format!("threads must be between 1 and 256, got {n}; leave it out to use one per CPU"),
+        );
+    }
+    assert_eq!(parse_ok(&with_proxy("{ threads: 256 }")).proxy.threads, 256);
+    assert_eq!(parse_ok(&with_proxy("{ threads: 1 }")).proxy.threads, 1);
 }
 
 #[test]
@@ -83,10 +87,17 @@ fn hold_timeout_must_be_a_positive_duration() {
 }
 
 #[test]
-fn long_lived_durations_may_be_zero() {
+fn spread_and_close_grace_may_be_zero_idle_timeout_not() {
     let config = parse_ok(&with_proxy("{ long_lived: { spread: 0s, close_grace: 0 } }"));
     assert_eq!(config.proxy.long_lived.spread, Duration::ZERO);
+    assert_eq!(config.proxy.long_lived.close_grace, Duration::ZERO);
     assert_eq!(config.proxy.long_lived.idle_timeout, Duration::from_secs(3600));
+    // An idle timeout of zero would close every WebSocket at once.
+    assert_single(
+        &with_proxy("{ long_lived: { idle_timeout: 0s } }"),
+        "proxy.long_lived.idle_timeout",
+        "must be at least 1s, got 0s",
+    );
 }
 
 // === admin ===
@@ -200,13 +211,18 @@ fn health_path_starts_with_a_slash() {
 
 #[test]
 fn health_durations_must_be_positive() {
-    for key in ["interval", "timeout", "start_timeout"] {
+    for key in ["timeout", "start_timeout"] {
         assert_single(
             &web_with(&format!("health: {{ {key}: 0s }}")),
             &format!("apps.web.health.{key}"),
             "must be greater than zero, e.g. 500ms or 30s",
         );
     }
+    assert_single(
+        &web_with("health: { interval: 0s }"),
+        "apps.web.health.interval",
+        "must be at least 10ms, got 0s",
+    );
 }
 
 #[test]
@@ -220,9 +236,12 @@ fn health_timeout_within_start_timeout() {
 }
 
 #[test]
-fn drain_timeout_may_be_zero() {
-    let config = parse_ok(&web_with("drain_timeout: 0s"));
-    assert_eq!(config.apps["web"].drain_timeout, Duration::ZERO);
+fn drain_timeout_may_be_zero_when_long_lived_notices_take_no_time() {
+    let source = format!(
+        "proxy: {{ long_lived: {{ spread: 0s, close_grace: 0s }} }}\n{}",
+        web_with("drain_timeout: 0s")
+    );
+    assert_eq!(parse_ok(&source).apps["web"].drain_timeout, Duration::ZERO);
 }
 
 #[test]

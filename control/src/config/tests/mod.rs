@@ -271,7 +271,7 @@ routes:
         [
             "deploy.yaml:2:30: proxy.listen[1]: invalid listen address \"nowhere\": expected ip:port such as \
              127.0.0.1:8080, [::1]:8080 or localhost:8080 (host names are not resolved)",
-            "deploy.yaml:3:3: proxy.threads: threads must be at least 1, got 0; leave it out to use one per CPU",
+            "deploy.yaml:3:3: proxy.threads: threads must be between 1 and 256, got 0; leave it out to use one per CPU",
             "deploy.yaml:5:3: admin.listen: 127.0.0.1:8080 conflicts with proxy listener proxy.listen[0] \
              (127.0.0.1:8080); give the admin API its own port, e.g. 127.0.0.1:9180",
             "deploy.yaml:8:5: apps.web.comand: unknown key \"comand\" (did you mean \"command\"?); expected one of \
@@ -293,4 +293,6 @@ routes:
     );
 }
 
+mod bounds;
 mod checks;
+mod props;

@@ -5,13 +5,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::Check;
+use crate::config::bounds;
 use crate::config::model::{AppConfig, Command, HealthConfig, Hooks, Strategy};
 use crate::config::problem::join_key;
 use crate::config::raw::{EnvValue, RawApp, RawCommand, RawHealth, RawHooks};
-use crate::config::rules::{self, Zero};
-
-/// Most instances one app may ask for; more is almost surely a typo.
-pub(crate) const MAX_INSTANCES: i64 = 64;
+use crate::config::rules;
 
 impl Check<'_> {
     pub(super) fn apps(
@@ -43,13 +41,14 @@ impl Check<'_> {
             self.push(&at, message);
         }
         let key = |k: &str| join_key(&at, k);
+        let (min, max) = bounds::INSTANCES;
         let instances = match raw.instances {
             None => 1,
-            Some(n) if (1..=MAX_INSTANCES).contains(&n) => u32::try_from(n).unwrap_or(1),
+            Some(n) if (min..=max).contains(&n) => u32::try_from(n).unwrap_or(1),
             Some(n) => {
                 self.push(
                     key("instances"),
-                    format!("instances must be between 1 and {MAX_INSTANCES}, got {n}"),
+                    format!("instances must be between {min} and {max}, got {n}"),
                 );
                 1
             }
@@ -66,13 +65,13 @@ impl Check<'_> {
                 &key("drain_timeout"),
                 raw.drain_timeout.as_ref(),
                 Duration::from_secs(30),
-                Zero::Allowed,
+                bounds::DRAIN_TIMEOUT,
             ),
             stop_timeout: self.duration(
                 &key("stop_timeout"),
                 raw.stop_timeout.as_ref(),
                 Duration::from_secs(10),
-                Zero::Allowed,
+                bounds::STOP_TIMEOUT,
             ),
             deploy_strategy: raw.deploy_strategy.unwrap_or(Strategy::Stopstart),
             manual_deployments: raw.manual_deployments.unwrap_or(false),
@@ -162,19 +161,19 @@ impl Check<'_> {
             &key("interval"),
             raw.interval.as_ref(),
             Duration::from_millis(500),
-            Zero::Forbidden,
+            bounds::HEALTH_INTERVAL,
         );
         let timeout = self.duration(
             &key("timeout"),
             raw.timeout.as_ref(),
             Duration::from_secs(2),
-            Zero::Forbidden,
+            bounds::HEALTH_TIMEOUT,
         );
         let start_timeout = self.duration(
             &key("start_timeout"),
             raw.start_timeout.as_ref(),
             Duration::from_secs(30),
-            Zero::Forbidden,
+            bounds::START_TIMEOUT,
         );
         if timeout > start_timeout {
             self.push(

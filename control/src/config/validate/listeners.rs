@@ -5,19 +5,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{default_threads, Check};
+use crate::config::bounds;
 use crate::config::model::{AdminConfig, LimitsConfig, LongLivedConfig, ProxyConfig};
 use crate::config::raw::{RawAdmin, RawLimits, RawProxy};
-use crate::config::rules::{self, Zero};
+use crate::config::rules;
 
 /// Default admin token variable (SPEC §3).
 pub(crate) const DEFAULT_TOKEN_ENV: &str = "CUTOVER_ADMIN_TOKEN";
 
 /// Default `proxy.limits.max_connections` (SPEC §3).
 const DEFAULT_MAX_CONNECTIONS: usize = 8000;
-
-/// The most client connections one cutover may be told to hold: far above
-/// what a process's descriptor limit allows, low enough to stay meaningful.
-const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 
 impl Check<'_> {
     /// `proxy:`. Also returns each listener's index in `proxy.listen` as
@@ -50,13 +47,16 @@ impl Check<'_> {
                 }
             }
         }
+        let (min_threads, max_threads) = bounds::THREADS;
         let threads = match raw.threads {
             None => default_threads(),
-            Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
+            Some(n) if (min_threads..=max_threads).contains(&n) => usize::try_from(n).unwrap_or(1),
             Some(n) => {
                 self.push(
                     "proxy.threads",
-                    format!("threads must be at least 1, got {n}; leave it out to use one per CPU"),
+                    format!(
+                        "threads must be between {min_threads} and {max_threads}, got {n}; leave it out to use one per CPU"
+                    ),
                 );
                 1
             }
@@ -65,7 +65,7 @@ impl Check<'_> {
             "proxy.hold_timeout",
             raw.hold_timeout.as_ref(),
             Duration::from_secs(30),
-            Zero::Forbidden,
+            bounds::HOLD_TIMEOUT,
         );
         let trusted_proxies = self.trusted_proxies(raw.trusted_proxies.as_deref().unwrap_or_default());
         let limits = self.limits(raw.limits.as_ref().unwrap_or(&RawLimits::default()));
@@ -75,19 +75,19 @@ impl Check<'_> {
                 "proxy.long_lived.spread",
                 long_lived.spread.as_ref(),
                 Duration::from_secs(2),
-                Zero::Allowed,
+                bounds::SPREAD,
             ),
             close_grace: self.duration(
                 "proxy.long_lived.close_grace",
                 long_lived.close_grace.as_ref(),
                 Duration::from_secs(1),
-                Zero::Allowed,
+                bounds::CLOSE_GRACE,
             ),
             idle_timeout: self.duration(
                 "proxy.long_lived.idle_timeout",
                 long_lived.idle_timeout.as_ref(),
                 Duration::from_secs(3600),
-                Zero::Allowed,
+                bounds::IDLE_TIMEOUT,
             ),
         };
         let (indexes, listen) = listen.into_iter().unzip();
@@ -116,13 +116,14 @@ impl Check<'_> {
 
     /// `proxy.limits:`
     fn limits(&mut self, raw: &RawLimits) -> LimitsConfig {
+        let (min, max) = bounds::MAX_CONNECTIONS;
         let max_connections = match raw.max_connections {
             None => DEFAULT_MAX_CONNECTIONS,
-            Some(n) if (1..=MAX_CONNECTIONS_LIMIT as i64).contains(&n) => usize::try_from(n).unwrap_or(1),
+            Some(n) if (min..=max).contains(&n) => usize::try_from(n).unwrap_or(1),
             Some(n) => {
                 self.push(
                     "proxy.limits.max_connections",
-                    format!("must be between 1 and {MAX_CONNECTIONS_LIMIT}, got {n}"),
+                    format!("must be between {min} and {max}, got {n}"),
                 );
                 DEFAULT_MAX_CONNECTIONS
             }
@@ -132,13 +133,13 @@ impl Check<'_> {
                 "proxy.limits.header_timeout",
                 raw.header_timeout.as_ref(),
                 Duration::from_secs(10),
-                Zero::Forbidden,
+                bounds::HEADER_TIMEOUT,
             ),
             keepalive_timeout: self.duration(
                 "proxy.limits.keepalive_timeout",
                 raw.keepalive_timeout.as_ref(),
                 Duration::from_secs(75),
-                Zero::Forbidden,
+                bounds::KEEPALIVE_TIMEOUT,
             ),
             max_connections,
         }

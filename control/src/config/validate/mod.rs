@@ -9,13 +9,17 @@ mod apps;
 mod listeners;
 mod routes;
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use super::model::Config;
+use super::bounds::{self, DurationBounds};
+use super::model::{AppConfig, Config, ProxyConfig};
+use super::problem::join_key;
 use super::problem::Findings;
 use super::raw::{RawAdmin, RawConfig, RawDuration, RawProxy};
-use super::rules::{self, Zero};
+use super::rules;
+use super::timing;
 
 /// Checks `raw`, pushing every problem into `findings`. Relative `cwd` and
 /// `state_dir` are resolved against `base_dir`. The returned config is only
@@ -28,6 +32,7 @@ pub(crate) fn validate(raw: &RawConfig, base_dir: &Path, findings: &mut Findings
     let state_dir = check.dir("state_dir", raw.state_dir.as_deref(), ".cutover", base_dir);
     let apps = check.apps(raw.apps.as_ref(), base_dir);
     let routes = check.routes(raw.routes.as_deref(), raw.apps.as_ref());
+    check.notices_fit_in_drains(&proxy, &apps, raw);
     Config {
         proxy,
         admin,
@@ -56,11 +61,61 @@ impl Check<'_> {
         })
     }
 
-    /// An optional duration: `default` when absent.
-    fn duration(&mut self, key_path: &str, raw: Option<&RawDuration>, default: Duration, zero: Zero) -> Duration {
+    /// An optional duration within `bounds`: `default` when absent.
+    fn duration(
+        &mut self,
+        key_path: &str,
+        raw: Option<&RawDuration>,
+        default: Duration,
+        bounds: DurationBounds,
+    ) -> Duration {
+        debug_assert!(bounds.contains(default), "default of {key_path} out of its bounds");
         match raw {
             None => default,
-            Some(text) => self.or(key_path, rules::duration(&text.0, zero), default),
+            Some(text) => self.or(key_path, rules::duration(&text.0, bounds), default),
+        }
+    }
+
+    /// Per app, `spread + close_grace <= drain_timeout`: a draining app's
+    /// long-lived clients get their notice within `spread` and then
+    /// `close_grace` to answer, and the drain deadline cuts whatever is
+    /// left, so a shorter drain could cut a client with no notice. Checked
+    /// only where all three values are as written (or defaulted), not
+    /// replaced after a problem already reported.
+    fn notices_fit_in_drains(&mut self, proxy: &ProxyConfig, apps: &BTreeMap<String, AppConfig>, raw: &RawConfig) {
+        if self.findings.any_within("proxy.long_lived") {
+            return;
+        }
+        let long_lived = &proxy.long_lived;
+        let window = timing::notice_window(long_lived);
+        for (name, app) in apps {
+            let at = join_key(&join_key("apps", name), "drain_timeout");
+            if app.drain_timeout >= window || self.findings.any_within(&at) {
+                continue;
+            }
+            let written = raw
+                .apps
+                .as_ref()
+                .and_then(|apps| apps.get(name))
+                .is_some_and(|app| app.drain_timeout.is_some());
+            let drain = rules::human(app.drain_timeout);
+            let drain = if written {
+                drain
+            } else {
+                format!("{drain}, the default")
+            };
+            self.push(
+                at,
+                format!(
+                    "drain_timeout ({drain}) is shorter than proxy.long_lived.spread + close_grace ({} + {} = {}), \
+                     so a WebSocket or SSE client could be cut before its close notice; raise drain_timeout to at \
+                     least {}, or lower proxy.long_lived.spread or close_grace",
+                    rules::human(long_lived.spread),
+                    rules::human(long_lived.close_grace),
+                    rules::human(window),
+                    rules::human(window),
+                ),
+            );
         }
     }
 
@@ -80,9 +135,11 @@ impl Check<'_> {
     }
 }
 
-/// One worker per CPU; 1 if the count is unknown.
+/// One worker per CPU (at most the `proxy.threads` bound); 1 if the count
+/// is unknown.
 pub(crate) fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    let max = usize::try_from(bounds::THREADS.1).unwrap_or(1);
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(max))
 }
 
 /// `base_dir/path` for a relative path, without `.` components (`.` is
