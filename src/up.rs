@@ -83,7 +83,7 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
             },
             ..ProxySettings::default()
         },
-        grace: max_drain(&config).saturating_add(Duration::from_secs(5)),
+        grace: config::timing::shutdown_grace(&config),
     };
     let mut data_plane = {
         let table = Arc::clone(&table);
@@ -170,7 +170,7 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     tracing::info!(signal = signal_name, "shutting down: stopping deployments");
     admin_controller.stop_deployments().await;
     tracing::info!("shutting down: draining requests");
-    let left = data_plane.shutdown(max_drain(&config)).await;
+    let left = data_plane.shutdown(config::timing::shutdown_drain(&config)).await;
     if left > 0 {
         tracing::warn!(requests = left, "requests still running at the drain deadline are cut");
     }
@@ -208,15 +208,6 @@ fn config_dir(path: &std::path::Path) -> PathBuf {
         _ => std::path::Path::new("."),
     };
     dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())
-}
-
-fn max_drain(config: &Config) -> Duration {
-    config
-        .apps
-        .values()
-        .map(|a| a.drain_timeout)
-        .max()
-        .unwrap_or(Duration::from_secs(30))
 }
 
 async fn wait_for_signal() -> anyhow::Result<&'static str> {

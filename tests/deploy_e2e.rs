@@ -128,6 +128,8 @@ fn a_slow_request_started_before_the_route_swap_completes_on_the_old_instance() 
 fn a_request_longer_than_drain_timeout_is_cut_and_counted_and_the_deploy_completes() {
     let cutover = Cutover::builder()
         .app(App::demo("web", "v1").yaml("drain_timeout: 500ms"))
+        // The notice window must fit in the drain (spread + close_grace).
+        .proxy_yaml("long_lived: { spread: 200ms, close_grace: 300ms }")
         .route("*", "/", "web")
         .start();
     let proxy = cutover.proxy;

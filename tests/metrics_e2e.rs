@@ -158,6 +158,8 @@ fn a_rolling_deploy_shows_in_the_metrics_and_leaves_no_clone_series() {
 fn fifty_deploys_do_not_grow_the_series_count() {
     let cutover = Cutover::builder()
         .app(App::demo("web", "v1").yaml("drain_timeout: 2s"))
+        // The notice window must fit in the drain (spread + close_grace).
+        .proxy_yaml("long_lived: { spread: 1s, close_grace: 1s }")
         .route("*", "/", "web")
         .start();
     let deploy = |n: usize| {

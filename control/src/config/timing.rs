@@ -93,8 +93,7 @@ pub fn deploy_drain(previous: &AppConfig, target: &AppConfig) -> Duration {
 }
 
 /// How long `cutover up` waits for requests at shutdown: the longest
-/// `drain_timeout` of any app (30 s with none). Mirrors `max_drain` in
-/// src/up.rs.
+/// `drain_timeout` of any app (30 s with none). Used by src/up.rs.
 pub fn shutdown_drain(config: &Config) -> Duration {
     config
         .apps
@@ -105,7 +104,7 @@ pub fn shutdown_drain(config: &Config) -> Duration {
 }
 
 /// The data plane's own shutdown grace: [`shutdown_drain`] plus 5 s.
-/// Mirrors the `grace:` given to the data plane in src/up.rs.
+/// Used by src/up.rs as the data plane's backstop grace.
 pub fn shutdown_grace(config: &Config) -> Duration {
     shutdown_drain(config).saturating_add(Duration::from_secs(5))
 }

@@ -20,6 +20,19 @@ fuzz_target!(|data: &[u8]| {
     let (mut whole, mut pieces) = (ChunkedDecoder::new(), ChunkedDecoder::new());
     let (mut out_whole, mut out_pieces) = (Vec::new(), Vec::new());
     let ok_whole = whole.decode(body, &mut out_whole).is_ok();
+    // Strict sizes: a size line the decoder took is bare hex (no sign, no
+    // padding, no 0x), at most 16 digits (request smuggling starts there).
+    if let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
+        let line = &body[..line_end];
+        let digits = line.split(|b| *b == b';').next().unwrap_or(b"");
+        let digits = if line.contains(&b';') { digits.trim_ascii_end() } else { digits };
+        if cutover_proxy::longlived::events::parse_size(line).is_ok() {
+            assert!(
+                !digits.is_empty() && digits.len() <= 16 && digits.iter().all(u8::is_ascii_hexdigit),
+                "size line {line:?} accepted"
+            );
+        }
+    }
     let ok_pieces = body.chunks(read).all(|p| pieces.decode(p, &mut out_pieces).is_ok());
     assert_eq!(ok_whole, ok_pieces);
     if ok_whole {

@@ -65,7 +65,10 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<(ResponseHeader, BodyFra
     let mut slots = [httparse::EMPTY_HEADER; 128];
     let mut parsed = httparse::Response::new(&mut slots);
     let len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
+        // A whole head that arrived in one large read is held to the same
+        // limit as one that arrives in pieces.
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
+        Ok(httparse::Status::Complete(_)) => return Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
         Ok(httparse::Status::Partial) => return Err(HeadError::TooLarge),
         Err(e) => return Err(HeadError::Syntax(e.to_string())),
@@ -365,6 +368,9 @@ mod tests {
         assert_eq!(response.status.as_u16(), 200);
         let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD));
         assert_eq!(parse_response_head(huge.as_bytes()).err(), Some(HeadError::TooLarge));
+        // Whole, but over the limit: refused like one arriving in pieces.
+        let whole = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+        assert_eq!(parse_response_head(whole.as_bytes()).err(), Some(HeadError::TooLarge));
         assert!(matches!(
             parse_response_head(b"HTTP/1.1 2x0 OK\r\n\r\n"),
             Err(HeadError::Syntax(_))
