@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use chaos::{marked_processes, Traffic};
+use chaos::{marked_processes, processes_with, Traffic};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -117,10 +117,12 @@ fn journaled_config(cutover: &Cutover) -> String {
     journal["current"]["web"]["config"].as_str().unwrap().to_string()
 }
 
-/// After a (re)start: only the running cutover's instances carry the
-/// state_dir marker (no instance or hook of a killed run survived), exactly
-/// the configured ones, all ready, children of this cutover.
-fn assert_only_configured_instances(cutover: &Cutover, context: &str) {
+/// After a (re)start: the processes carrying the test's `marker` (in the
+/// app's env, so every instance and hook has it, and in cutover's own
+/// marker for the state_dir) are exactly the running cutover's configured
+/// instances, all ready, its children: no instance or hook of a killed run
+/// survived.
+fn assert_only_configured_instances(cutover: &Cutover, marker: &str, context: &str) {
     let state_dir = state_dir(cutover);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -130,13 +132,20 @@ fn assert_only_configured_instances(cutover: &Cutover, context: &str) {
             .iter()
             .filter_map(|i| Some((i["pid"].as_u64()? as u32, i["name"].as_str()?.to_string())))
             .collect();
-        let marked = marked_processes(&state_dir);
+        let marked = processes_with(marker);
         let found: BTreeSet<(u32, String)> = marked.iter().map(|p| (p.pid, p.name.clone())).collect();
+        let by_state_dir: BTreeSet<(u32, String)> = marked_processes(&state_dir)
+            .iter()
+            .map(|p| (p.pid, p.name.clone()))
+            .collect();
         let names: BTreeSet<&str> = instances.iter().filter_map(|i| i["name"].as_str()).collect();
         let wanted: BTreeSet<String> = (0..INSTANCES).map(|i| format!("web-{i}")).collect();
         let good = found == expected
+            && by_state_dir == expected
             && names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>() == wanted
-            && instances.iter().all(|i| i["state"] == "ready" && i["role"] == "original")
+            && instances
+                .iter()
+                .all(|i| i["state"] == "ready" && i["role"] == "original")
             && marked.iter().all(|p| p.ppid == cutover.pid());
         if good {
             return;
@@ -147,6 +156,30 @@ fn assert_only_configured_instances(cutover: &Cutover, context: &str) {
             cutover.log()
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Right after a restart (the reaper runs before cutover listens), every
+/// process carrying the test's `marker` belongs to the new run: its process
+/// group leader is a child of the new cutover. A child of the killed run
+/// (its leader reparented, or gone) is an orphan, even one that would end
+/// by itself a moment later (a `sleep 1` hook).
+fn assert_no_orphan_after_restart(cutover: &Cutover, marker: &str, context: &str) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let orphans: Vec<_> = processes_with(marker)
+            .into_iter()
+            .filter(|p| chaos::parent_of(p.pgrp) != Some(cutover.pid()))
+            .collect();
+        if orphans.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{context}: children of the killed cutover still run after the restart: {orphans:#?}\nlog:\n{}",
+            cutover.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -164,9 +197,18 @@ fn kill_anywhere_during_deploys_under_load() {
     eprintln!("chaos: CHAOS_SEED={seed} CHAOS_KILLS={kills}");
     let mut rng = StdRng::seed_from_u64(seed);
     let started = Instant::now();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let marker_value = format!("{}-{seed}-{nanos}", std::process::id());
+    let marker = format!("CHAOS_MARK={marker_value}");
 
     let mut cutover = Cutover::builder()
-        .app(App::demo("web", "v1").instances(INSTANCES as u32))
+        .app(
+            App::demo("web", "v1")
+                .instances(INSTANCES as u32)
+                .env("CHAOS_MARK", &marker_value),
+        )
         .route("*", "/", "web")
         .start();
     let base = cutover.config_text();
@@ -182,7 +224,7 @@ fn kill_anywhere_during_deploys_under_load() {
             slow_start: rng.random_bool(0.4),
         };
         let context = format!("seed {seed}, round {round}, {shape:?}");
-        assert_only_configured_instances(&cutover, &context);
+        assert_only_configured_instances(&cutover, &marker, &context);
         assert_eq!(served_label(&cutover, 4), committed, "{context}");
         let traffic = Traffic::start(cutover.proxy, 4);
 
@@ -191,7 +233,12 @@ fn kill_anywhere_during_deploys_under_load() {
         next += 1;
         let strategy = if rng.random_bool(0.5) { "rolling" } else { "stopstart" };
         let (code, out, err) = cutover.push(&config_at(&base, &label, None), &["--deploy-strategy", strategy]);
-        assert_eq!(code, 0, "{context}: deploy after restart: {out}\n{err}\nlog:\n{}", cutover.log());
+        assert_eq!(
+            code,
+            0,
+            "{context}: deploy after restart: {out}\n{err}\nlog:\n{}",
+            cutover.log()
+        );
         committed = label;
         assert_eq!(served_label(&cutover, 2), committed, "{context}");
 
@@ -222,8 +269,9 @@ fn kill_anywhere_during_deploys_under_load() {
 
         std::fs::write(&cutover.config, journaled_config(&cutover)).unwrap();
         cutover.restart();
+        assert_no_orphan_after_restart(&cutover, &marker, &format!("{context}, killed after {delay:?}"));
         cutover.wait_all_ready(Duration::from_secs(60));
-        assert_only_configured_instances(&cutover, &format!("{context}, killed after {delay:?}"));
+        assert_only_configured_instances(&cutover, &marker, &format!("{context}, killed after {delay:?}"));
 
         // The killed deployment is closed consistently with what serves:
         // the target when it had committed (`succeeded`), else the
@@ -251,7 +299,7 @@ fn kill_anywhere_during_deploys_under_load() {
     }
 
     // And after the last restart, a deploy still succeeds under traffic.
-    assert_only_configured_instances(&cutover, "final");
+    assert_only_configured_instances(&cutover, &marker, "final");
     let traffic = Traffic::start(cutover.proxy, 4);
     let label = format!("v{next}");
     let (code, out, err) = cutover.push(&config_at(&base, &label, None), &["--deploy-strategy", "rolling"]);
@@ -294,9 +342,20 @@ fn a_second_up_on_the_same_state_dir_refuses_and_touches_nothing() {
     std::thread::sleep(Duration::from_millis(300));
     let report = traffic.stop();
     assert!(report.failures.is_empty(), "{:?}", report.failures);
-    assert_eq!(cutover.instance_pids(), before, "the first cutover's instances are untouched");
+    assert_eq!(
+        cutover.instance_pids(),
+        before,
+        "the first cutover's instances are untouched"
+    );
     assert!(before.iter().all(|p| support::process_alive(*p)));
-    assert_eq!(cutover.instances("web").iter().filter(|i| i["state"] == "ready").count(), 2);
+    assert_eq!(
+        cutover
+            .instances("web")
+            .iter()
+            .filter(|i| i["state"] == "ready")
+            .count(),
+        2
+    );
 }
 
 /// The admin token (from the configured `token_env`) is in cutover's
@@ -312,7 +371,9 @@ fn the_admin_token_is_in_no_child_environment() {
     let leaks = |pid: u32| -> Vec<String> {
         chaos::environ(pid)
             .into_iter()
-            .filter(|v| v.contains(token) || v.starts_with("CHAOS_ADMIN_TOKEN=") || v.starts_with("CUTOVER_ADMIN_TOKEN="))
+            .filter(|v| {
+                v.contains(token) || v.starts_with("CHAOS_ADMIN_TOKEN=") || v.starts_with("CUTOVER_ADMIN_TOKEN=")
+            })
             .collect()
     };
     assert!(
@@ -327,17 +388,15 @@ fn the_admin_token_is_in_no_child_environment() {
 
     // A hook, caught while it runs.
     let base = cutover.config_text();
-    let slow_build = base.replacen(
-        "routes:\n",
-        "    hooks: { build: \"sleep 5\" }\nroutes:\n",
-        1,
-    );
+    let slow_build = base.replacen("routes:\n", "    hooks: { build: \"sleep 5\" }\nroutes:\n", 1);
     let (code, out, err) = cutover.push(&slow_build, &["--no-wait"]);
     assert_eq!(code, 0, "{out}\n{err}");
     let state_dir = state_dir(&cutover);
     let mut hook = None;
     cutover.wait_until(Duration::from_secs(10), "the build hook runs", |_| {
-        hook = marked_processes(&state_dir).into_iter().find(|p| p.name.starts_with("hook-build-"));
+        hook = marked_processes(&state_dir)
+            .into_iter()
+            .find(|p| p.name.starts_with("hook-build-"));
         hook.is_some()
     });
     let hook = hook.unwrap();

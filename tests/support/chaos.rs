@@ -119,7 +119,13 @@ pub struct Proc {
 /// `CUTOVER_STATE_DIR=<state_dir>`: all children, instances and hooks,
 /// any cutover on that state_dir started.
 pub fn marked_processes(state_dir: &Path) -> Vec<Proc> {
-    let marker = format!("CUTOVER_STATE_DIR={}", state_dir.display());
+    processes_with(&format!("CUTOVER_STATE_DIR={}", state_dir.display()))
+}
+
+/// Every live (not zombie) process whose environment has the entry
+/// `marker` (`NAME=value`), e.g. a variable in the app's `env`, which every
+/// instance and hook inherits whatever cutover adds.
+pub fn processes_with(marker: &str) -> Vec<Proc> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
@@ -168,4 +174,15 @@ pub fn environ(pid: u32) -> Vec<String> {
         .split(|b| *b == 0)
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .collect()
+}
+
+/// The parent of a live process.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first().is_some_and(|s| *s == "Z" || *s == "X") {
+        return None;
+    }
+    fields.get(1)?.parse().ok()
 }
