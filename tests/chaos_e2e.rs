@@ -30,7 +30,9 @@ use support::{App, Cutover};
 /// Instances of the app under test.
 const INSTANCES: usize = 2;
 /// Hooks that make every phase of a deploy last (kills land inside them).
-const SLOW_HOOKS: &str = r#"    hooks: { build: "sleep 1", deploy: "sleep 1", post_start: "sleep 1" }"#;
+/// `build` and `deploy` outlast a restart, so one the killed cutover left
+/// running is still there to be found (or not) when the new one is up.
+const SLOW_HOOKS: &str = r#"    hooks: { build: "sleep 2", deploy: "sleep 2", post_start: "sleep 1" }"#;
 /// Exit code of `cutover up` on a state_dir another cutover holds.
 const BUSY_EXIT_CODE: i32 = 75;
 
@@ -56,7 +58,7 @@ impl Shape {
     fn kill_window(self) -> Duration {
         let mut ms = 1500;
         if self.slow_hooks {
-            ms += 3000;
+            ms += 5000;
         }
         if self.slow_start {
             ms += 1000;
