@@ -564,6 +564,47 @@ mod tests {
         assert!(soon <= Instant::now() + Duration::from_secs(1));
     }
 
+    /// `start_timeout` far beyond what an `Instant` can hold: the task used
+    /// to panic on `Instant + Duration`, so it never reached `Stopped` and
+    /// its child ran on unaccounted for.
+    #[tokio::test]
+    async fn a_huge_start_timeout_does_not_kill_the_task() {
+        let dir = std::env::temp_dir().join(format!("cutover-huge-{}", std::process::id()));
+        let config = crate::config::parse(
+            "apps: { web: { command: [sleep, \"300\"] } }\nroutes: [{ app: web }]\n",
+            "deploy.yaml",
+            &dir,
+        )
+        .unwrap();
+        let mut app = config.apps["web"].clone();
+        app.cwd = std::env::temp_dir();
+        app.health.start_timeout = Duration::MAX;
+        app.stop_timeout = Duration::from_secs(1);
+        let spec = InstanceSpec {
+            app: Arc::new(app),
+            name: "web-0".into(),
+            role: Role::Original,
+            preferred_port: None,
+            log: dir.join("logs/web-0.log"),
+            pid_file: Some(dir.join("run/web-0.pid")),
+            retry_first_start: false,
+        };
+        let instance = Instance::spawn(spec, Arc::new(|| {}), false);
+        let started = tokio::time::timeout(Duration::from_secs(5), async {
+            while instance.pid().is_none() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(started.is_ok(), "the process starts");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(instance.state().name(), "starting", "the task is alive and waiting");
+        let stopped = tokio::time::timeout(Duration::from_secs(5), instance.stop()).await;
+        assert!(stopped.is_ok(), "stop() returns: the task is alive");
+        assert_eq!(instance.pid(), None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn a_lease_is_kept_while_free_and_renewed_when_taken() {
         let mut lease = None;

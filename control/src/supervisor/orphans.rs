@@ -76,8 +76,8 @@ fn belongs_to(pid: u32, name: &str, state_dir: &str) -> bool {
     let named = [INSTANCE_VAR, HOOK_VAR]
         .iter()
         .any(|var| pidfile::lookup(&environ, var) == Some(name.as_bytes()));
-    let same_dir = pidfile::lookup(&environ, STATE_DIR_VAR).map_or(true, |dir| dir == state_dir.as_bytes());
-    named && same_dir
+    let other_dir = matches!(pidfile::lookup(&environ, STATE_DIR_VAR), Some(dir) if dir != state_dir.as_bytes());
+    named && !other_dir
 }
 
 /// Live processes (other than this one) whose environment names
