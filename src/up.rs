@@ -42,11 +42,9 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
             return Ok(e.exit_code());
         }
     };
-    config
-        .admin
-        .token_env
-        .iter()
-        .for_each(|var| supervisor::process::withhold_env(var));
+    if let Some(var) = &config.admin.token_env {
+        supervisor::process::withhold_env(var); // no child sees the admin token
+    }
     let token = admin_token(&config)?;
     let source = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let base_dir = config_dir(&path);
