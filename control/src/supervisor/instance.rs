@@ -43,6 +43,8 @@ const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// it are clamped, so `Instant + Duration` never overflows (a panic there
 /// would end the task and leave its child unaccounted for).
 const LONGEST_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How a start that ended with the process exiting is reported.
+const EXITED_DURING_START: &str = "exited during start";
 /// Immediate retries on another port when a start failed because someone
 /// else took the leased port before the app bound it.
 const PORT_RETRIES: u32 = 2;
@@ -401,19 +403,14 @@ async fn run_once(
             Ok(()) => None,
             Err(reason) => Some(Exit::Crashed { reason, was_stable: false }),
         },
-        status = process.wait() => Some(crashed(format!("exited during start ({})", describe(status)), false)),
+        status = process.wait() => Some(crashed(format!("{EXITED_DURING_START} ({})", describe(status)), false)),
         _ = until_stopped(stop) => Some(Exit::Stopped),
     };
     if let Some(exit) = exit {
         instance.set(InstanceState::Stopping, on_change);
         process.stop(app.stop_timeout).await;
         instance.pid.store(0, Ordering::SeqCst);
-        return match exit {
-            Exit::Crashed { reason, .. } if reason.starts_with("exited during start") && !ports::is_free(port) => {
-                Exit::PortTaken { reason }
-            }
-            exit => exit,
-        };
+        return port_taken_or(exit, port);
     }
 
     *ever_ready = true;
@@ -459,6 +456,18 @@ async fn run_once(
     process.stop(app.stop_timeout).await;
     instance.pid.store(0, Ordering::SeqCst);
     exit
+}
+
+/// A start that ended with the process exiting while another process holds
+/// its port (bound after the lease, before the app): most likely the app
+/// could not bind, so the caller retries on another port.
+fn port_taken_or(exit: Exit, port: u16) -> Exit {
+    match exit {
+        Exit::Crashed { reason, .. } if reason.starts_with(EXITED_DURING_START) && !ports::is_free(port) => {
+            Exit::PortTaken { reason }
+        }
+        exit => exit,
+    }
 }
 
 /// Keeps the leased port while it is still free (a restart keeps its
@@ -603,6 +612,22 @@ mod tests {
         assert!(stopped.is_ok(), "stop() returns: the task is alive");
         assert_eq!(instance.pid(), None);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn an_exit_during_start_on_a_port_someone_else_holds_is_retried_elsewhere() {
+        let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = squatter.local_addr().unwrap().port();
+        let exited = || crashed(format!("{EXITED_DURING_START} (exit status: 1)"), false);
+        assert!(matches!(port_taken_or(exited(), port), Exit::PortTaken { .. }));
+        let not_ready = || crashed("not ready within start_timeout".into(), false);
+        assert!(
+            matches!(port_taken_or(not_ready(), port), Exit::Crashed { .. }),
+            "only an exit (the app gave up) points at the port"
+        );
+        drop(squatter);
+        let free = ports::lease(None).unwrap();
+        assert!(matches!(port_taken_or(exited(), free.port()), Exit::Crashed { .. }));
     }
 
     #[test]
