@@ -49,14 +49,21 @@ pub async fn follow(client: &AdminClient, id: &str) -> anyhow::Result<String> {
     anyhow::bail!("the event stream of {id} ended before its outcome")
 }
 
-/// The exit code for a set of outcomes: the worst one wins.
+/// The exit code for a set of outcomes: the worst one wins. `interrupted`
+/// (cutover stopped during the deployment) and any outcome this client
+/// does not know count as failed.
 pub fn exit_code(outcomes: &[String]) -> ExitCode {
-    if outcomes.iter().any(|o| o == "failed") {
-        ExitCode::from(EXIT_FAILED)
+    ExitCode::from(exit_status(outcomes))
+}
+
+fn exit_status(outcomes: &[String]) -> u8 {
+    let known = |o: &String| matches!(o.as_str(), "succeeded" | "rolled_back");
+    if outcomes.iter().any(|o| !known(o)) {
+        EXIT_FAILED
     } else if outcomes.iter().any(|o| o == "rolled_back") {
-        ExitCode::from(EXIT_ROLLED_BACK)
+        EXIT_ROLLED_BACK
     } else {
-        ExitCode::SUCCESS
+        0
     }
 }
 
@@ -145,5 +152,29 @@ fn fmt_ms(ms: u64) -> String {
         format!("{ms}ms")
     } else {
         format!("{:.1}s", ms as f64 / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(outcomes: &[&str]) -> u8 {
+        exit_status(&outcomes.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn interrupted_exits_non_zero_like_failed() {
+        assert_eq!(status(&["interrupted"]), EXIT_FAILED);
+        assert_eq!(status(&["succeeded", "interrupted"]), EXIT_FAILED);
+        assert_eq!(status(&["rolled_back", "interrupted"]), EXIT_FAILED);
+    }
+
+    #[test]
+    fn the_worst_outcome_wins() {
+        assert_eq!(status(&["succeeded"]), 0);
+        assert_eq!(status(&["succeeded", "rolled_back"]), EXIT_ROLLED_BACK);
+        assert_eq!(status(&["failed", "rolled_back"]), EXIT_FAILED);
+        assert_eq!(status(&[]), 0);
     }
 }

@@ -1,10 +1,11 @@
 //! `cutover up`: wires the data plane, the supervisor and the admin API,
 //! then runs until SIGTERM or SIGINT and shuts down in order:
 //!
-//! 1. stop accepting and let in-flight requests finish (bounded by the
+//! 1. cut running deployments (recorded `interrupted`);
+//! 2. stop accepting and let in-flight requests finish (bounded by the
 //!    longest `drain_timeout`);
-//! 2. stop every instance (SIGTERM, SIGKILL after `stop_timeout`);
-//! 3. stop the admin API and exit.
+//! 3. stop every instance (SIGTERM, SIGKILL after `stop_timeout`);
+//! 4. stop the admin API and exit.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -57,11 +58,14 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         tracing::warn!(instances = ?reaped, "stopped instances left behind by a previous run");
     }
     let journal = Arc::new(Journal::open(&config.state_dir)?);
-    let restored = boot::restore(&journal, &config, &source, &base_dir);
 
     let registry = prometheus::Registry::new();
     let metrics = ProxyMetrics::new(&registry).context("cannot register metrics")?;
     let deploy_metrics = DeployMetrics::new(&registry).context("cannot register metrics")?;
+    // Deployments a killed predecessor left unfinished are closed before
+    // anything is restored, so staged changes they deployed are gone.
+    boot::close_interrupted(&journal, &deploy_metrics);
+    let restored = boot::restore(&journal, &config, &source, &base_dir);
     let table = TableHandle::new(RouteTable::default());
     let routing = Routing::new(Arc::clone(&table), metrics.clone());
     let serving = &restored.config;
@@ -88,7 +92,7 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
             },
             ..ProxySettings::default()
         },
-        grace: max_drain(&config) + Duration::from_secs(5),
+        grace: max_drain(&config).saturating_add(Duration::from_secs(5)),
     };
     let mut data_plane = {
         let table = Arc::clone(&table);
@@ -125,7 +129,6 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         restored.config.clone(),
         restored.sources.clone(),
     );
-    controller.close_interrupted();
     controller.restore_staged(restored.staged);
     if restored.config.apps != config.apps || restored.config.routes != config.routes {
         // deploy.yaml changed while cutover was down: apply it like a push.
@@ -142,6 +145,7 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     }
 
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_controller = Arc::clone(&controller);
     let admin_state = Arc::new(AdminState {
         controller,
         registry,
@@ -165,7 +169,11 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     );
 
     let signal_name = wait_for_signal().await?;
-    tracing::info!(signal = signal_name, "shutting down: draining requests");
+    // A deployment cut by the stop is recorded `interrupted` (its followers
+    // get that outcome); the next start serves the last committed version.
+    tracing::info!(signal = signal_name, "shutting down: stopping deployments");
+    admin_controller.stop_deployments().await;
+    tracing::info!("shutting down: draining requests");
     let left = data_plane.shutdown(max_drain(&config)).await;
     if left > 0 {
         tracing::warn!(requests = left, "requests still running at the drain deadline are cut");

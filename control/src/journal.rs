@@ -39,6 +39,25 @@ pub struct JournalState {
     /// The config text whose routes and proxy settings apply.
     pub routes_config: Option<String>,
     pub next_deployment: u64,
+    /// Per app: the number the next clone's name gets (`web-clone-<n>`),
+    /// so no instance name is reused, not even across restarts.
+    #[serde(default)]
+    pub next_clone: BTreeMap<String, u64>,
+    /// Running deployments that committed a version: deployment id →
+    /// which one. Written in the same atomic write as `current`, so after
+    /// a kill between commit and finish the journal still tells what serves.
+    #[serde(default)]
+    pub commits: BTreeMap<String, Committed>,
+}
+
+/// Which version of a deployment serves, once it committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Committed {
+    /// The version being deployed.
+    Target,
+    /// The version that served before (a rollback committed it).
+    Previous,
 }
 
 /// Errors reading or writing the journal.
@@ -84,25 +103,48 @@ impl Journal {
         self.lock().clone()
     }
 
-    /// Changes the state and writes it atomically.
+    /// Changes the state and writes it atomically. The change is applied
+    /// to a copy, written, and only then kept: a failed write leaves both
+    /// the file and the memory as they were.
     pub fn update(&self, change: impl FnOnce(&mut JournalState)) -> Result<(), JournalError> {
         let mut state = self.lock();
-        change(&mut state);
-        let bytes = serde_json::to_vec_pretty(&*state).map_err(|source| JournalError::Corrupt {
+        let mut next = state.clone();
+        change(&mut next);
+        let bytes = serde_json::to_vec_pretty(&next).map_err(|source| JournalError::Corrupt {
             path: self.dir.join("journal.json"),
             source,
         })?;
-        write_atomic(&self.dir.join("journal.json"), &bytes)
+        write_atomic(&self.dir.join("journal.json"), &bytes)?;
+        *state = next;
+        Ok(())
+    }
+
+    /// Takes `count` clone numbers of `app`: the first of them (the rest
+    /// follow it).
+    pub fn take_clone_numbers(&self, app: &str, count: u64) -> Result<u64, JournalError> {
+        let mut first = 0;
+        self.update(|s| {
+            let next = s.next_clone.entry(app.to_string()).or_insert(0);
+            first = *next;
+            *next = next.saturating_add(count);
+        })?;
+        Ok(first)
     }
 
     /// Takes the next deployment number.
     pub fn next_deployment_number(&self) -> Result<u64, JournalError> {
-        let mut n = 0;
+        self.take_deployment_numbers(1)
+    }
+
+    /// Takes `count` deployment numbers in one write: the first of them
+    /// (the rest follow it).
+    pub fn take_deployment_numbers(&self, count: u64) -> Result<u64, JournalError> {
+        let mut first = 0;
         self.update(|s| {
-            s.next_deployment += 1;
-            n = s.next_deployment;
+            first = s.next_deployment.saturating_add(1);
+            s.next_deployment = s.next_deployment.saturating_add(count);
         })?;
-        Ok(n)
+        Ok(first)
     }
 
     /// Rewrites a running deployment's record.
@@ -127,36 +169,77 @@ impl Journal {
             source,
         })?;
         line.push(b'\n');
-        let mut file = OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        if !ends_with_newline(&mut file).map_err(io)? {
+            // A torn last line (a crash mid-append): the record starts on
+            // a line of its own, so the torn one stays alone and is skipped.
+            line.insert(0, b'\n');
+        }
         file.write_all(&line).map_err(io)?;
         file.sync_data().map_err(io)?;
         let _ = fs::remove_file(self.running_path(&deployment.id));
+        if self.lock().commits.contains_key(&deployment.id) {
+            self.update(|s| {
+                s.commits.remove(&deployment.id);
+            })?;
+        }
         Ok(())
     }
 
     /// Finished deployments, oldest first. Lines that do not parse (a torn
-    /// last line after a crash) are skipped.
+    /// line after a crash) are skipped with a warning.
     pub fn history(&self) -> Vec<Deployment> {
-        let Ok(file) = File::open(self.dir.join("history.jsonl")) else {
+        let path = self.dir.join("history.jsonl");
+        let Ok(file) = File::open(&path) else {
             return Vec::new();
         };
         BufReader::new(file)
-            .lines()
+            .split(b'\n')
             .map_while(Result::ok)
-            .filter_map(|line| serde_json::from_str(&line).ok())
+            .enumerate()
+            .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+            .filter_map(|(n, line)| match serde_json::from_slice(&line) {
+                Ok(deployment) => Some(deployment),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), line = n + 1, error = %e, "skipping a torn history line");
+                    None
+                }
+            })
             .collect()
     }
 
-    /// Deployments that were running when cutover last stopped.
+    /// Deployments that were running when cutover last stopped. Temporary
+    /// files a crash left mid-write are removed (the record they were
+    /// replacing is still there).
     pub fn interrupted(&self) -> Vec<Deployment> {
         let Ok(entries) = fs::read_dir(self.dir.join("deployments")) else {
             return Vec::new();
         };
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|e| fs::read(e.path()).ok())
-            .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
-            .collect()
+        let mut found = Vec::new();
+        for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("json") => match fs::read(&path).map(|b| serde_json::from_slice::<Deployment>(&b)) {
+                    Ok(Ok(deployment)) => found.push(deployment),
+                    Ok(Err(e)) => {
+                        tracing::warn!(file = %path.display(), error = %e, "unreadable running deployment record; removed");
+                        let _ = fs::remove_file(&path);
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), error = %e, "cannot read a running deployment record")
+                    }
+                },
+                Some("tmp") => {
+                    let _ = fs::remove_file(&path);
+                }
+                _ => {}
+            }
+        }
+        found
     }
 
     fn running_path(&self, id: &str) -> PathBuf {
@@ -166,6 +249,18 @@ impl Journal {
     fn lock(&self) -> std::sync::MutexGuard<'_, JournalState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Whether `file` is empty or ends with a newline.
+fn ends_with_newline(file: &mut File) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    if file.metadata()?.len() == 0 {
+        return Ok(true);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8];
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old or the
@@ -237,6 +332,73 @@ mod tests {
         let history = j.history();
         assert_eq!(history.len(), 1);
         assert_eq!(history[0].id, "web-1");
+        let _ = fs::remove_dir_all(d);
+    }
+
+    fn record(id: &str) -> Deployment {
+        Deployment::new(id.into(), "web", Strategy::Rolling, "a".into(), "b".into())
+    }
+
+    #[test]
+    fn a_record_appended_after_a_torn_line_is_kept() {
+        let d = dir("torn-append");
+        let j = Journal::open(&d).unwrap();
+        j.append_history(&record("web-1")).unwrap();
+        let mut f = OpenOptions::new().append(true).open(d.join("history.jsonl")).unwrap();
+        f.write_all(b"{\"id\": \"web-2\", \"ap").unwrap();
+        j.append_history(&record("web-3")).unwrap();
+        let ids: Vec<String> = j.history().into_iter().map(|d| d.id).collect();
+        assert_eq!(ids, ["web-1", "web-3"]);
+        let _ = fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_stale_temporary_record_is_removed_not_replayed() {
+        let d = dir("stale-tmp");
+        let j = Journal::open(&d).unwrap();
+        let tmp = d.join("deployments").join("web-1.tmp");
+        fs::write(&tmp, serde_json::to_vec(&record("web-1")).unwrap()).unwrap();
+        assert!(j.interrupted().is_empty());
+        assert!(!tmp.exists());
+        let _ = fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_failed_write_changes_neither_file_nor_memory() {
+        let d = dir("failed-write");
+        let j = Journal::open(&d).unwrap();
+        j.update(|s| s.next_deployment = 7).unwrap();
+        // The temporary file's place is taken by a directory: the write fails.
+        fs::create_dir_all(d.join("journal.tmp")).unwrap();
+        assert!(j.update(|s| s.next_deployment = 8).is_err());
+        assert_eq!(j.state().next_deployment, 7);
+        assert_eq!(Journal::open(&d).unwrap().state().next_deployment, 7);
+        let _ = fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn clone_numbers_are_never_taken_twice_even_after_reopen() {
+        let d = dir("clones");
+        let j = Journal::open(&d).unwrap();
+        assert_eq!(j.take_clone_numbers("web", 2).unwrap(), 0);
+        assert_eq!(j.take_clone_numbers("web", 2).unwrap(), 2);
+        assert_eq!(j.take_clone_numbers("api", 1).unwrap(), 0);
+        let j = Journal::open(&d).unwrap();
+        assert_eq!(j.take_clone_numbers("web", 1).unwrap(), 4);
+        let _ = fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_commit_marker_lives_until_the_deployment_is_in_the_history() {
+        let d = dir("commits");
+        let j = Journal::open(&d).unwrap();
+        j.update(|s| {
+            s.commits.insert("web-1".into(), Committed::Target);
+        })
+        .unwrap();
+        assert_eq!(Journal::open(&d).unwrap().state().commits["web-1"], Committed::Target);
+        j.append_history(&record("web-1")).unwrap();
+        assert!(Journal::open(&d).unwrap().state().commits.is_empty());
         let _ = fs::remove_dir_all(d);
     }
 

@@ -7,6 +7,9 @@ use futures_util::future::join_all;
 use tokio::time::Instant;
 
 use super::record::DeploymentLog;
+
+/// What stands for a deadline beyond the clock's range.
+const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
 use crate::supervisor::instance::Instance;
 
 /// For each instance, concurrently: mark its backend draining (no new
@@ -16,7 +19,13 @@ use crate::supervisor::instance::Instance;
 /// deadline are cut when the process stops; they are counted in the log
 /// (and each one is logged by the proxy with its path).
 pub async fn drain_and_stop(instances: &[Arc<Instance>], drain_timeout: Duration, log: Option<&DeploymentLog>) -> u64 {
-    let deadline = Instant::now() + drain_timeout;
+    // A drain_timeout too large for the clock means "no deadline" in
+    // practice; a year stands for it instead of an overflowing add.
+    let now = Instant::now();
+    let deadline = now
+        .checked_add(drain_timeout)
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now);
     let cut = join_all(instances.iter().map(|instance| async move {
         let name = instance.name();
         let mut left = 0;
@@ -59,4 +68,14 @@ pub async fn drain_and_stop(instances: &[Arc<Instance>], drain_timeout: Duration
     }))
     .await;
     cut.into_iter().sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_drain_timeout_beyond_the_clock_does_not_panic() {
+        assert_eq!(drain_and_stop(&[], Duration::MAX, None).await, 0);
+    }
 }

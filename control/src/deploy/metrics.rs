@@ -73,3 +73,16 @@ fn strategy_label(record: &Deployment) -> &'static str {
         crate::config::Strategy::Stopstart => "stopstart",
     }
 }
+
+/// Test helper: the sum of `cutover_deployments_total` with `outcome`.
+#[cfg(test)]
+pub(crate) fn outcome_count(registry: &Registry, outcome: &str) -> f64 {
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap_or_default();
+    let label = format!("outcome=\"{outcome}\"");
+    text.lines()
+        .filter(|l| l.starts_with("cutover_deployments_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

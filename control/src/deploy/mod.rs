@@ -8,9 +8,12 @@
 //! - [`record`]: a deployment's record and live event log.
 //! - [`metrics`]: deployment metrics.
 //! - [`push`]: comparing a pushed config with the running one.
+//! - [`gate`]: the one serialised path every verb takes.
+//! - [`boot`]: start-up (restoring the journal, closing cut deployments).
 
 pub mod boot;
 pub mod drain;
+pub mod gate;
 pub mod metrics;
 pub mod ops;
 pub mod phase;
@@ -20,13 +23,15 @@ pub mod run;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
 use crate::config::{self, AppConfig, Config, ConfigError, Strategy};
-use crate::journal::{AppSource, Journal};
+use crate::journal::{AppSource, Committed, Journal};
 use crate::supervisor::Supervisor;
+use gate::{Exclusive, RunningEntry, RunningGuard};
 use metrics::DeployMetrics;
 use phase::Outcome;
 use record::{Deployment, DeploymentLog, EventKind};
@@ -72,7 +77,11 @@ pub struct Controller {
     /// directory of the config file `cutover up` was started with.
     base_dir: PathBuf,
     active: Mutex<Active>,
-    running: Mutex<BTreeMap<String, Arc<DeploymentLog>>>,
+    /// Serialises every verb (see [`gate`]).
+    gate: Mutex<()>,
+    /// Set once cutover stops: no new verb, cut deployments are `interrupted`.
+    stopping: AtomicBool,
+    running: Mutex<BTreeMap<String, RunningEntry>>,
     recent: Mutex<Vec<Arc<DeploymentLog>>>,
 }
 
@@ -97,6 +106,8 @@ impl Controller {
                 sources,
                 staged: BTreeMap::new(),
             }),
+            gate: Mutex::new(()),
+            stopping: AtomicBool::new(false),
             running: Mutex::new(BTreeMap::new()),
             recent: Mutex::new(Vec::new()),
         })
@@ -114,11 +125,13 @@ impl Controller {
 
     /// Deploys `app` (every app when `None`): its staged definition, or its
     /// current one again. `strategy` overrides the app's `deploy_strategy`.
+    /// Every app is checked before any deployment starts.
     pub fn deploy(
         self: &Arc<Self>,
         app: Option<&str>,
         strategy: Option<Strategy>,
     ) -> Result<Vec<Started>, DeployError> {
+        let gate = self.exclusive();
         let apps: Vec<String> = match app {
             Some(name) => {
                 if self.supervisor.app(name).is_none() {
@@ -128,137 +141,149 @@ impl Controller {
             }
             None => self.supervisor.app_names(),
         };
-        self.refuse_running(&apps)?;
-        let mut started = Vec::new();
+        for name in &apps {
+            gate.refuse_when_stopping(name)?;
+        }
+        gate.refuse_busy(&apps)?;
+        let mut targets = Vec::new();
         for name in apps {
-            let (target, source) = {
-                let active = self.lock_active();
-                match active.staged.get(&name) {
-                    Some((config, source)) => (Arc::clone(config), source.clone()),
-                    None => {
-                        let Some(app) = self.supervisor.app(&name) else {
-                            continue;
-                        };
-                        let source = active.sources.get(&name).cloned().unwrap_or_default();
-                        (app.config, source)
-                    }
+            let active = self.lock_active();
+            let target = match active.staged.get(&name) {
+                Some((config, source)) => (Arc::clone(config), source.clone()),
+                None => {
+                    let Some(app) = self.supervisor.app(&name) else {
+                        continue;
+                    };
+                    let source = active.sources.get(&name).cloned().unwrap_or_default();
+                    (app.config, source)
                 }
             };
-            started.push(self.start_deployment(target, source, strategy)?);
+            targets.push(target);
         }
-        Ok(started)
+        let first = self.journal.take_deployment_numbers(targets.len() as u64)?;
+        Ok(targets
+            .into_iter()
+            .zip(first..)
+            .map(|((target, source), number)| self.start_deployment(&gate, target, source, strategy, number))
+            .collect())
     }
 
-    /// Deployments of `apps` that are running refuse the request.
-    fn refuse_running(&self, apps: &[String]) -> Result<(), DeployError> {
-        let running = self.lock_running();
-        for app in apps {
-            if let Some(log) = running.get(app) {
-                return Err(DeployError::Conflict {
-                    app: app.clone(),
-                    id: log.id(),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Starts one deployment of `target` in the background.
+    /// Starts one deployment of `target` in the background, as number
+    /// `number` (taken from the journal by the caller). The caller checked
+    /// that the app exists and runs nothing.
     fn start_deployment(
         self: &Arc<Self>,
+        _gate: &Exclusive<'_>,
         target: Arc<AppConfig>,
         source: String,
         strategy: Option<Strategy>,
-    ) -> Result<Started, DeployError> {
+        number: u64,
+    ) -> Started {
         let name = target.name.clone();
-        let current = self
+        let strategy = strategy.unwrap_or(target.deploy_strategy);
+        let previous = self
             .supervisor
             .app(&name)
-            .ok_or_else(|| DeployError::UnknownApp(name.clone()))?;
-        let strategy = strategy.unwrap_or(target.deploy_strategy);
-        let mut running = self.lock_running();
-        if let Some(log) = running.get(&name) {
-            return Err(DeployError::Conflict {
-                app: name,
-                id: log.id(),
-            });
-        }
-        let number = self.journal.next_deployment_number()?;
+            .map_or_else(|| Arc::clone(&target), |a| a.config);
         let id = format!("{name}-{number}");
-        let record = Deployment::new(id.clone(), &name, strategy, current.config.version(), target.version());
+        let record = Deployment::new(id.clone(), &name, strategy, previous.version(), target.version());
         let log = Arc::new(DeploymentLog::with_observer(record, Some(self.observer())));
-        running.insert(name.clone(), Arc::clone(&log));
-        drop(running);
+        self.lock_running().insert(
+            name.clone(),
+            RunningEntry {
+                log: Arc::clone(&log),
+                target: Arc::clone(&target),
+                task: None,
+            },
+        );
         self.remember(&log);
         if let Err(e) = self.journal.save_running(&log.snapshot()) {
             tracing::error!(error = %e, deployment = %id, "cannot journal the deployment");
         }
 
         let previous_source = self.lock_active().sources.get(&name).cloned().unwrap_or_default();
-        let controller = Arc::clone(self);
         let on_commit = {
             let controller = Arc::clone(self);
             let target = Arc::clone(&target);
+            let id = id.clone();
             Box::new(move |serving: &Arc<AppConfig>| {
-                let text = if Arc::ptr_eq(serving, &target) {
-                    source.clone()
+                let (text, committed) = if Arc::ptr_eq(serving, &target) {
+                    (source.clone(), Committed::Target)
                 } else {
-                    previous_source.clone()
+                    (previous_source.clone(), Committed::Previous)
                 };
-                controller.commit(serving, text);
+                controller.commit(serving, text, &id, committed);
             })
         };
         let ops = ops::AppOps::new(
             Arc::clone(&self.supervisor),
-            current.config,
+            Arc::clone(&self.journal),
+            previous,
             Arc::clone(&target),
             Arc::clone(&log),
             on_commit,
         );
-        let started = Started { app: name.clone(), id };
-        tokio::spawn(async move {
-            let outcome = run::execute(strategy, &ops, &log).await;
-            controller.finished(&name, &target, outcome, &log);
+        let guard = RunningGuard {
+            controller: Arc::clone(self),
+            app: name.clone(),
+            target,
+            log: Arc::clone(&log),
+        };
+        let task = tokio::spawn(async move {
+            let guard = guard;
+            run::execute(strategy, &ops, &guard.log).await;
         });
-        Ok(started)
+        if let Some(entry) = self.lock_running().get_mut(&name) {
+            if Arc::ptr_eq(&entry.log, &log) {
+                entry.task = Some(task.abort_handle());
+            }
+        }
+        Started { app: name, id }
     }
 
-    /// Records that `serving` (from config text `source`) is what serves.
-    fn commit(&self, serving: &Arc<AppConfig>, source: String) {
+    /// Records that `serving` (from config text `source`) is what serves,
+    /// and which version of deployment `id` that is. One journal write
+    /// holds both, so a kill before the deployment's end still tells what
+    /// serves. The journal is written first; memory follows what runs even
+    /// if that write failed (the processes already changed).
+    fn commit(&self, serving: &Arc<AppConfig>, source: String, id: &str, committed: Committed) {
         let name = serving.name.clone();
-        {
-            let mut active = self.lock_active();
-            active.config.apps.insert(name.clone(), (**serving).clone());
-            active.sources.insert(name.clone(), source.clone());
-        }
         let version = serving.version();
         if let Err(e) = self.journal.update(|s| {
             s.current.insert(
                 name.clone(),
                 AppSource {
                     version,
-                    config: source,
+                    config: source.clone(),
                 },
             );
+            s.commits.insert(id.to_string(), committed);
         }) {
             tracing::error!(error = %e, app = %name, "cannot journal the deployed version");
         }
+        let mut active = self.lock_active();
+        active.config.apps.insert(name.clone(), (**serving).clone());
+        active.sources.insert(name, source);
     }
 
+    /// A deployment's task ended (called by its [`RunningGuard`]): journal,
+    /// metrics, and the app is free again.
     fn finished(&self, app: &str, target: &Arc<AppConfig>, outcome: Outcome, log: &Arc<DeploymentLog>) {
         let record = log.snapshot();
         if outcome == Outcome::Succeeded {
-            let mut active = self.lock_active();
-            if active
+            let staged_deployed = self
+                .lock_active()
                 .staged
                 .get(app)
-                .is_some_and(|(c, _)| c.version() == target.version())
-            {
-                active.staged.remove(app);
-                if let Err(e) = self.journal.update(|s| {
+                .is_some_and(|(c, _)| c.version() == target.version());
+            if staged_deployed {
+                match self.journal.update(|s| {
                     s.staged.remove(app);
                 }) {
-                    tracing::error!(error = %e, app, "cannot journal that the staged change was deployed");
+                    Ok(()) => {
+                        self.lock_active().staged.remove(app);
+                    }
+                    Err(e) => tracing::error!(error = %e, app, "cannot journal that the staged change was deployed"),
                 }
             }
         }
@@ -266,7 +291,10 @@ impl Controller {
             tracing::error!(error = %e, "cannot append to the deployment history");
         }
         self.metrics.finished(&record, outcome);
-        self.lock_running().remove(app);
+        let mut running = self.lock_running();
+        if running.get(app).is_some_and(|e| Arc::ptr_eq(&e.log, log)) {
+            running.remove(app);
+        }
     }
 
     /// Journal and metrics for every event.
@@ -317,7 +345,10 @@ impl Controller {
 
     /// Running deployments (for status).
     pub fn running(&self) -> Vec<Deployment> {
-        self.lock_running().values().map(|l| l.snapshot().summary()).collect()
+        self.lock_running()
+            .values()
+            .map(|e| e.log.snapshot().summary())
+            .collect()
     }
 
     /// Staged apps and their versions (for status).
@@ -329,26 +360,11 @@ impl Controller {
             .collect()
     }
 
-    /// Closes deployments the previous run left unfinished.
-    pub fn close_interrupted(&self) {
-        for mut record in self.journal.interrupted() {
-            if record.outcome.is_none() {
-                record.outcome = Some(Outcome::Failed);
-                record.finished_at = Some(record::now_rfc3339());
-                record.phase = None;
-            }
-            tracing::warn!(deployment = %record.id, "deployment was interrupted by a cutover restart; recorded as failed");
-            if let Err(e) = self.journal.append_history(&record) {
-                tracing::error!(error = %e, deployment = %record.id, "cannot close the interrupted deployment");
-            }
-        }
-    }
-
     fn lock_active(&self) -> std::sync::MutexGuard<'_, Active> {
         self.active.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<DeploymentLog>>> {
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RunningEntry>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 

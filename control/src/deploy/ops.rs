@@ -13,6 +13,7 @@ use super::record::DeploymentLog;
 use super::run::{DeployOps, HookKind, Version};
 use crate::config::AppConfig;
 use crate::hooks::Hook;
+use crate::journal::Journal;
 use crate::supervisor::instance::Instance;
 use crate::supervisor::Supervisor;
 
@@ -27,6 +28,8 @@ pub type OnCommit = Box<dyn Fn(&Arc<AppConfig>) + Send + Sync>;
 /// One deployment's operations on one app.
 pub struct AppOps {
     supervisor: Arc<Supervisor>,
+    /// Hands out clone numbers, so no instance name is ever reused.
+    journal: Arc<Journal>,
     previous: Arc<AppConfig>,
     target: Arc<AppConfig>,
     log: Arc<DeploymentLog>,
@@ -39,6 +42,7 @@ pub struct AppOps {
 impl AppOps {
     pub fn new(
         supervisor: Arc<Supervisor>,
+        journal: Arc<Journal>,
         previous: Arc<AppConfig>,
         target: Arc<AppConfig>,
         log: Arc<DeploymentLog>,
@@ -46,6 +50,7 @@ impl AppOps {
     ) -> Self {
         Self {
             supervisor,
+            journal,
             previous,
             target,
             log,
@@ -148,8 +153,18 @@ impl DeployOps for AppOps {
 
     async fn start_clones(&self) -> Result<(), String> {
         let count = self.originals().len().max(1);
-        let clones: Vec<_> = (0..count)
-            .map(|i| self.supervisor.spawn(self.supervisor.clone_spec(&self.previous, i)))
+        // Clone names are never reused (`web-clone-<n>`, n per app, kept in
+        // the journal): a promoted clone keeps its name for its whole life,
+        // and a later clone must not share its pid file, log or metrics.
+        let first = self
+            .journal
+            .take_clone_numbers(self.app(), count as u64)
+            .map_err(|e| format!("cannot name the clones: {e}"))?;
+        let clones: Vec<_> = (first..first.saturating_add(count as u64))
+            .map(|n| {
+                let index = usize::try_from(n).unwrap_or(usize::MAX);
+                self.supervisor.spawn(self.supervisor.clone_spec(&self.previous, index))
+            })
             .collect();
         for clone in &clones {
             self.log.info(

@@ -91,6 +91,9 @@ pub enum Outcome {
     Failed,
     /// The new version never got ready; the previous version serves.
     RolledBack,
+    /// cutover stopped (SIGTERM) or was killed during it; the last
+    /// committed version serves at the next start.
+    Interrupted,
 }
 
 impl Outcome {
@@ -99,6 +102,7 @@ impl Outcome {
             Outcome::Succeeded => "succeeded",
             Outcome::Failed => "failed",
             Outcome::RolledBack => "rolled_back",
+            Outcome::Interrupted => "interrupted",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Applying a pushed config: compare it with what runs, then deploy (or
 //! stage) changed apps, start added ones, retire removed ones, and swap
 //! the table for route and proxy-setting changes. A config that does not
-//! validate changes nothing.
+//! validate, or that conflicts with a running deployment, changes nothing
+//! (see [`super::gate`]).
 
 use std::sync::Arc;
 
@@ -50,15 +51,30 @@ impl Controller {
             ),
             other => DeployError::InvalidConfig(other.to_string()),
         })?;
+        let gate = self.exclusive();
+        gate.refuse_when_stopping("push")?;
         let old = self.lock_active().config.clone();
         let mut report = PushReport::default();
 
+        // Every conflict is checked before anything changes.
         let mut changed = Vec::new();
         for (name, app) in &new.apps {
-            match old.apps.get(name) {
-                None => report.added.push(name.clone()),
-                Some(current) if current != app => changed.push(name.clone()),
-                Some(_) => report.unchanged.push(name.clone()),
+            let Some(current) = old.apps.get(name) else {
+                report.added.push(name.clone());
+                continue;
+            };
+            if let Some((id, target)) = gate.running(name) {
+                // A deployment brings the app to `target`: the same
+                // definition again is a no-op; any other (the old one
+                // restated included) would be lost or would race it.
+                if *target != *app {
+                    return Err(DeployError::Conflict { app: name.clone(), id });
+                }
+                report.unchanged.push(name.clone());
+            } else if current != app {
+                changed.push(name.clone());
+            } else {
+                report.unchanged.push(name.clone());
             }
         }
         report.removed = old
@@ -67,8 +83,7 @@ impl Controller {
             .filter(|n| !new.apps.contains_key(*n))
             .cloned()
             .collect();
-        let busy: Vec<String> = changed.iter().chain(report.removed.iter()).cloned().collect();
-        self.refuse_running(&busy)?;
+        gate.refuse_busy(&report.removed)?;
 
         if new.proxy.listen != old.proxy.listen || new.proxy.threads != old.proxy.threads {
             report
@@ -88,73 +103,80 @@ impl Controller {
         report.routes_changed = new.routes != old.routes
             || new.proxy.hold_timeout != old.proxy.hold_timeout
             || new.proxy.long_lived != old.proxy.long_lived;
+        let (staging, deploying): (Vec<String>, Vec<String>) =
+            changed.into_iter().partition(|name| new.apps[name].manual_deployments);
 
-        // Added apps start first, so routes to them have instances to hold for.
-        for name in &report.added {
-            let app = Arc::new(new.apps[name].clone());
-            self.supervisor.start_app(Arc::clone(&app));
-            self.commit(&app, source.to_string());
-        }
-
-        // One table swap for routes, hold timeout and the set of apps.
-        let routing = self.supervisor.routing();
-        let names: Vec<&str> = new.apps.keys().map(String::as_str).collect();
-        routing.configure(&new.routes, &new.proxy, names);
-        routing.publish();
+        // One journal write holds everything the push changes and the
+        // numbers of the deployments it starts: if it fails, nothing did.
+        let mut first = 0;
+        self.journal.update(|s| {
+            s.routes_config = Some(source.to_string());
+            for name in &report.added {
+                s.current.insert(
+                    name.clone(),
+                    AppSource {
+                        version: new.apps[name].version(),
+                        config: source.to_string(),
+                    },
+                );
+            }
+            for name in &report.removed {
+                s.current.remove(name);
+                s.staged.remove(name);
+            }
+            for name in &staging {
+                s.staged.insert(
+                    name.clone(),
+                    AppSource {
+                        version: new.apps[name].version(),
+                        config: source.to_string(),
+                    },
+                );
+            }
+            first = s.next_deployment.saturating_add(1);
+            s.next_deployment = s.next_deployment.saturating_add(deploying.len() as u64);
+        })?;
         {
             let mut active = self.lock_active();
             active.config.proxy = new.proxy.clone();
             active.config.admin = new.admin.clone();
             active.config.routes = new.routes.clone();
+            for name in &report.added {
+                active.config.apps.insert(name.clone(), new.apps[name].clone());
+                active.sources.insert(name.clone(), source.to_string());
+            }
             for name in &report.removed {
                 active.config.apps.remove(name);
                 active.sources.remove(name);
                 active.staged.remove(name);
             }
-        }
-        self.journal.update(|s| {
-            s.routes_config = Some(source.to_string());
-            for name in &report.removed {
-                s.current.remove(name);
-                s.staged.remove(name);
+            for name in &staging {
+                active
+                    .staged
+                    .insert(name.clone(), (Arc::new(new.apps[name].clone()), source.to_string()));
             }
-        })?;
+        }
+
+        // Added apps start first, so routes to them have instances to hold for.
+        for name in &report.added {
+            self.supervisor.start_app(Arc::new(new.apps[name].clone()));
+        }
+        // One table swap for routes, hold timeout and the set of apps.
+        let routing = self.supervisor.routing();
+        let names: Vec<&str> = new.apps.keys().map(String::as_str).collect();
+        routing.configure(&new.routes, &new.proxy, names);
+        routing.publish();
         for name in &report.removed {
             self.retire_app(name);
         }
-
-        for name in changed {
+        for (name, number) in deploying.into_iter().zip(first..) {
             let app = Arc::new(new.apps[&name].clone());
-            if app.manual_deployments {
-                self.stage(app, source);
-                report.staged.push(name);
-            } else {
-                report
-                    .deployments
-                    .push(self.start_deployment(app, source.to_string(), strategy)?);
-            }
+            report
+                .deployments
+                .push(self.start_deployment(&gate, app, source.to_string(), strategy, number));
         }
+        report.staged = staging;
         Ok(report)
-    }
-
-    /// Keeps `app` for the next `cutover deploy`.
-    fn stage(&self, app: Arc<AppConfig>, source: &str) {
-        let name = app.name.clone();
-        let version = app.version();
-        self.lock_active()
-            .staged
-            .insert(name.clone(), (app, source.to_string()));
-        if let Err(e) = self.journal.update(|s| {
-            s.staged.insert(
-                name.clone(),
-                AppSource {
-                    version,
-                    config: source.to_string(),
-                },
-            );
-        }) {
-            tracing::error!(error = %e, app = %name, "cannot journal the staged change");
-        }
     }
 
     /// Drains and stops a removed app's instances in the background.

@@ -113,6 +113,9 @@ pub struct DeploymentLog {
     observer: Option<Observer>,
 }
 
+/// An event's count and what the observer is shown.
+type Pushed = (usize, Option<(Event, Deployment)>);
+
 /// Sees every event with the record as it is after it.
 pub type Observer = Box<dyn Fn(&Event, &Deployment) + Send + Sync>;
 
@@ -153,11 +156,14 @@ impl DeploymentLog {
         self.changed.subscribe()
     }
 
-    /// Events from `from` on, and whether the deployment has finished.
+    /// Events from `from` on, and whether the deployment has finished:
+    /// its outcome event is among the events (so a stream that ends on
+    /// `true` has sent the outcome).
     pub fn events_since(&self, from: usize) -> (Vec<Event>, bool) {
         let record = self.lock();
         let events = record.events.get(from..).map(<[Event]>::to_vec).unwrap_or_default();
-        (events, record.outcome.is_some())
+        let finished = record.events.iter().any(|e| e.kind == EventKind::Outcome);
+        (events, finished)
     }
 
     pub fn phase_started(&self, phase: Phase) {
@@ -238,18 +244,38 @@ impl DeploymentLog {
         );
     }
 
-    /// Records the outcome; the last event.
+    /// Records the outcome; the last event. The outcome and its event are
+    /// written under one lock, so whoever sees the deployment finished
+    /// also sees the event (a stream never ends without it). A second call
+    /// changes nothing.
     pub fn finish(&self, outcome: Outcome) {
         let ms = millis(self.started.elapsed());
-        {
+        let message = format!("deployment {} in {}", outcome.as_str(), fmt_ms(ms));
+        let pushed = {
             let mut record = self.lock();
+            if record.outcome.is_some() {
+                return;
+            }
             record.phase = None;
             record.outcome = Some(outcome);
             record.finished_at = Some(now_rfc3339());
             record.duration_ms = Some(ms);
-        }
-        let message = format!("deployment {} in {}", outcome.as_str(), fmt_ms(ms));
-        self.push(EventKind::Outcome, None, None, message, Some(ms), Some(outcome));
+            self.append(
+                &mut record,
+                EventKind::Outcome,
+                None,
+                None,
+                message,
+                Some(ms),
+                Some(outcome),
+            )
+        };
+        self.notify(pushed);
+    }
+
+    /// Whether the outcome is recorded.
+    pub fn is_finished(&self) -> bool {
+        self.lock().outcome.is_some()
     }
 
     /// Seconds since the deployment started.
@@ -270,23 +296,44 @@ impl DeploymentLog {
         duration_ms: Option<u64>,
         outcome: Option<Outcome>,
     ) {
-        let (count, observed) = {
+        let pushed = {
             let mut record = self.lock();
-            let event = Event {
-                seq: record.events.len() as u64,
-                at: now_rfc3339(),
-                kind,
-                phase,
-                instance: instance.map(str::to_string),
-                message,
-                duration_ms,
-                outcome,
-            };
-            tracing::info!(deployment = %record.id, app = %record.app, kind = ?event.kind, phase = ?event.phase, "{}", event.message);
-            record.events.push(event.clone());
-            let observed = self.observer.as_ref().map(|_| (event, record.clone()));
-            (record.events.len(), observed)
+            self.append(&mut record, kind, phase, instance, message, duration_ms, outcome)
         };
+        self.notify(pushed);
+    }
+
+    /// Appends an event to `record` (locked by the caller); returns what
+    /// [`Self::notify`] needs once the lock is released.
+    #[allow(clippy::too_many_arguments)]
+    fn append(
+        &self,
+        record: &mut Deployment,
+        kind: EventKind,
+        phase: Option<Phase>,
+        instance: Option<&str>,
+        message: String,
+        duration_ms: Option<u64>,
+        outcome: Option<Outcome>,
+    ) -> Pushed {
+        let event = Event {
+            seq: record.events.len() as u64,
+            at: now_rfc3339(),
+            kind,
+            phase,
+            instance: instance.map(str::to_string),
+            message,
+            duration_ms,
+            outcome,
+        };
+        tracing::info!(deployment = %record.id, app = %record.app, kind = ?event.kind, phase = ?event.phase, "{}", event.message);
+        record.events.push(event.clone());
+        let observed = self.observer.as_ref().map(|_| (event, record.clone()));
+        (record.events.len(), observed)
+    }
+
+    /// Tells the observer and wakes subscribers (outside the lock).
+    fn notify(&self, (count, observed): Pushed) {
         if let (Some(observer), Some((event, record))) = (&self.observer, observed) {
             observer(&event, &record);
         }
@@ -312,5 +359,59 @@ fn fmt_ms(ms: u64) -> String {
         format!("{ms}ms")
     } else {
         format!("{:.1}s", ms as f64 / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log() -> DeploymentLog {
+        DeploymentLog::new(Deployment::new(
+            "web-1".into(),
+            "web",
+            Strategy::Rolling,
+            "a".into(),
+            "b".into(),
+        ))
+    }
+
+    #[test]
+    fn a_record_with_an_outcome_but_no_outcome_event_is_not_finished() {
+        // What the old `finish` left visible between its two lock sections.
+        let mut record = Deployment::new("web-1".into(), "web", Strategy::Rolling, "a".into(), "b".into());
+        record.outcome = Some(Outcome::Succeeded);
+        let log = DeploymentLog::new(record);
+        assert!(!log.events_since(0).1);
+    }
+
+    #[test]
+    fn whoever_sees_the_deployment_finished_sees_the_outcome_event() {
+        for _ in 0..200 {
+            let log = std::sync::Arc::new(log());
+            let watcher = {
+                let log = std::sync::Arc::clone(&log);
+                std::thread::spawn(move || loop {
+                    let (events, finished) = log.events_since(0);
+                    if finished {
+                        assert_eq!(events.last().map(|e| e.kind), Some(EventKind::Outcome));
+                        return;
+                    }
+                    std::thread::yield_now();
+                })
+            };
+            log.finish(Outcome::Succeeded);
+            watcher.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn finish_twice_keeps_the_first_outcome() {
+        let log = log();
+        log.finish(Outcome::Succeeded);
+        log.finish(Outcome::Interrupted);
+        let record = log.snapshot();
+        assert_eq!(record.outcome, Some(Outcome::Succeeded));
+        assert_eq!(record.events.iter().filter(|e| e.kind == EventKind::Outcome).count(), 1);
     }
 }

@@ -63,7 +63,7 @@ pub async fn execute(strategy: Strategy, ops: &dyn DeployOps, log: &DeploymentLo
     let mut rolling_back = false;
     let outcome = loop {
         log.phase_started(phase);
-        let ok = match run_phase(strategy, phase, ops, log).await {
+        let ok = match run_phase(strategy, phase, rolling_back, ops, log).await {
             Ok(()) => true,
             Err(reason) => {
                 log.error(None, format!("{} failed: {reason}", phase.as_str()));
@@ -83,7 +83,13 @@ pub async fn execute(strategy: Strategy, ops: &dyn DeployOps, log: &DeploymentLo
     outcome
 }
 
-async fn run_phase(strategy: Strategy, phase: Phase, ops: &dyn DeployOps, log: &DeploymentLog) -> Result<(), String> {
+async fn run_phase(
+    strategy: Strategy,
+    phase: Phase,
+    rolling_back: bool,
+    ops: &dyn DeployOps,
+    log: &DeploymentLog,
+) -> Result<(), String> {
     match (strategy, phase) {
         (_, Phase::Build) => ops.hook(HookKind::Build).await,
         (_, Phase::Clone) => ops.start_clones().await,
@@ -96,7 +102,11 @@ async fn run_phase(strategy: Strategy, phase: Phase, ops: &dyn DeployOps, log: &
         (_, Phase::Switch) => {
             ops.route_to_originals().await;
             ops.retire_clones().await;
-            post_deploy(ops, log).await;
+            // After a rollback the traffic went back to the old version:
+            // the new version's post_deploy has nothing to follow up on.
+            if !rolling_back {
+                post_deploy(ops, log).await;
+            }
             Ok(())
         }
         (_, Phase::Stop) => {
@@ -301,11 +311,14 @@ mod tests {
                 "start_previous",
                 "route_to_originals",
                 "retire_clones",
-                "post_deploy",
                 "commit_previous"
             ]
         );
         assert!(record.events.iter().any(|e| e.message.contains("start_target broke")));
+        assert!(
+            !calls.iter().any(|c| c == "post_deploy"),
+            "post_deploy after a rollback: {calls:?}"
+        );
     }
 
     #[tokio::test]
