@@ -55,12 +55,14 @@ impl Exclusive<'_> {
     /// Refuses (409 with the running deployment's id) when any of `apps`
     /// has an operation running.
     pub fn refuse_busy<'s>(&self, apps: impl IntoIterator<Item = &'s String>) -> Result<(), DeployError> {
-        let running = self.controller.lock_running();
         for app in apps {
-            if let Some(entry) = running.get(app) {
+            // The running map is never held while a record is locked
+            // (finishing a record frees its app under the record's lock).
+            let busy = self.controller.lock_running().get(app).map(|e| Arc::clone(&e.log));
+            if let Some(log) = busy {
                 return Err(DeployError::Conflict {
                     app: app.clone(),
-                    id: entry.log.id(),
+                    id: log.id(),
                 });
             }
         }
@@ -70,10 +72,12 @@ impl Exclusive<'_> {
     /// The running operation of `app`: its id and the definition it brings
     /// the app to.
     pub fn running(&self, app: &str) -> Option<(String, Arc<AppConfig>)> {
-        self.controller
+        let entry = self
+            .controller
             .lock_running()
             .get(app)
-            .map(|e| (e.log.id(), Arc::clone(&e.target)))
+            .map(|e| (Arc::clone(&e.log), Arc::clone(&e.target)));
+        entry.map(|(log, target)| (log.id(), target))
     }
 
     /// Refuses every new verb once cutover is stopping.
@@ -89,24 +93,28 @@ impl Exclusive<'_> {
 }
 
 /// Owned by a deployment's task: however the task ends (its outcome, an
-/// error, a panic, an abort at shutdown), dropping it records an outcome if
-/// there is none yet, journals the deployment and releases the app.
+/// error, a panic, an abort at shutdown), dropping it records the outcome
+/// (`outcome`, set by the task when the driver returned, or the outcome of
+/// a cut), counts it and frees the app in one step, then journals it.
 pub(super) struct RunningGuard {
     pub controller: Arc<Controller>,
     pub app: String,
     pub target: Arc<AppConfig>,
     pub log: Arc<DeploymentLog>,
+    pub outcome: Option<Outcome>,
 }
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        if !self.log.is_finished() {
-            let outcome = self.controller.cut_outcome(&self.log.id());
-            self.log
-                .error(None, format!("deployment cut; recorded as {}", outcome.as_str()));
-            self.log.finish(outcome);
-        }
-        let outcome = self.log.snapshot().outcome.unwrap_or(Outcome::Failed);
+        let outcome = match self.outcome {
+            Some(outcome) => outcome,
+            None => {
+                let outcome = self.controller.cut_outcome(&self.log.id());
+                self.log
+                    .error(None, format!("deployment cut; recorded as {}", outcome.as_str()));
+                outcome
+            }
+        };
         self.controller.finished(&self.app, &self.target, outcome, &self.log);
     }
 }
@@ -235,6 +243,7 @@ mod tests {
             app: "web".into(),
             target,
             log: Arc::clone(&log),
+            outcome: None,
         };
         let task = tokio::spawn(async move {
             let _guard = guard;

@@ -228,10 +228,11 @@ impl Controller {
             app: name.clone(),
             target,
             log: Arc::clone(&log),
+            outcome: None,
         };
         let task = tokio::spawn(async move {
-            let guard = guard;
-            run::execute(strategy, &ops, &guard.log).await;
+            let mut guard = guard;
+            guard.outcome = Some(run::drive(strategy, &ops, &guard.log).await);
         });
         if let Some(entry) = self.lock_running().get_mut(&name) {
             if Arc::ptr_eq(&entry.log, &log) {
@@ -266,10 +267,14 @@ impl Controller {
         active.sources.insert(name, source);
     }
 
-    /// A deployment's task ended (called by its [`RunningGuard`]): journal,
-    /// metrics, and the app is free again.
+    /// A deployment's task ended (called by its [`RunningGuard`]). A
+    /// deployed staged change is dropped first; then, in one step under the
+    /// record's lock, the outcome is recorded, counted and the app freed,
+    /// so whoever sees the outcome can start the next deployment (and its
+    /// phase gauge is not reset by this one); then the history is written
+    /// (a kill before that is closed at the next start from the journal's
+    /// commit marker).
     fn finished(&self, app: &str, target: &Arc<AppConfig>, outcome: Outcome, log: &Arc<DeploymentLog>) {
-        let record = log.snapshot();
         if outcome == Outcome::Succeeded {
             let staged_deployed = self
                 .lock_active()
@@ -287,13 +292,15 @@ impl Controller {
                 }
             }
         }
-        if let Err(e) = self.journal.append_history(&record) {
+        log.finish_with(outcome, |record| {
+            self.metrics.finished(record, record.outcome.unwrap_or(outcome));
+            let mut running = self.lock_running();
+            if running.get(app).is_some_and(|e| Arc::ptr_eq(&e.log, log)) {
+                running.remove(app);
+            }
+        });
+        if let Err(e) = self.journal.append_history(&log.snapshot()) {
             tracing::error!(error = %e, "cannot append to the deployment history");
-        }
-        self.metrics.finished(&record, outcome);
-        let mut running = self.lock_running();
-        if running.get(app).is_some_and(|e| Arc::ptr_eq(&e.log, log)) {
-            running.remove(app);
         }
     }
 
@@ -345,10 +352,8 @@ impl Controller {
 
     /// Running deployments (for status).
     pub fn running(&self) -> Vec<Deployment> {
-        self.lock_running()
-            .values()
-            .map(|e| e.log.snapshot().summary())
-            .collect()
+        let logs: Vec<Arc<DeploymentLog>> = self.lock_running().values().map(|e| Arc::clone(&e.log)).collect();
+        logs.iter().map(|l| l.snapshot().summary()).collect()
     }
 
     /// Staged apps and their versions (for status).

@@ -249,18 +249,28 @@ impl DeploymentLog {
     /// also sees the event (a stream never ends without it). A second call
     /// changes nothing.
     pub fn finish(&self, outcome: Outcome) {
+        self.finish_with(outcome, |_| {});
+    }
+
+    /// [`Self::finish`], running `before_visible` with the finished record
+    /// while it is still locked: whatever it does (counting the outcome,
+    /// freeing the app) is done before anyone can see the outcome. It runs
+    /// even when the outcome was recorded before (then `outcome` is
+    /// ignored), so a caller's clean-up never depends on who finished.
+    pub fn finish_with(&self, outcome: Outcome, before_visible: impl FnOnce(&Deployment)) {
         let ms = millis(self.started.elapsed());
         let message = format!("deployment {} in {}", outcome.as_str(), fmt_ms(ms));
         let pushed = {
             let mut record = self.lock();
             if record.outcome.is_some() {
+                before_visible(&record);
                 return;
             }
             record.phase = None;
             record.outcome = Some(outcome);
             record.finished_at = Some(now_rfc3339());
             record.duration_ms = Some(ms);
-            self.append(
+            let pushed = self.append(
                 &mut record,
                 EventKind::Outcome,
                 None,
@@ -268,7 +278,9 @@ impl DeploymentLog {
                 message,
                 Some(ms),
                 Some(outcome),
-            )
+            );
+            before_visible(&record);
+            pushed
         };
         self.notify(pushed);
     }

@@ -59,6 +59,15 @@ pub trait DeployOps: Send + Sync {
 /// Runs a deployment to its end and returns the outcome. Every phase
 /// start, end and the outcome go to `log`.
 pub async fn execute(strategy: Strategy, ops: &dyn DeployOps, log: &DeploymentLog) -> Outcome {
+    let outcome = drive(strategy, ops, log).await;
+    log.finish(outcome);
+    outcome
+}
+
+/// Runs a deployment's phases and returns the outcome, leaving the log
+/// unfinished: the caller records the outcome (the controller frees the
+/// app in the same step, see `gate::RunningGuard`).
+pub async fn drive(strategy: Strategy, ops: &dyn DeployOps, log: &DeploymentLog) -> Outcome {
     let mut phase = Phase::Build;
     let mut rolling_back = false;
     let outcome = loop {
@@ -79,7 +88,6 @@ pub async fn execute(strategy: Strategy, ops: &dyn DeployOps, log: &DeploymentLo
             Next::Finish(outcome) => break outcome,
         }
     };
-    log.finish(outcome);
     outcome
 }
 
