@@ -34,6 +34,18 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    // One cutover per state_dir, before anything touches it (the orphan
+    // reaper would stop a running cutover's live instances).
+    let _state_lock = match cutover_control::state_lock::acquire(&config.state_dir) {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("cutover: {e}");
+            return Ok(e.exit_code());
+        }
+    };
+    if let Some(var) = &config.admin.token_env {
+        supervisor::process::withhold_env(var); // no child sees the admin token
+    }
     let token = admin_token(&config)?;
     let source = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let base_dir = config_dir(&path);

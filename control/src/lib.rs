@@ -11,6 +11,7 @@
 //! - [`metrics`]: instance and table state as metrics, read at scrape time.
 //! - [`hooks`]: `sh -c` hooks with timeouts.
 //! - [`admin`]: the axum admin API.
+//! - [`state_lock`]: one cutover per `state_dir`.
 
 #![forbid(unsafe_code)]
 
@@ -21,4 +22,5 @@ pub mod hooks;
 pub mod journal;
 pub mod metrics;
 pub mod routing;
+pub mod state_lock;
 pub mod supervisor;

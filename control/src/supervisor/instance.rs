@@ -15,8 +15,8 @@
 //! crash leaves the table at once and a recovery rejoins it.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +27,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::health::probe;
+use super::pidfile::{self, PidFile, INSTANCE_VAR};
+use super::ports::{self, PortLease};
 use super::process::{log_line, Process, ProcessSpec};
 use crate::config::AppConfig;
 use crate::hooks::Hook;
@@ -37,6 +39,15 @@ const UNHEALTHY_AFTER: u32 = 3;
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(10));
 /// Running this long after becoming ready resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// Longest wait the task schedules (about a year): config durations beyond
+/// it are clamped, so `Instant + Duration` never overflows (a panic there
+/// would end the task and leave its child unaccounted for).
+const LONGEST_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How a start that ended with the process exiting is reported.
+const EXITED_DURING_START: &str = "exited during start";
+/// Immediate retries on another port when a start failed because someone
+/// else took the leased port before the app bound it.
+const PORT_RETRIES: u32 = 2;
 
 /// Unique per process start, across all instances: keys the connection pool.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -123,7 +134,9 @@ pub struct InstanceSpec {
     pub preferred_port: Option<u16>,
     pub log: PathBuf,
     /// Holds the process group id while the process runs, so a restarted
-    /// cutover can clean up after one that was killed.
+    /// cutover can clean up after one that was killed. It lies in
+    /// `state_dir/run/`: the instance's ownership marker names that
+    /// `state_dir` ([`pidfile`]).
     pub pid_file: Option<PathBuf>,
     /// Keep retrying a first start that fails (`cutover up`), or give up
     /// and report `Failed` (a deploy, which then aborts or rolls back).
@@ -139,6 +152,21 @@ impl InstanceSpec {
         env.insert("CUTOVER_INSTANCE".into(), self.name.clone());
         env.insert("CUTOVER_ROLE".into(), self.role.as_str().into());
         env
+    }
+
+    /// The environment the process gets: [`InstanceSpec::env`] plus the
+    /// ownership marker the orphan reaper checks.
+    fn process_env(&self, port: u16) -> BTreeMap<String, String> {
+        let mut env = self.env(port);
+        if let Some(state_dir) = self.state_dir() {
+            env.extend(pidfile::marker(state_dir, INSTANCE_VAR, &self.name));
+        }
+        env
+    }
+
+    /// `state_dir`, the parent of the pid file's `run/`.
+    fn state_dir(&self) -> Option<&Path> {
+        self.pid_file.as_deref()?.parent()?.parent()
     }
 }
 
@@ -252,14 +280,10 @@ impl Instance {
     }
 }
 
-/// Picks the port: the preferred one if it is free, else any free one.
-fn choose_port(preferred: Option<u16>) -> std::io::Result<u16> {
-    if let Some(port) = preferred {
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `now + wait`, with `wait` clamped to [`LONGEST_WAIT`].
+fn deadline_after(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait.min(LONGEST_WAIT)).unwrap_or(now)
 }
 
 /// The instance's task: start, get ready, watch, restart, stop.
@@ -268,14 +292,30 @@ async fn run(instance: Arc<Instance>, on_change: OnChange) {
     let mut stop = instance.stop.subscribe();
     let mut attempt = 0u32;
     let mut ever_ready = false;
+    // The instance's port, reserved until the task ends; kept across
+    // restarts while it stays free.
+    let mut lease: Option<PortLease> = None;
+    let mut port_retries = 0u32;
     loop {
         if *stop.borrow_and_update() {
             break;
         }
         instance.set(InstanceState::Starting { attempt }, &on_change);
-        let outcome = run_once(&instance, &on_change, &mut stop, &mut ever_ready).await;
+        let outcome = run_once(&instance, &on_change, &mut stop, &mut ever_ready, &mut lease).await;
         let reason = match outcome {
             Exit::Stopped => break,
+            Exit::PortTaken { reason } if port_retries < PORT_RETRIES => {
+                port_retries += 1;
+                tracing::warn!(instance = %spec.name, %reason, "port taken by another process; retrying on another port");
+                log_line(
+                    &spec.log,
+                    &format!("{reason}; port taken by another process, retrying on another port"),
+                );
+                lease = None;
+                instance.port.store(0, Ordering::SeqCst);
+                continue;
+            }
+            Exit::PortTaken { reason } => reason,
             Exit::Crashed { reason, was_stable } => {
                 if was_stable {
                     attempt = 0;
@@ -283,6 +323,7 @@ async fn run(instance: Arc<Instance>, on_change: OnChange) {
                 reason
             }
         };
+        port_retries = 0;
         if !ever_ready && !spec.retry_first_start {
             log_line(&spec.log, &format!("giving up: {reason}"));
             instance.set(InstanceState::Failed(reason), &on_change);
@@ -299,12 +340,23 @@ async fn run(instance: Arc<Instance>, on_change: OnChange) {
             break;
         }
     }
+    // Released before `Stopped` is seen: whoever waited for the stop may
+    // start a successor on this port at once.
+    drop(lease);
     instance.set(InstanceState::Stopped, &on_change);
 }
 
 enum Exit {
     Stopped,
-    Crashed { reason: String, was_stable: bool },
+    Crashed {
+        reason: String,
+        was_stable: bool,
+    },
+    /// Exited during start while another process holds its port: the app
+    /// most likely could not bind it.
+    PortTaken {
+        reason: String,
+    },
 }
 
 /// One process lifetime.
@@ -313,15 +365,16 @@ async fn run_once(
     on_change: &OnChange,
     stop: &mut watch::Receiver<bool>,
     ever_ready: &mut bool,
+    lease: &mut Option<PortLease>,
 ) -> Exit {
     let spec = &instance.spec;
     let app = &spec.app;
-    let port = match choose_port(instance.port()) {
+    let port = match renew_lease(lease, instance.port()) {
         Ok(port) => port,
         Err(e) => return crashed(format!("no free port: {e}"), false),
     };
     instance.port.store(u64::from(port), Ordering::SeqCst);
-    let env = spec.env(port);
+    let env = spec.process_env(port);
     let process_spec = ProcessSpec {
         command: app.command.clone(),
         cwd: app.cwd.clone(),
@@ -343,21 +396,21 @@ async fn run_once(
 
     // Readiness: health 2xx, then post_start, all within start_timeout; the
     // process exiting or a stop request ends the wait early.
-    let deadline = Instant::now() + app.health.start_timeout;
+    let deadline = deadline_after(app.health.start_timeout);
     let readiness = become_ready(spec, addr, &env, deadline);
     let exit = tokio::select! {
         ready = readiness => match ready {
             Ok(()) => None,
             Err(reason) => Some(Exit::Crashed { reason, was_stable: false }),
         },
-        status = process.wait() => Some(crashed(format!("exited during start ({})", describe(status)), false)),
+        status = process.wait() => Some(crashed(format!("{EXITED_DURING_START} ({})", describe(status)), false)),
         _ = until_stopped(stop) => Some(Exit::Stopped),
     };
     if let Some(exit) = exit {
         instance.set(InstanceState::Stopping, on_change);
         process.stop(app.stop_timeout).await;
         instance.pid.store(0, Ordering::SeqCst);
-        return exit;
+        return port_taken_or(exit, port);
     }
 
     *ever_ready = true;
@@ -368,7 +421,10 @@ async fn run_once(
 
     // Watch: process exit, health, stop.
     let mut failures = 0u32;
-    let mut ticker = tokio::time::interval(app.health.interval);
+    // Clamped: tokio's interval panics on a zero period and adds the period
+    // to an `Instant` unchecked.
+    let period = app.health.interval.clamp(Duration::from_millis(1), LONGEST_WAIT);
+    let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let exit = loop {
         tokio::select! {
@@ -402,24 +458,36 @@ async fn run_once(
     exit
 }
 
-/// A pid file that is removed when dropped (the process is gone by then).
-struct PidFile(PathBuf);
-
-impl PidFile {
-    fn write(path: &std::path::Path, pid: u32) -> Self {
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
+/// A start that ended with the process exiting while another process holds
+/// its port (bound after the lease, before the app): most likely the app
+/// could not bind, so the caller retries on another port.
+fn port_taken_or(exit: Exit, port: u16) -> Exit {
+    match exit {
+        Exit::Crashed { reason, .. } if reason.starts_with(EXITED_DURING_START) && !ports::is_free(port) => {
+            Exit::PortTaken { reason }
         }
-        if let Err(e) = std::fs::write(path, format!("{pid}\n")) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot write pid file");
-        }
-        Self(path.to_path_buf())
+        exit => exit,
     }
 }
 
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+/// Keeps the leased port while it is still free (a restart keeps its
+/// address), else leases a new one (the instance's last port first, which
+/// a deployment sets to a retired original's). Returns the port.
+fn renew_lease(lease: &mut Option<PortLease>, preferred: Option<u16>) -> std::io::Result<u16> {
+    match lease.take() {
+        Some(held) if ports::is_free(held.port()) => {
+            let port = held.port();
+            *lease = Some(held);
+            Ok(port)
+        }
+        held => {
+            let preferred = if held.is_some() { None } else { preferred };
+            drop(held);
+            let new = ports::lease(preferred)?;
+            let port = new.port();
+            *lease = Some(new);
+            Ok(port)
+        }
     }
 }
 
@@ -486,23 +554,5 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_a_cap() {
-        assert_eq!(backoff(0), Duration::from_millis(100));
-        assert_eq!(backoff(1), Duration::from_millis(200));
-        assert_eq!(backoff(3), Duration::from_millis(800));
-        assert_eq!(backoff(30), Duration::from_secs(10));
-    }
-
-    #[test]
-    fn preferred_port_is_kept_when_free() {
-        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = taken.local_addr().unwrap().port();
-        assert_ne!(choose_port(Some(port)).unwrap(), port);
-        drop(taken);
-        assert_eq!(choose_port(Some(port)).unwrap(), port);
-    }
-}
+#[path = "instance_tests.rs"]
+mod tests;

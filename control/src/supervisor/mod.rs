@@ -5,11 +5,15 @@
 //! - [`health`]: the HTTP readiness probe.
 //! - [`instance`]: one instance's lifecycle task (start → ready → watch →
 //!   restart / stop).
-//! - [`orphans`]: cleaning up instances a killed cutover left behind.
+//! - [`orphans`]: cleaning up children a killed cutover left behind.
+//! - [`pidfile`]: pid files and the ownership marker of every child.
+//! - [`ports`]: race-free port choice.
 
 pub mod health;
 pub mod instance;
 pub mod orphans;
+pub mod pidfile;
+pub mod ports;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -49,8 +53,11 @@ pub struct AppRuntime {
 
 impl Supervisor {
     /// A supervisor whose instances log to `state_dir/logs/<instance>.log`
-    /// and keep pid files in `state_dir/run/`.
+    /// and keep pid files in `state_dir/run/` (hooks, whose logs are in
+    /// `logs/` too, find `run/` next to it).
     pub fn new(routing: Arc<Routing>, state_dir: &std::path::Path) -> Self {
+        // The marker in every child's environment names this exact text.
+        let state_dir = pidfile::canonical(state_dir);
         Self {
             routing,
             logs_dir: state_dir.join("logs"),

@@ -1,11 +1,14 @@
 //! One OS process: spawned in its own process group, stopped with SIGTERM
 //! then SIGKILL to the whole group, so nothing it started outlives it.
+//! Children inherit cutover's environment minus its secrets
+//! ([`withhold_env`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
@@ -14,12 +17,41 @@ use tokio::process::{Child, Command};
 
 use crate::config::Command as AppCommand;
 
+/// The admin token's default variable (SPEC §3), never passed to children.
+pub const ADMIN_TOKEN_VAR: &str = "CUTOVER_ADMIN_TOKEN";
+
+/// Variables of cutover's own environment that no child inherits, besides
+/// [`ADMIN_TOKEN_VAR`]: the configured `admin.token_env`.
+static WITHHELD: RwLock<BTreeSet<String>> = RwLock::new(BTreeSet::new());
+
+/// Keeps `var` (a secret of cutover's, such as the configured
+/// `admin.token_env`) out of every child's environment from now on.
+pub fn withhold_env(var: &str) {
+    if !var.is_empty() {
+        WITHHELD
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(var.to_string());
+    }
+}
+
+/// Sets a child's environment: cutover's own minus the withheld secrets,
+/// plus `env` (which may set any variable explicitly, a withheld name too:
+/// that value is the app's own, from its config).
+pub fn child_env(cmd: &mut Command, env: &BTreeMap<String, String>) {
+    cmd.env_remove(ADMIN_TOKEN_VAR);
+    for var in WITHHELD.read().unwrap_or_else(|e| e.into_inner()).iter() {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env);
+}
+
 /// What to run and where.
 #[derive(Debug, Clone)]
 pub struct ProcessSpec {
     pub command: AppCommand,
     pub cwd: PathBuf,
-    /// The full environment on top of cutover's own.
+    /// The full environment on top of cutover's own (minus its secrets).
     pub env: BTreeMap<String, String>,
     /// stdout and stderr are appended here.
     pub log: PathBuf,
@@ -55,9 +87,9 @@ impl Process {
         })?;
         let (program, args) = program_and_args(&spec.command, &spec.cwd);
         let mut cmd = Command::new(&program);
+        child_env(&mut cmd, &spec.env);
         cmd.args(args)
             .current_dir(&spec.cwd)
-            .envs(&spec.env)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
