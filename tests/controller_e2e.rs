@@ -305,3 +305,58 @@ fn a_deploy_cut_by_a_kill_is_interrupted_at_the_next_start_and_counted() {
     let (code, out, err) = cutover.cli(&["deploy", "web"]);
     assert_eq!(code, 0, "{out}\n{err}");
 }
+
+/// Regression (issue 9 review): an app removed by a push drains in the
+/// background; pushing it back before its instances are gone would start a
+/// second `api-0` while the first still runs (same name, pid file, log,
+/// labels). That push is refused with 409 until the retirement ends.
+#[test]
+fn an_app_pushed_back_while_its_removed_instances_still_stop_is_refused_until_they_are_gone() {
+    let cutover = Cutover::builder()
+        .app(App::demo("web", "v1"))
+        .app(App::demo("api", "v1").yaml("drain_timeout: 10s"))
+        .route("web.test", "/", "web")
+        .route("api.test", "/", "api")
+        .start();
+    let with_api = cutover.config_text();
+    let apps_end = with_api.find("routes:").expect("a routes section");
+    let api_start = with_api.find("  api:\n").expect("the api app");
+    let without_api: String = format!("{}{}", &with_api[..api_start], &with_api[apps_end..])
+        .lines()
+        .filter(|line| !line.contains("app: api }"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+
+    // A slow request keeps the removed app's instance draining.
+    let proxy = cutover.proxy;
+    let slow = std::thread::spawn(move || support::http::get(proxy, "api.test", "/slow?ms=2500"));
+    cutover.wait_until(Duration::from_secs(10), "the slow request in flight", |c| {
+        c.instances("api").first().is_some_and(|i| i["inflight"] == 1)
+    });
+    let (status, body) = post(&cutover, "/push", without_api.as_bytes());
+    assert_eq!(status, 200, "{body}");
+
+    let (status, body) = post(&cutover, "/push", with_api.as_bytes());
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("still stopping"),
+        "{body}"
+    );
+    assert_eq!(processes_named(&cutover, "api-").len(), 1, "only the retiring api-0");
+
+    assert_eq!(
+        slow.join().unwrap().unwrap().status,
+        200,
+        "the drained request finished"
+    );
+    cutover.wait_until(Duration::from_secs(20), "the removed app to stop", |c| {
+        processes_named(c, "api-").is_empty()
+    });
+    cutover.wait_until(Duration::from_secs(10), "the push to be accepted", |c| {
+        post(c, "/push", with_api.as_bytes()).0 == 200
+    });
+    cutover.wait_until(Duration::from_secs(20), "api to serve again", |c| {
+        c.instances("api").first().is_some_and(|i| i["state"] == "ready")
+    });
+    assert_eq!(processes_named(&cutover, "api-").len(), 1);
+}

@@ -83,7 +83,7 @@ impl From<DeployError> for ApiError {
     fn from(e: DeployError) -> Self {
         let status = match &e {
             DeployError::UnknownApp(_) => StatusCode::NOT_FOUND,
-            DeployError::Conflict { .. } => StatusCode::CONFLICT,
+            DeployError::Conflict { .. } | DeployError::Retiring(_) => StatusCode::CONFLICT,
             DeployError::InvalidConfig(_) => StatusCode::BAD_REQUEST,
             DeployError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
             DeployError::Journal(_) => StatusCode::INTERNAL_SERVER_ERROR,

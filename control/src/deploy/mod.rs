@@ -21,7 +21,7 @@ pub mod push;
 pub mod record;
 pub mod run;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -48,6 +48,8 @@ pub enum DeployError {
     Conflict { app: String, id: String },
     #[error("{0}")]
     InvalidConfig(String),
+    #[error("app {0} was removed and its instances are still stopping; push it again once they are gone")]
+    Retiring(String),
     #[error("cutover is stopping; it takes no new deployments or pushes")]
     Stopping,
     #[error("the journal could not be written: {0}")]
@@ -85,6 +87,9 @@ pub struct Controller {
     stopping: AtomicBool,
     running: Mutex<BTreeMap<String, RunningEntry>>,
     recent: Mutex<Vec<Arc<DeploymentLog>>>,
+    /// Apps removed by a push whose instances are still draining: their
+    /// names (and so their instance names) cannot be taken again yet.
+    retiring: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Controller {
@@ -112,6 +117,7 @@ impl Controller {
             stopping: AtomicBool::new(false),
             running: Mutex::new(BTreeMap::new()),
             recent: Mutex::new(Vec::new()),
+            retiring: Arc::new(Mutex::new(BTreeSet::new())),
         })
     }
 

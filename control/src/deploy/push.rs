@@ -4,7 +4,8 @@
 //! validate, or that conflicts with a running deployment, changes nothing
 //! (see [`super::gate`]).
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -60,6 +61,11 @@ impl Controller {
         let mut changed = Vec::new();
         for (name, app) in &new.apps {
             let Some(current) = old.apps.get(name) else {
+                // Its instance names would be taken twice while the
+                // removed app's processes still run.
+                if self.lock_retiring().contains(name) {
+                    return Err(DeployError::Retiring(name.clone()));
+                }
                 report.added.push(name.clone());
                 continue;
             };
@@ -187,11 +193,20 @@ impl Controller {
         self.supervisor.remove_app(name);
         let instances: Vec<_> = app.originals.into_iter().chain(app.clones).collect();
         let drain_timeout = app.config.drain_timeout;
-        let name = name.to_string();
+        self.lock_retiring().insert(name.to_string());
+        let retiring = Retiring {
+            names: Arc::clone(&self.retiring),
+            name: name.to_string(),
+        };
         tokio::spawn(async move {
             drain_and_stop(&instances, drain_timeout, None).await;
-            tracing::info!(app = %name, "removed app stopped");
+            tracing::info!(app = %retiring.name, "removed app stopped");
+            drop(retiring);
         });
+    }
+
+    fn lock_retiring(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.retiring.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Restores staged changes from the journal (at start-up).
@@ -200,5 +215,21 @@ impl Controller {
         for (app, source) in staged {
             active.staged.insert(app.name.clone(), (app, source));
         }
+    }
+}
+
+/// A removed app's name, held while its instances drain and stop; released
+/// however the retiring task ends.
+struct Retiring {
+    names: Arc<Mutex<BTreeSet<String>>>,
+    name: String,
+}
+
+impl Drop for Retiring {
+    fn drop(&mut self) {
+        self.names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.name);
     }
 }
