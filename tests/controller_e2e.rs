@@ -319,13 +319,7 @@ fn an_app_pushed_back_while_its_removed_instances_still_stop_is_refused_until_th
         .route("api.test", "/", "api")
         .start();
     let with_api = cutover.config_text();
-    let apps_end = with_api.find("routes:").expect("a routes section");
-    let api_start = with_api.find("  api:\n").expect("the api app");
-    let without_api: String = format!("{}{}", &with_api[..api_start], &with_api[apps_end..])
-        .lines()
-        .filter(|line| !line.contains("app: api }"))
-        .map(|line| format!("{line}\n"))
-        .collect();
+    let without_api = cutover.config_without_app("api");
 
     // A slow request keeps the removed app's instance draining.
     let proxy = cutover.proxy;

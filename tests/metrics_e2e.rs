@@ -311,13 +311,7 @@ fn an_app_added_by_a_push_has_its_series_at_zero_and_a_removed_one_leaves_none()
         .route("api.test", "/", "api")
         .start();
     let with_api = cutover.config_text();
-    let apps_end = with_api.find("routes:").expect("a routes section");
-    let api_start = with_api.find("  api:\n").expect("the api app");
-    let without_api: String = format!("{}{}", &with_api[..api_start], &with_api[apps_end..])
-        .lines()
-        .filter(|line| !line.contains("app: api }"))
-        .map(|line| format!("{line}\n"))
-        .collect();
+    let without_api = cutover.config_without_app("api");
     let deploy_series = |app: &str| {
         cutover
             .metrics()

@@ -350,6 +350,19 @@ impl Cutover {
         self.cli(&all)
     }
 
+    /// The config without app `name` and its routes (the app must come
+    /// last under `apps:`, as the builder writes them in order).
+    pub fn config_without_app(&self, name: &str) -> String {
+        let text = self.config_text();
+        let apps_end = text.find("routes:").expect("a routes section");
+        let app_start = text.find(&format!("  {name}:\n")).expect("the app in the config");
+        format!("{}{}", &text[..app_start], &text[apps_end..])
+            .lines()
+            .filter(|line| !line.contains(&format!("app: {name} }}")))
+            .map(|line| format!("{line}\n"))
+            .collect()
+    }
+
     /// The config with `from` replaced by `to` (e.g. a new APP_VERSION).
     pub fn config_with(&self, from: &str, to: &str) -> String {
         let text = self.config_text();
