@@ -4,12 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use tokio::time::Instant;
 
 use super::record::DeploymentLog;
-
-/// What stands for a deadline beyond the clock's range.
-const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
 use crate::supervisor::instance::Instance;
 
 /// For each instance, concurrently: mark its backend draining (no new
@@ -20,12 +16,8 @@ use crate::supervisor::instance::Instance;
 /// (and each one is logged by the proxy with its path).
 pub async fn drain_and_stop(instances: &[Arc<Instance>], drain_timeout: Duration, log: Option<&DeploymentLog>) -> u64 {
     // A drain_timeout too large for the clock means "no deadline" in
-    // practice; a year stands for it instead of an overflowing add.
-    let now = Instant::now();
-    let deadline = now
-        .checked_add(drain_timeout)
-        .or_else(|| now.checked_add(FAR))
-        .unwrap_or(now);
+    // practice: far in the future instead of an overflowing add.
+    let deadline = cutover_proxy::time::after(drain_timeout);
     let cut = join_all(instances.iter().map(|instance| async move {
         let name = instance.name();
         let mut left = 0;

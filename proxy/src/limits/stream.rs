@@ -131,8 +131,7 @@ impl LimitedStream {
             written: 0,
             step: Step::Write,
         });
-        let now = Instant::now();
-        let give_up = now.checked_add(REJECT_TIMEOUT).unwrap_or(now);
+        let give_up = crate::time::after(REJECT_TIMEOUT);
         match &mut self.sleep {
             Some(sleep) => sleep.as_mut().reset(give_up),
             None => self.sleep = Some(Box::pin(tokio::time::sleep_until(give_up))),
