@@ -83,6 +83,7 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
 
     let data_plane_config = DataPlaneConfig {
         listen: config.proxy.listen.clone(),
+        tls_listen: Vec::new(),
         threads: config.proxy.threads,
         settings: ProxySettings {
             hold_timeout: config.proxy.hold_timeout,

@@ -13,6 +13,7 @@
 //! - [`forwarded`]: the X-Forwarded-* headers, trusted proxies.
 //! - [`service`]: the pingora `ProxyHttp` hooks (the request path).
 //! - [`longlived`]: WebSocket and SSE: taken over, tracked, closed with notice.
+//! - [`tls`]: certificates by SNI, pending ACME challenges.
 //! - [`limits`]: `proxy.limits`: connection limit, head deadline, keep-alive
 //!   timeout, head size and `Host` checks.
 //! - [`server`]: starting and stopping pingora.
@@ -37,6 +38,7 @@ pub mod settings;
 pub mod table;
 mod takeover;
 pub mod time;
+pub mod tls;
 
 pub use backend::{Backend, InflightGuard, LongLivedGuard};
 pub use handle::TableHandle;

@@ -28,8 +28,11 @@ use crate::service::{CutoverProxy, ProxySettings};
 /// What the data plane listens on and how it runs.
 #[derive(Debug, Clone)]
 pub struct DataPlaneConfig {
-    /// Public listeners.
+    /// Public plain listeners.
     pub listen: Vec<SocketAddr>,
+    /// Public TLS listeners (`proxy.tls.listen`), serving
+    /// `settings.certs` by SNI.
+    pub tls_listen: Vec<SocketAddr>,
     /// Worker threads.
     pub threads: usize,
     /// The request path's settings.

@@ -135,6 +135,9 @@ impl ProxyHttp for CutoverProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let Some(answered) = self.acme_http01(session).await {
+            return answered.map(|()| true);
+        }
         let req = session.req_header();
         let host = request_host(req);
         let routed = {
@@ -457,6 +460,34 @@ fn request_host(req: &RequestHeader) -> &str {
 }
 
 /// Writes a short plain-text response from the proxy itself.
+impl CutoverProxy {
+    /// Answers a pending ACME `http-01` challenge (RFC 8555 §8.3) on a plain
+    /// listener, before routing: no app sees it. `None` when the request is
+    /// not one.
+    async fn acme_http01(&self, session: &mut Session) -> Option<Result<()>> {
+        let req = session.req_header();
+        if req.method != http::Method::GET || !req.uri.path().starts_with(crate::tls::challenges::HTTP01_PREFIX) {
+            return None;
+        }
+        if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+            return None;
+        }
+        let answer = self.settings.challenges.http01_answer(req.uri.path())?;
+        let mut resp = match ResponseHeader::build(200, Some(3)) {
+            Ok(resp) => resp,
+            Err(e) => return Some(Err(e)),
+        };
+        let written = async {
+            resp.insert_header(header::CONTENT_TYPE, "application/octet-stream")?;
+            resp.insert_header(header::CONTENT_LENGTH, answer.len())?;
+            resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+            session.write_response_header(Box::new(resp), false).await?;
+            session.write_response_body(Some(Bytes::from(answer)), true).await
+        };
+        Some(written.await)
+    }
+}
+
 pub(crate) async fn respond(session: &mut Session, code: u16, body: Bytes, retry_after: bool) -> Result<()> {
     let mut resp = ResponseHeader::build(code, Some(4))?;
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::longlived::LongLivedSettings;
+use crate::tls::{CertStore, Challenges};
 
 /// The data plane's request-path settings.
 #[derive(Debug, Clone)]
@@ -30,6 +31,21 @@ pub struct ProxySettings {
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
     /// What one client may hold (`proxy.limits`).
     pub limits: Limits,
+    /// The certificates the TLS listeners serve (filled by the control
+    /// plane: files and ACME).
+    pub certs: Arc<CertStore>,
+    /// ACME challenges pending validation (answered before routing).
+    pub challenges: Arc<Challenges>,
+    /// HTTP/2 via ALPN on TLS listeners (`proxy.http2`).
+    pub http2: bool,
+    /// HTTP/2 prior knowledge on plain listeners (`proxy.h2c`).
+    pub h2c: bool,
+    /// Plain listeners answer 308 to https for hosts with a certificate
+    /// (`proxy.tls.redirect_http`).
+    pub redirect_http: bool,
+    /// `Strict-Transport-Security: max-age` on TLS answers; zero: not sent
+    /// (`proxy.tls.hsts`).
+    pub hsts: Duration,
 }
 
 /// What one client may hold (`proxy.limits`, SPEC §4a "Limits").
@@ -64,6 +80,12 @@ impl Default for ProxySettings {
             long_lived: LongLivedSettings::default(),
             trusted_proxies: Arc::from([]),
             limits: Limits::default(),
+            certs: Arc::new(CertStore::new()),
+            challenges: Arc::new(Challenges::new()),
+            http2: true,
+            h2c: false,
+            redirect_http: false,
+            hsts: Duration::ZERO,
         }
     }
 }

@@ -90,6 +90,7 @@ fn a_new_generation_on_the_same_address_never_gets_a_pooled_connection() {
     let proxy = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let config = DataPlaneConfig {
         listen: vec![proxy],
+        tls_listen: Vec::new(),
         threads: 1,
         settings: ProxySettings::default(),
         grace: Duration::from_secs(1),
