@@ -3,6 +3,7 @@
 //! the [`cutover_proxy::TableHandle`] (via [`routing::Routing`]) and the
 //! backends' drain signals.
 //!
+//! - [`certs`]: certificates for the TLS listeners (ACME).
 //! - [`config`]: `deploy.yaml` → validated [`config::Config`].
 //! - [`supervisor`]: instances as child processes, readiness, restarts.
 //! - [`routing`]: serving instances → route tables.
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod certs;
 pub mod config;
 pub mod deploy;
 pub mod hooks;

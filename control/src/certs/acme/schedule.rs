@@ -1,0 +1,484 @@
+//! The ACME task: one per cutover, keeping a certificate for every host of
+//! the current set.
+//!
+//! Each host has a due time. When it comes, an attempt starts (an order
+//! under the whole-order deadline); attempts for different hosts run side
+//! by side inside the task, so a failing host never holds up another. A
+//! success is stored, installed and due again when a third of its lifetime
+//! remains; a failure is due again after an exponential back-off with
+//! jitter, the previous certificate (if any) serving meanwhile.
+//!
+//! Due times are wall-clock (`SystemTime`), like certificate validity, and
+//! the task never sleeps longer than [`MAX_SLEEP`], so a suspended machine
+//! or a clock step is noticed within minutes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use cutover_proxy::tls::Challenges;
+use futures_util::future::{AbortHandle, Abortable};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use instant_acme::Account;
+use rand::Rng;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use super::cert::Issued;
+use super::http::BoundedClient;
+use super::storage::Storage;
+use super::{account, order, AcmeError, Installer, Timing};
+use crate::config::AcmeConfig;
+
+/// The longest the task sleeps before looking at the clock again.
+const MAX_SLEEP: Duration = Duration::from_secs(300);
+
+/// Where a host's certificate stands (`cutover certs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertState {
+    /// Served; renewal is scheduled.
+    Valid,
+    /// The first order for the host is in progress (nothing served yet).
+    Pending,
+    /// A renewal is in progress; the current certificate serves meanwhile.
+    Renewing,
+    /// The last attempt failed; retried at `next_attempt`.
+    Failed,
+}
+
+impl CertState {
+    /// As `cutover certs` and `GET /certificates` show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertState::Valid => "valid",
+            CertState::Pending => "pending",
+            CertState::Renewing => "renewing",
+            CertState::Failed => "failed",
+        }
+    }
+}
+
+/// One host's ACME status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostStatus {
+    /// The host.
+    pub host: String,
+    /// Where its certificate stands.
+    pub state: CertState,
+    /// The served certificate's notBefore, if one is served.
+    pub not_before: Option<SystemTime>,
+    /// The served certificate's notAfter, if one is served.
+    pub not_after: Option<SystemTime>,
+    /// The served certificate's issuer, if one is served.
+    pub issuer: Option<String>,
+    /// The last attempt's error, while the host is `failed`.
+    pub last_error: Option<String>,
+    /// The next order: the renewal time when `valid`, the retry when
+    /// `failed`; `None` while an order runs.
+    pub next_attempt: Option<SystemTime>,
+}
+
+/// The running ACME task. Dropping it stops the task too; [`shutdown`]
+/// also waits for it.
+///
+/// [`shutdown`]: AcmeService::shutdown
+pub struct AcmeService {
+    hosts: watch::Sender<Vec<String>>,
+    status: Arc<Mutex<BTreeMap<String, HostStatus>>>,
+    stop: Arc<Notify>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for AcmeService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcmeService").finish_non_exhaustive()
+    }
+}
+
+/// What the task works with.
+struct Context {
+    config: AcmeConfig,
+    storage: Storage,
+    client: BoundedClient,
+    challenges: Arc<Challenges>,
+    installer: Arc<dyn Installer>,
+    timing: Timing,
+    /// Created or loaded at the first order, then shared by all.
+    account: tokio::sync::Mutex<Option<Account>>,
+}
+
+/// One host as the task tracks it.
+struct Entry {
+    /// The certificate being served.
+    current: Option<Served>,
+    /// When the next attempt starts.
+    due: SystemTime,
+    /// Failures since the last success.
+    failures: u32,
+    /// The attempt running for this host, if any.
+    running: Option<AbortHandle>,
+    /// Tells a finished attempt from one started for an earlier entry of
+    /// the same host (removed, then added again).
+    attempt: u64,
+    last_error: Option<String>,
+}
+
+#[derive(Clone)]
+struct Served {
+    not_before: SystemTime,
+    not_after: SystemTime,
+    issuer: String,
+}
+
+impl AcmeService {
+    /// Starts the ACME task for `hosts` on the current tokio runtime.
+    ///
+    /// Before it returns, every still-valid certificate stored for these
+    /// hosts (from the same ACME directory) is installed, so a restart
+    /// serves at once without a new order. Fails only when `config` cannot
+    /// be used (an unreadable `ca_roots`); an unreachable ACME server is a
+    /// per-host failure, retried.
+    pub fn start(
+        config: AcmeConfig,
+        state_dir: &Path,
+        hosts: Vec<String>,
+        challenges: Arc<Challenges>,
+        installer: Arc<dyn Installer>,
+        timing: Timing,
+    ) -> Result<Self, AcmeError> {
+        let client = BoundedClient::new(config.ca_roots.as_deref(), timing.request_timeout)?;
+        let storage = Storage::new(state_dir);
+        let hosts = normalize(hosts);
+        let context = Arc::new(Context {
+            config,
+            storage,
+            client,
+            challenges,
+            installer,
+            timing,
+            account: tokio::sync::Mutex::new(None),
+        });
+        let mut entries = BTreeMap::new();
+        for host in &hosts {
+            entries.insert(host.clone(), context.new_entry(host, SystemTime::now()));
+        }
+        let status = Arc::new(Mutex::new(BTreeMap::new()));
+        publish(&status, &entries);
+        let (hosts_tx, hosts_rx) = watch::channel(hosts);
+        let stop = Arc::new(Notify::new());
+        let task = tokio::spawn(run(
+            Arc::clone(&context),
+            entries,
+            hosts_rx,
+            Arc::clone(&status),
+            Arc::clone(&stop),
+        ));
+        Ok(Self {
+            hosts: hosts_tx,
+            status,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    /// Replaces the host set (after a push): new hosts get a certificate
+    /// (a stored one at once, else an order), removed ones stop being
+    /// served. Returns at once.
+    pub fn set_hosts(&self, hosts: Vec<String>) {
+        let hosts = normalize(hosts);
+        self.hosts.send_if_modified(|current| {
+            let changed = *current != hosts;
+            *current = hosts;
+            changed
+        });
+    }
+
+    /// Every host's status, by host name.
+    pub fn status(&self) -> Vec<HostStatus> {
+        let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.values().cloned().collect()
+    }
+
+    /// Stops the task and waits for it; pending challenge answers are
+    /// withdrawn and nothing is left half-written (files are replaced
+    /// atomically).
+    pub async fn shutdown(mut self) {
+        self.stop.notify_one();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for AcmeService {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Lowercase, each once, order kept.
+fn normalize(hosts: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(hosts.len());
+    for host in hosts {
+        let host = host.to_ascii_lowercase();
+        if !out.contains(&host) {
+            out.push(host);
+        }
+    }
+    out
+}
+
+impl Context {
+    /// A host entering the set: its stored certificate is served at once
+    /// (and due at its renewal time), otherwise it is due now.
+    fn new_entry(&self, host: &str, now: SystemTime) -> Entry {
+        let stored = self
+            .storage
+            .account_matches(&self.config.directory)
+            .then(|| self.storage.load_cert(host, now))
+            .flatten();
+        let mut entry = Entry {
+            current: None,
+            due: now,
+            failures: 0,
+            running: None,
+            attempt: 0,
+            last_error: None,
+        };
+        if let Some(issued) = stored {
+            tracing::info!(
+                host,
+                not_after = %humantime::format_rfc3339_seconds(issued.not_after),
+                "serving the stored ACME certificate"
+            );
+            entry.due = issued.renew_at();
+            self.install(&mut entry, &issued);
+        }
+        entry
+    }
+
+    fn install(&self, entry: &mut Entry, issued: &Issued) {
+        self.installer.install(
+            &issued.host,
+            Arc::clone(&issued.key),
+            issued.not_before,
+            issued.not_after,
+            &issued.issuer,
+        );
+        entry.current = Some(Served {
+            not_before: issued.not_before,
+            not_after: issued.not_after,
+            issuer: issued.issuer.clone(),
+        });
+    }
+
+    /// The shared account, loaded or created on first use.
+    async fn account(&self) -> Result<Account, AcmeError> {
+        let mut slot = self.account.lock().await;
+        if let Some(account) = slot.as_ref() {
+            return Ok(account.clone());
+        }
+        let account = account::load_or_create(&self.config, &self.storage, &self.client).await?;
+        *slot = Some(account.clone());
+        Ok(account)
+    }
+
+    /// One attempt for `host`, bounded by the whole-order deadline.
+    async fn attempt(self: Arc<Self>, host: String) -> Result<Issued, AcmeError> {
+        let work = async {
+            let account = self.account().await?;
+            let issued = order::obtain(
+                &account,
+                &host,
+                self.config.challenge,
+                &self.challenges,
+                self.timing.poll_limit,
+            )
+            .await;
+            if let Err(AcmeError::AccountGone(_)) = &issued {
+                // Registered again at the next attempt.
+                self.account.lock().await.take();
+                self.storage.forget_account();
+            }
+            let issued = issued?;
+            self.storage.save_cert(&issued)?;
+            Ok(issued)
+        };
+        match tokio::time::timeout(self.timing.order_deadline, work).await {
+            Ok(result) => result,
+            Err(_) => Err(AcmeError::Deadline(
+                humantime::format_duration(self.timing.order_deadline).to_string(),
+            )),
+        }
+    }
+
+    /// The wait before the next attempt after `failures` failures in a
+    /// row: `retry_first` doubling up to `retry_max`, then a random part of
+    /// its upper half taken off, so many cutovers (or hosts) failing
+    /// together do not retry in step.
+    fn backoff(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(30);
+        let full = self
+            .timing
+            .retry_first
+            .checked_mul(1u32 << doublings)
+            .unwrap_or(self.timing.retry_max)
+            .min(self.timing.retry_max);
+        full.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+}
+
+type AttemptResult = (String, u64, Result<Result<Issued, AcmeError>, futures_util::future::Aborted>);
+
+async fn run(
+    context: Arc<Context>,
+    mut entries: BTreeMap<String, Entry>,
+    mut hosts: watch::Receiver<Vec<String>>,
+    status: Arc<Mutex<BTreeMap<String, HostStatus>>>,
+    stop: Arc<Notify>,
+) {
+    let mut attempts: FuturesUnordered<futures_util::future::BoxFuture<'static, AttemptResult>> =
+        FuturesUnordered::new();
+    let mut next_attempt: u64 = 0;
+    loop {
+        let now = SystemTime::now();
+        for (host, entry) in entries.iter_mut() {
+            if entry.running.is_some() || entry.due > now {
+                continue;
+            }
+            next_attempt += 1;
+            entry.attempt = next_attempt;
+            tracing::info!(
+                host = host.as_str(),
+                attempt = entry.failures + 1,
+                "{} the ACME certificate",
+                if entry.current.is_some() { "renewing" } else { "obtaining" }
+            );
+            let (handle, registration) = AbortHandle::new_pair();
+            entry.running = Some(handle);
+            let work = Abortable::new(Arc::clone(&context).attempt(host.clone()), registration);
+            let (host, attempt) = (host.clone(), next_attempt);
+            attempts.push(Box::pin(async move { (host, attempt, work.await) }));
+        }
+        publish(&status, &entries);
+
+        let sleep = entries
+            .values()
+            .filter(|e| e.running.is_none())
+            .map(|e| e.due.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+            .min()
+            .unwrap_or(MAX_SLEEP)
+            .min(MAX_SLEEP);
+        tokio::select! {
+            () = stop.notified() => break,
+            changed = hosts.changed() => {
+                if changed.is_err() {
+                    // The service was dropped without shutdown.
+                    break;
+                }
+                let wanted = hosts.borrow_and_update().clone();
+                update_hosts(&context, &mut entries, &wanted);
+            }
+            Some((host, attempt, result)) = attempts.next(), if !attempts.is_empty() => {
+                let Ok(result) = result else { continue };
+                let Some(entry) = entries.get_mut(&host).filter(|e| e.attempt == attempt) else {
+                    continue;
+                };
+                entry.running = None;
+                finish(&context, &host, entry, result);
+            }
+            () = tokio::time::sleep(sleep) => {}
+        }
+    }
+    // Dropping the attempts withdraws their challenge answers.
+    drop(attempts);
+    tracing::debug!("ACME task stopped");
+}
+
+/// The host set changed: new hosts enter, removed ones are stopped and
+/// no longer served.
+fn update_hosts(context: &Context, entries: &mut BTreeMap<String, Entry>, wanted: &[String]) {
+    let removed: Vec<String> = entries.keys().filter(|h| !wanted.contains(h)).cloned().collect();
+    for host in removed {
+        if let Some(entry) = entries.remove(&host) {
+            if let Some(running) = entry.running {
+                running.abort();
+            }
+            context.installer.remove(&host);
+            tracing::info!(host = host.as_str(), "host left the ACME set; its certificate is no longer served");
+        }
+    }
+    let now = SystemTime::now();
+    for host in wanted {
+        if !entries.contains_key(host) {
+            tracing::info!(host = host.as_str(), "host joined the ACME set");
+            let entry = context.new_entry(host, now);
+            entries.insert(host.clone(), entry);
+        }
+    }
+}
+
+fn finish(context: &Context, host: &str, entry: &mut Entry, result: Result<Issued, AcmeError>) {
+    let now = SystemTime::now();
+    match result {
+        Ok(issued) => {
+            context.install(entry, &issued);
+            entry.failures = 0;
+            entry.last_error = None;
+            entry.due = issued.renew_at();
+            tracing::info!(
+                host,
+                issuer = issued.issuer.as_str(),
+                not_after = %humantime::format_rfc3339_seconds(issued.not_after),
+                renew_at = %humantime::format_rfc3339_seconds(entry.due),
+                "ACME certificate obtained and served"
+            );
+        }
+        Err(e) => {
+            entry.failures = entry.failures.saturating_add(1);
+            let wait = context.backoff(entry.failures);
+            entry.due = now.checked_add(wait).unwrap_or(now);
+            entry.last_error = Some(e.to_string());
+            tracing::warn!(
+                host,
+                error = %e,
+                failures = entry.failures,
+                retry_in = %humantime::format_duration(Duration::from_secs(wait.as_secs())),
+                "ACME attempt failed{}",
+                if entry.current.is_some() { "; the current certificate keeps serving" } else { "" }
+            );
+        }
+    }
+}
+
+fn publish(status: &Mutex<BTreeMap<String, HostStatus>>, entries: &BTreeMap<String, Entry>) {
+    let snapshot: BTreeMap<String, HostStatus> = entries
+        .iter()
+        .map(|(host, entry)| {
+            let state = match (&entry.running, &entry.current, &entry.last_error) {
+                (Some(_), None, _) => CertState::Pending,
+                (Some(_), Some(_), _) => CertState::Renewing,
+                (None, _, Some(_)) => CertState::Failed,
+                (None, Some(_), None) => CertState::Valid,
+                // Due, about to start.
+                (None, None, None) => CertState::Pending,
+            };
+            let served = entry.current.as_ref();
+            let status = HostStatus {
+                host: host.clone(),
+                state,
+                not_before: served.map(|s| s.not_before),
+                not_after: served.map(|s| s.not_after),
+                issuer: served.map(|s| s.issuer.clone()),
+                last_error: entry.last_error.clone(),
+                next_attempt: entry.running.is_none().then_some(entry.due),
+            };
+            (host.clone(), status)
+        })
+        .collect();
+    *status.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+}
