@@ -1,0 +1,414 @@
+//! ACME against a real ACME server (Pebble, started by each test): the
+//! http-01 answers come from cutover's own data plane on a free port, the
+//! certificates land in a `CertStore` through a test [`Installer`].
+//!
+//! Covered: issuance for two hosts (SANs, issuer, 0600 files), the account
+//! and the stored certificates reused across a restart (no new account, no
+//! new order), renewal of a short-lived certificate before it expires, an
+//! ACME server down at start (back-off, `failed` with the error) that comes
+//! up later, and hosts added and removed through `set_hosts`.
+
+mod support {
+    pub mod pebble;
+}
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use cutover_control::certs::acme::{AcmeService, CertState, HostStatus, Installer, Timing};
+use cutover_control::config::{AcmeChallenge, AcmeConfig};
+use cutover_proxy::tls::{CertEntry, CertSource, CertStore, Challenges};
+use cutover_proxy::{DataPlane, DataPlaneConfig, ProxyMetrics, ProxySettings, RouteTable, TableHandle};
+use rustls::pki_types::CertificateDer;
+use rustls::sign::CertifiedKey;
+use support::pebble::{free_tcp_port, Pebble, PebbleOptions};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// The certificates installed so far, served from a `CertStore` as the
+/// certificate manager does, and every install in order.
+#[derive(Default)]
+struct StoreInstaller {
+    store: Arc<CertStore>,
+    current: Mutex<BTreeMap<String, Installed>>,
+    history: Mutex<Vec<(String, Installed)>>,
+    removed: Mutex<Vec<String>>,
+}
+
+#[derive(Clone)]
+struct Installed {
+    key: Arc<CertifiedKey>,
+    not_after: SystemTime,
+    issuer: String,
+    at: SystemTime,
+}
+
+impl Installer for StoreInstaller {
+    fn install(&self, host: &str, key: Arc<CertifiedKey>, _not_before: SystemTime, not_after: SystemTime, issuer: &str) {
+        let installed = Installed {
+            key,
+            not_after,
+            issuer: issuer.to_owned(),
+            at: SystemTime::now(),
+        };
+        let mut current = self.current.lock().unwrap();
+        current.insert(host.to_owned(), installed.clone());
+        self.history.lock().unwrap().push((host.to_owned(), installed));
+        self.swap(&current);
+    }
+
+    fn remove(&self, host: &str) {
+        let mut current = self.current.lock().unwrap();
+        current.remove(host);
+        self.removed.lock().unwrap().push(host.to_owned());
+        self.swap(&current);
+    }
+}
+
+impl StoreInstaller {
+    fn swap(&self, current: &BTreeMap<String, Installed>) {
+        let entries: Vec<CertEntry> = current
+            .iter()
+            .map(|(host, installed)| CertEntry {
+                hosts: vec![host.clone()],
+                key: Arc::clone(&installed.key),
+                source: CertSource::Acme,
+            })
+            .collect();
+        self.store.replace(&entries);
+    }
+
+    /// The leaf the store serves for `host`, if any.
+    fn served_leaf(&self, host: &str) -> Option<CertificateDer<'static>> {
+        self.store.load().resolve(host).map(|key| key.cert[0].clone())
+    }
+
+    fn installs(&self, host: &str) -> usize {
+        self.history.lock().unwrap().iter().filter(|(h, _)| h == host).count()
+    }
+}
+
+/// A data plane on a free port answering http-01 from `challenges` (no
+/// routes: the answer comes before routing).
+fn data_plane(challenges: &Arc<Challenges>) -> (DataPlane, u16) {
+    let port = free_tcp_port();
+    let registry = prometheus::Registry::new();
+    let metrics = ProxyMetrics::new(&registry).unwrap();
+    let handle = TableHandle::new(RouteTable::builder().build());
+    let config = DataPlaneConfig {
+        listen: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+        tls_listen: Vec::new(),
+        threads: 1,
+        settings: ProxySettings {
+            challenges: Arc::clone(challenges),
+            ..ProxySettings::default()
+        },
+        grace: Duration::from_secs(1),
+    };
+    (DataPlane::start(config, handle, &metrics).unwrap(), port)
+}
+
+fn acme_config(pebble: &Pebble) -> AcmeConfig {
+    AcmeConfig {
+        directory: pebble.directory(),
+        email: Some("ops@example.com".into()),
+        challenge: AcmeChallenge::Http01,
+        ca_roots: Some(pebble.ca_roots()),
+        hosts: Vec::new(),
+    }
+}
+
+fn fast_timing() -> Timing {
+    Timing {
+        request_timeout: Duration::from_secs(5),
+        order_deadline: Duration::from_secs(60),
+        poll_limit: Duration::from_secs(30),
+        retry_first: Duration::from_millis(200),
+        retry_max: Duration::from_secs(2),
+    }
+}
+
+fn state_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cutover-acme-e2e-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn hosts(list: &[&str]) -> Vec<String> {
+    list.iter().map(|h| (*h).to_owned()).collect()
+}
+
+/// Waits (polling) until `check` holds, failing with `what` and the last
+/// status after `limit`.
+async fn wait_for(service: &AcmeService, pebble: &Pebble, limit: Duration, what: &str, check: impl Fn(&[HostStatus]) -> bool) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let status = service.status();
+        if check(&status) {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("{what}: not within {limit:?}; status: {status:#?}\n{}", pebble.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn state_of(status: &[HostStatus], host: &str) -> Option<CertState> {
+    status.iter().find(|s| s.host == host).map(|s| s.state)
+}
+
+fn all_valid(status: &[HostStatus], want: &[&str]) -> bool {
+    want.iter().all(|h| state_of(status, h) == Some(CertState::Valid))
+}
+
+fn dns_names(der: &CertificateDer<'_>) -> Vec<String> {
+    let (_, cert) = X509Certificate::from_der(der.as_ref()).unwrap();
+    cert.subject_alternative_name()
+        .unwrap()
+        .map(|san| san.value.general_names.iter().map(|n| n.to_string()).collect())
+        .unwrap_or_default()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_are_issued_and_a_restart_reuses_account_and_certificates() {
+    let challenges = Arc::new(Challenges::new());
+    let (_plane, http_port) = data_plane(&challenges);
+    let mut pebble = Pebble::configure(PebbleOptions {
+        http_port,
+        tls_port: free_tcp_port(),
+        validity: None,
+    });
+    pebble.start();
+    let state = state_dir("two");
+    let installer = Arc::new(StoreInstaller::default());
+
+    let service = AcmeService::start(
+        acme_config(&pebble),
+        &state,
+        hosts(&["a.test", "B.test"]),
+        Arc::clone(&challenges),
+        installer.clone(),
+        fast_timing(),
+    )
+    .unwrap();
+    wait_for(&service, &pebble, Duration::from_secs(60), "both hosts valid", |s| {
+        all_valid(s, &["a.test", "b.test"])
+    })
+    .await;
+
+    for host in ["a.test", "b.test"] {
+        let leaf = installer.served_leaf(host).expect("served");
+        assert_eq!(dns_names(&leaf), [format!("DNSName({host})")]);
+        let installed = installer.current.lock().unwrap()[host].clone();
+        assert!(installed.issuer.contains("Pebble"), "issuer {:?}", installed.issuer);
+        let status = service.status().into_iter().find(|s| s.host == host).unwrap();
+        assert_eq!(status.issuer.as_deref(), Some(installed.issuer.as_str()));
+        assert!(status.not_after.unwrap() > SystemTime::now());
+        assert!(status.next_attempt.unwrap() > SystemTime::now(), "renewal scheduled ahead");
+        assert!(status.last_error.is_none());
+        let acme = state.join("acme");
+        assert_eq!(mode(&acme.join("certs").join(format!("{host}.key"))), 0o600);
+        assert_eq!(mode(&acme.join("certs").join(format!("{host}.pem"))), 0o600);
+    }
+    let acme = state.join("acme");
+    assert_eq!(mode(&acme), 0o700);
+    assert_eq!(mode(&acme.join("certs")), 0o700);
+    assert_eq!(mode(&acme.join("account.json")), 0o600);
+    let account = std::fs::read(acme.join("account.json")).unwrap();
+    assert!(challenges.http01_answer("/.well-known/acme-challenge/x").is_none());
+    service.shutdown().await;
+
+    // Restart: the stored certificates serve before anything is ordered,
+    // and a new host is ordered with the same account.
+    let restarted = Arc::new(StoreInstaller::default());
+    let service = AcmeService::start(
+        acme_config(&pebble),
+        &state,
+        hosts(&["a.test", "b.test", "c.test"]),
+        Arc::clone(&challenges),
+        restarted.clone(),
+        fast_timing(),
+    )
+    .unwrap();
+    for host in ["a.test", "b.test"] {
+        assert_eq!(
+            restarted.served_leaf(host),
+            installer.served_leaf(host),
+            "{host}: the stored certificate serves at once after a restart"
+        );
+    }
+    wait_for(&service, &pebble, Duration::from_secs(60), "c.test valid", |s| {
+        all_valid(s, &["a.test", "b.test", "c.test"])
+    })
+    .await;
+    assert_eq!(
+        std::fs::read(acme.join("account.json")).unwrap(),
+        account,
+        "the stored account was reused, not replaced"
+    );
+    let files: Vec<String> = std::fs::read_dir(&acme)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 2, "one account file and certs/: {files:?}");
+    for host in ["a.test", "b.test"] {
+        assert_eq!(restarted.installs(host), 1, "{host}: no new order for a valid stored certificate");
+        assert_eq!(restarted.served_leaf(host), installer.served_leaf(host));
+    }
+    assert_eq!(dns_names(&restarted.served_leaf("c.test").unwrap()), ["DNSName(c.test)"]);
+    service.shutdown().await;
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_lived_certificate_is_renewed_before_it_expires() {
+    let challenges = Arc::new(Challenges::new());
+    let (_plane, http_port) = data_plane(&challenges);
+    let mut pebble = Pebble::configure(PebbleOptions {
+        http_port,
+        tls_port: free_tcp_port(),
+        validity: Some(Duration::from_secs(30)),
+    });
+    pebble.start();
+    let state = state_dir("renew");
+    let installer = Arc::new(StoreInstaller::default());
+    let service = AcmeService::start(
+        acme_config(&pebble),
+        &state,
+        hosts(&["short.test"]),
+        Arc::clone(&challenges),
+        installer.clone(),
+        fast_timing(),
+    )
+    .unwrap();
+    wait_for(&service, &pebble, Duration::from_secs(60), "first certificate", |s| {
+        all_valid(s, &["short.test"])
+    })
+    .await;
+    let first = installer.current.lock().unwrap()["short.test"].clone();
+    let first_leaf = installer.served_leaf("short.test").unwrap();
+
+    wait_for(&service, &pebble, Duration::from_secs(90), "a renewed certificate", |_| {
+        installer.installs("short.test") >= 2
+    })
+    .await;
+    let history = installer.history.lock().unwrap().clone();
+    let (_, second) = history.iter().filter(|(h, _)| h == "short.test").nth(1).unwrap();
+    assert!(
+        second.at < first.not_after,
+        "the renewal was served before the old certificate expired"
+    );
+    assert!(second.not_after > first.not_after);
+    assert_ne!(installer.served_leaf("short.test").unwrap(), first_leaf);
+    let stored = std::fs::read(state.join("acme/certs/short.test.pem")).unwrap();
+    let stored_leaf = rustls_pemfile::certs(&mut &stored[..]).next().unwrap().unwrap();
+    assert_eq!(stored_leaf, second.key.cert[0], "the renewed certificate is stored");
+    service.shutdown().await;
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acme_server_down_at_start_is_retried_until_it_is_up() {
+    let challenges = Arc::new(Challenges::new());
+    let (_plane, http_port) = data_plane(&challenges);
+    let mut pebble = Pebble::configure(PebbleOptions {
+        http_port,
+        tls_port: free_tcp_port(),
+        validity: None,
+    });
+    let state = state_dir("down");
+    let installer = Arc::new(StoreInstaller::default());
+    let service = AcmeService::start(
+        acme_config(&pebble),
+        &state,
+        hosts(&["late.test"]),
+        Arc::clone(&challenges),
+        installer.clone(),
+        fast_timing(),
+    )
+    .unwrap();
+    wait_for(&service, &pebble, Duration::from_secs(30), "failed twice", |s| {
+        s.iter().any(|h| {
+            h.state == CertState::Failed
+                && h.last_error.as_deref().is_some_and(|e| e.contains("cannot connect"))
+                && h.next_attempt.is_some()
+        })
+    })
+    .await;
+    // Still retrying: a second failure comes after a back-off.
+    let first_retry = service.status()[0].next_attempt.unwrap();
+    wait_for(&service, &pebble, Duration::from_secs(30), "a later retry", |s| {
+        s[0].state == CertState::Failed && s[0].next_attempt.is_some_and(|t| t > first_retry)
+    })
+    .await;
+    assert!(installer.served_leaf("late.test").is_none());
+    assert!(!state.join("acme/account.json").exists(), "no account without a server");
+
+    pebble.start();
+    wait_for(&service, &pebble, Duration::from_secs(60), "obtained once up", |s| {
+        all_valid(s, &["late.test"])
+    })
+    .await;
+    assert_eq!(dns_names(&installer.served_leaf("late.test").unwrap()), ["DNSName(late.test)"]);
+    service.shutdown().await;
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_added_and_removed_through_set_hosts() {
+    let challenges = Arc::new(Challenges::new());
+    let (_plane, http_port) = data_plane(&challenges);
+    let mut pebble = Pebble::configure(PebbleOptions {
+        http_port,
+        tls_port: free_tcp_port(),
+        validity: None,
+    });
+    pebble.start();
+    let state = state_dir("set");
+    let installer = Arc::new(StoreInstaller::default());
+    let service = AcmeService::start(
+        acme_config(&pebble),
+        &state,
+        hosts(&["one.test"]),
+        Arc::clone(&challenges),
+        installer.clone(),
+        fast_timing(),
+    )
+    .unwrap();
+    wait_for(&service, &pebble, Duration::from_secs(60), "one.test", |s| {
+        all_valid(s, &["one.test"])
+    })
+    .await;
+
+    service.set_hosts(hosts(&["one.test", "two.test"]));
+    wait_for(&service, &pebble, Duration::from_secs(60), "two.test after set_hosts", |s| {
+        all_valid(s, &["one.test", "two.test"])
+    })
+    .await;
+    assert_eq!(dns_names(&installer.served_leaf("two.test").unwrap()), ["DNSName(two.test)"]);
+    assert_eq!(installer.installs("one.test"), 1, "one.test was not ordered again");
+
+    service.set_hosts(hosts(&["two.test"]));
+    wait_for(&service, &pebble, Duration::from_secs(10), "one.test removed", |s| {
+        s.len() == 1 && s[0].host == "two.test"
+    })
+    .await;
+    assert!(installer.served_leaf("one.test").is_none(), "a removed host is no longer served");
+    assert_eq!(*installer.removed.lock().unwrap(), ["one.test"]);
+    assert!(installer.served_leaf("two.test").is_some());
+    service.shutdown().await;
+    let _ = std::fs::remove_dir_all(&state);
+}
