@@ -9,7 +9,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 ## Install prerequisites when missing: pingora needs cmake (zlib-ng) and a
 ## C toolchain; the test runner is cargo-nextest; the metrics tests run a
-## real Prometheus (Debian's prometheus package, which brings promtool).
+## real Prometheus (Debian's prometheus package, which brings promtool);
+## the ACME tests run a real ACME server (Debian's pebble package, which
+## brings pebble-challtestsrv).
 deps:
 	@command -v cmake >/dev/null 2>&1 || { \
 		echo "installing cmake and a C toolchain (pingora builds zlib-ng with them)"; \
@@ -22,6 +24,9 @@ deps:
 	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
 		echo "installing prometheus and promtool (the metrics and dashboard tests run them)"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus; }
+	@command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 || { \
+		echo "installing pebble and pebble-challtestsrv (the ACME tests run a real ACME server)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq pebble; }
 
 build: deps
 	$(CARGO) build --release --bins
