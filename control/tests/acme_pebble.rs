@@ -412,3 +412,86 @@ async fn hosts_added_and_removed_through_set_hosts() {
     service.shutdown().await;
     let _ = std::fs::remove_dir_all(&state);
 }
+
+/// What the data plane's TLS listener does for `acme-tls/1` (RFC 8737):
+/// a ClientHello offering it gets the pending challenge certificate for its
+/// SNI, and nothing else is served. A stand-in until the TLS listener
+/// lands; Pebble checks the certificate and its `acmeIdentifier`.
+#[derive(Debug)]
+struct AlpnChallengeResolver(Arc<Challenges>);
+
+impl rustls::server::ResolvesServerCert for AlpnChallengeResolver {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let offers_acme = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == cutover_proxy::tls::challenges::ACME_TLS_ALPN));
+        if !offers_acme {
+            return None;
+        }
+        self.0.tls_alpn01_cert(hello.server_name()?)
+    }
+}
+
+/// A TLS listener on a free port answering tls-alpn-01 from `challenges`.
+async fn alpn_listener(challenges: &Arc<Challenges>) -> u16 {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(AlpnChallengeResolver(Arc::clone(challenges))));
+    config.alpn_protocols = vec![cutover_proxy::tls::challenges::ACME_TLS_ALPN.to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                if let Ok(Ok(mut tls)) = handshake.await {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alpn01_is_answered_with_the_acme_identifier_certificate() {
+    let challenges = Arc::new(Challenges::new());
+    let tls_port = alpn_listener(&challenges).await;
+    let mut pebble = Pebble::configure(PebbleOptions {
+        // Nothing answers http-01: only tls-alpn-01 can succeed.
+        http_port: free_tcp_port(),
+        tls_port,
+        validity: None,
+    });
+    pebble.start();
+    let state = state_dir("alpn");
+    let installer = Arc::new(StoreInstaller::default());
+    let service = AcmeService::start(
+        AcmeConfig {
+            challenge: AcmeChallenge::TlsAlpn01,
+            ..acme_config(&pebble)
+        },
+        &state,
+        hosts(&["alpn.test"]),
+        Arc::clone(&challenges),
+        installer.clone(),
+        fast_timing(),
+    )
+    .unwrap();
+    wait_for(&service, &pebble, Duration::from_secs(60), "alpn.test valid", |s| {
+        all_valid(s, &["alpn.test"])
+    })
+    .await;
+    assert_eq!(dns_names(&installer.served_leaf("alpn.test").unwrap()), ["DNSName(alpn.test)"]);
+    assert!(
+        challenges.tls_alpn01_cert("alpn.test").is_none(),
+        "the challenge certificate is withdrawn once validated"
+    );
+    service.shutdown().await;
+    let _ = std::fs::remove_dir_all(&state);
+}

@@ -167,10 +167,15 @@ pub fn tls_alpn01_cert(host: &str, key_authorization_digest: &[u8]) -> Result<Ar
     let cert = params
         .self_signed(&key)
         .map_err(|e| AcmeError::Certificate(format!("challenge certificate: {e}")))?;
-    storage::certified_key(
-        vec![cert.der().clone()],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-    )
+    // Not `CertifiedKey::from_der`: its key check parses the certificate
+    // with webpki, which refuses the critical extension webpki does not
+    // know, the very one this certificate exists for. The key is ours,
+    // made just above: nothing to check.
+    let signer = rustls::crypto::ring::sign::any_ecdsa_type(&PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        key.serialize_der(),
+    )))
+    .map_err(|e| AcmeError::Certificate(format!("challenge key: {e}")))?;
+    Ok(Arc::new(CertifiedKey::new(vec![cert.der().clone()], signer)))
 }
 
 #[cfg(test)]
@@ -239,5 +244,35 @@ pub(super) mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("not b.test"), "{err}");
+    }
+
+    #[test]
+    fn the_tls_alpn01_certificate_carries_the_critical_acme_identifier() {
+        let digest = [7u8; 32];
+        let key = tls_alpn01_cert("alpn.test", &digest).unwrap();
+        assert_eq!(key.cert.len(), 1);
+        let (_, cert) = X509Certificate::from_der(key.cert[0].as_ref()).unwrap();
+        // id-pe-acmeIdentifier (RFC 8737 §6.1).
+        let oid = x509_parser::oid_registry::Oid::from(&[1, 3, 6, 1, 5, 5, 7, 1, 31]).unwrap();
+        let ext = cert
+            .extensions()
+            .iter()
+            .find(|e| e.oid == oid)
+            .expect("acmeIdentifier extension");
+        assert!(ext.critical, "RFC 8737 §3: the extension MUST be critical");
+        // An OCTET STRING holding the SHA-256 digest.
+        let mut expected = vec![0x04, 32];
+        expected.extend_from_slice(&digest);
+        assert_eq!(ext.value, expected.as_slice());
+        let names: Vec<String> = cert
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(names, ["DNSName(alpn.test)"]);
     }
 }
