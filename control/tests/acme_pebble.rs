@@ -47,7 +47,14 @@ struct Installed {
 }
 
 impl Installer for StoreInstaller {
-    fn install(&self, host: &str, key: Arc<CertifiedKey>, _not_before: SystemTime, not_after: SystemTime, issuer: &str) {
+    fn install(
+        &self,
+        host: &str,
+        key: Arc<CertifiedKey>,
+        _not_before: SystemTime,
+        not_after: SystemTime,
+        issuer: &str,
+    ) {
         let installed = Installed {
             key,
             not_after,
@@ -144,7 +151,13 @@ fn hosts(list: &[&str]) -> Vec<String> {
 
 /// Waits (polling) until `check` holds, failing with `what` and the last
 /// status after `limit`.
-async fn wait_for(service: &AcmeService, pebble: &Pebble, limit: Duration, what: &str, check: impl Fn(&[HostStatus]) -> bool) {
+async fn wait_for(
+    service: &AcmeService,
+    pebble: &Pebble,
+    limit: Duration,
+    what: &str,
+    check: impl Fn(&[HostStatus]) -> bool,
+) {
     let deadline = Instant::now() + limit;
     loop {
         let status = service.status();
@@ -217,7 +230,10 @@ async fn two_hosts_are_issued_and_a_restart_reuses_account_and_certificates() {
         let status = service.status().into_iter().find(|s| s.host == host).unwrap();
         assert_eq!(status.issuer.as_deref(), Some(installed.issuer.as_str()));
         assert!(status.not_after.unwrap() > SystemTime::now());
-        assert!(status.next_attempt.unwrap() > SystemTime::now(), "renewal scheduled ahead");
+        assert!(
+            status.next_attempt.unwrap() > SystemTime::now(),
+            "renewal scheduled ahead"
+        );
         assert!(status.last_error.is_none());
         let acme = state.join("acme");
         assert_eq!(mode(&acme.join("certs").join(format!("{host}.key"))), 0o600);
@@ -265,10 +281,17 @@ async fn two_hosts_are_issued_and_a_restart_reuses_account_and_certificates() {
         .collect();
     assert_eq!(files.len(), 2, "one account file and certs/: {files:?}");
     for host in ["a.test", "b.test"] {
-        assert_eq!(restarted.installs(host), 1, "{host}: no new order for a valid stored certificate");
+        assert_eq!(
+            restarted.installs(host),
+            1,
+            "{host}: no new order for a valid stored certificate"
+        );
         assert_eq!(restarted.served_leaf(host), installer.served_leaf(host));
     }
-    assert_eq!(dns_names(&restarted.served_leaf("c.test").unwrap()), ["DNSName(c.test)"]);
+    assert_eq!(
+        dns_names(&restarted.served_leaf("c.test").unwrap()),
+        ["DNSName(c.test)"]
+    );
     service.shutdown().await;
     let _ = std::fs::remove_dir_all(&state);
 }
@@ -301,9 +324,13 @@ async fn a_short_lived_certificate_is_renewed_before_it_expires() {
     let first = installer.current.lock().unwrap()["short.test"].clone();
     let first_leaf = installer.served_leaf("short.test").unwrap();
 
-    wait_for(&service, &pebble, Duration::from_secs(90), "a renewed certificate", |_| {
-        installer.installs("short.test") >= 2
-    })
+    wait_for(
+        &service,
+        &pebble,
+        Duration::from_secs(90),
+        "a renewed certificate",
+        |_| installer.installs("short.test") >= 2,
+    )
     .await;
     let history = installer.history.lock().unwrap().clone();
     let (_, second) = history.iter().filter(|(h, _)| h == "short.test").nth(1).unwrap();
@@ -362,7 +389,10 @@ async fn an_acme_server_down_at_start_is_retried_until_it_is_up() {
         all_valid(s, &["late.test"])
     })
     .await;
-    assert_eq!(dns_names(&installer.served_leaf("late.test").unwrap()), ["DNSName(late.test)"]);
+    assert_eq!(
+        dns_names(&installer.served_leaf("late.test").unwrap()),
+        ["DNSName(late.test)"]
+    );
     service.shutdown().await;
     let _ = std::fs::remove_dir_all(&state);
 }
@@ -394,11 +424,18 @@ async fn hosts_added_and_removed_through_set_hosts() {
     .await;
 
     service.set_hosts(hosts(&["one.test", "two.test"]));
-    wait_for(&service, &pebble, Duration::from_secs(60), "two.test after set_hosts", |s| {
-        all_valid(s, &["one.test", "two.test"])
-    })
+    wait_for(
+        &service,
+        &pebble,
+        Duration::from_secs(60),
+        "two.test after set_hosts",
+        |s| all_valid(s, &["one.test", "two.test"]),
+    )
     .await;
-    assert_eq!(dns_names(&installer.served_leaf("two.test").unwrap()), ["DNSName(two.test)"]);
+    assert_eq!(
+        dns_names(&installer.served_leaf("two.test").unwrap()),
+        ["DNSName(two.test)"]
+    );
     assert_eq!(installer.installs("one.test"), 1, "one.test was not ordered again");
 
     service.set_hosts(hosts(&["two.test"]));
@@ -406,7 +443,10 @@ async fn hosts_added_and_removed_through_set_hosts() {
         s.len() == 1 && s[0].host == "two.test"
     })
     .await;
-    assert!(installer.served_leaf("one.test").is_none(), "a removed host is no longer served");
+    assert!(
+        installer.served_leaf("one.test").is_none(),
+        "a removed host is no longer served"
+    );
     assert_eq!(*installer.removed.lock().unwrap(), ["one.test"]);
     assert!(installer.served_leaf("two.test").is_some());
     service.shutdown().await;
@@ -487,7 +527,10 @@ async fn tls_alpn01_is_answered_with_the_acme_identifier_certificate() {
         all_valid(s, &["alpn.test"])
     })
     .await;
-    assert_eq!(dns_names(&installer.served_leaf("alpn.test").unwrap()), ["DNSName(alpn.test)"]);
+    assert_eq!(
+        dns_names(&installer.served_leaf("alpn.test").unwrap()),
+        ["DNSName(alpn.test)"]
+    );
     assert!(
         challenges.tls_alpn01_cert("alpn.test").is_none(),
         "the challenge certificate is withdrawn once validated"

@@ -47,7 +47,10 @@ impl Pebble {
                 .stdout(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
-            assert!(found, "{program} is not installed: run make deps (Debian's pebble package)");
+            assert!(
+                found,
+                "{program} is not installed: run make deps (Debian's pebble package)"
+            );
         }
         let dir = std::env::temp_dir().join(format!(
             "cutover-pebble-{}-{}",
@@ -149,7 +152,11 @@ impl Pebble {
                 if let Some(status) = self.pebble.as_mut().and_then(|p| p.try_wait().ok().flatten()) {
                     panic!("pebble exited ({status}):\n{}", self.logs());
                 }
-                assert!(Instant::now() < deadline, "pebble did not listen within 20s:\n{}", self.logs());
+                assert!(
+                    Instant::now() < deadline,
+                    "pebble did not listen within 20s:\n{}",
+                    self.logs()
+                );
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
@@ -195,12 +202,14 @@ fn write_tls(dir: &Path) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(rcgen::DnType::CommonName, "cutover test ACME server CA");
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "cutover test ACME server CA");
     let ca_cert = ca.self_signed(&ca_key).unwrap();
 
     let key = KeyPair::generate().unwrap();
     let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    leaf.subject_alt_names.push(SanType::IpAddress(Ipv4Addr::LOCALHOST.into()));
+    leaf.subject_alt_names
+        .push(SanType::IpAddress(Ipv4Addr::LOCALHOST.into()));
     let leaf_cert = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
 
     let write = |name: &str, text: &str| {

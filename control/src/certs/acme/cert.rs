@@ -140,7 +140,8 @@ pub(super) struct Request {
 }
 
 pub(super) fn request(host: &str) -> Result<Request, AcmeError> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| AcmeError::Certificate(format!("key: {e}")))?;
+    let key =
+        KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| AcmeError::Certificate(format!("key: {e}")))?;
     let mut params =
         CertificateParams::new(vec![host.to_owned()]).map_err(|e| AcmeError::Certificate(format!("CSR: {e}")))?;
     params.distinguished_name = DistinguishedName::new();
@@ -208,7 +209,10 @@ pub(super) mod tests {
             renew_at(start, start + Duration::from_secs(90 * 86_400)),
             start + Duration::from_secs(60 * 86_400)
         );
-        assert_eq!(renew_at(start, start + Duration::from_secs(30)), start + Duration::from_secs(20));
+        assert_eq!(
+            renew_at(start, start + Duration::from_secs(30)),
+            start + Duration::from_secs(20)
+        );
         assert_eq!(renew_at(start, start), start, "no lifetime: due at once");
     }
 

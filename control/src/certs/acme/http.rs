@@ -47,12 +47,16 @@ impl BoundedClient {
             let _ = roots.add(cert);
         }
         if let Some(path) = ca_roots {
-            let pem = std::fs::read(path).map_err(|e| AcmeError::Config(format!("ca_roots {}: {e}", path.display())))?;
+            let pem =
+                std::fs::read(path).map_err(|e| AcmeError::Config(format!("ca_roots {}: {e}", path.display())))?;
             let certs = rustls_pemfile::certs(&mut &pem[..])
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| AcmeError::Config(format!("ca_roots {}: {e}", path.display())))?;
             if certs.is_empty() {
-                return Err(AcmeError::Config(format!("ca_roots {}: no certificate in it", path.display())));
+                return Err(AcmeError::Config(format!(
+                    "ca_roots {}: no certificate in it",
+                    path.display()
+                )));
             }
             for cert in certs {
                 roots
@@ -62,7 +66,8 @@ impl BoundedClient {
         }
         if roots.is_empty() {
             return Err(AcmeError::Config(
-                "no CA roots to check the ACME server with: install ca-certificates or set proxy.tls.acme.ca_roots".into(),
+                "no CA roots to check the ACME server with: install ca-certificates or set proxy.tls.acme.ca_roots"
+                    .into(),
             ));
         }
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -86,8 +91,7 @@ impl BoundedClient {
         let port = uri.port_u16().unwrap_or(443);
         // `[::1]` in a URI is `::1` to connect to and to check against.
         let bare = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        let server_name =
-            ServerName::try_from(bare.clone()).map_err(|e| other(format!("{uri}: {e}")))?;
+        let server_name = ServerName::try_from(bare.clone()).map_err(|e| other(format!("{uri}: {e}")))?;
         let tcp = TcpStream::connect((bare.as_str(), port))
             .await
             .map_err(|e| other(format!("cannot connect to {host}:{port}: {e}")))?;

@@ -159,7 +159,8 @@ mod tests {
              apps:\n  web:\n    command: [\"true\"]\n    health: {{ path: /health }}\n\
              routes:\n{routes}\n"
         );
-        crate::config::parse(&text, "deploy.yaml", std::path::Path::new("/tmp")).unwrap_or_else(|e| panic!("{e}\n{text}"))
+        crate::config::parse(&text, "deploy.yaml", std::path::Path::new("/tmp"))
+            .unwrap_or_else(|e| panic!("{e}\n{text}"))
     }
 
     #[test]

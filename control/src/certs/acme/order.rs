@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cutover_proxy::tls::Challenges;
-use instant_acme::{
-    Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
-};
+use instant_acme::{Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy};
 use rustls::pki_types::PrivateKeyDer;
 
 use super::cert::{self, Issued};
@@ -60,9 +58,12 @@ pub(super) async fn obtain(
                 return Err(AcmeError::Order(format!("the authorization for {host} is {status:?}")));
             }
         }
-        let mut handle = authorization
-            .challenge(kind.clone())
-            .ok_or_else(|| AcmeError::Order(format!("the ACME server offers no {} challenge for {host}", challenge.as_str())))?;
+        let mut handle = authorization.challenge(kind.clone()).ok_or_else(|| {
+            AcmeError::Order(format!(
+                "the ACME server offers no {} challenge for {host}",
+                challenge.as_str()
+            ))
+        })?;
         let key_authorization = handle.key_authorization();
         match challenge {
             AcmeChallenge::Http01 => {

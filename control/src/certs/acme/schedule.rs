@@ -332,7 +332,11 @@ impl Context {
     }
 }
 
-type AttemptResult = (String, u64, Result<Result<Issued, AcmeError>, futures_util::future::Aborted>);
+type AttemptResult = (
+    String,
+    u64,
+    Result<Result<Issued, AcmeError>, futures_util::future::Aborted>,
+);
 
 async fn run(
     context: Arc<Context>,
@@ -356,7 +360,11 @@ async fn run(
                 host = host.as_str(),
                 attempt = entry.failures + 1,
                 "{} the ACME certificate",
-                if entry.current.is_some() { "renewing" } else { "obtaining" }
+                if entry.current.is_some() {
+                    "renewing"
+                } else {
+                    "obtaining"
+                }
             );
             let (handle, registration) = AbortHandle::new_pair();
             entry.running = Some(handle);
@@ -409,7 +417,10 @@ fn update_hosts(context: &Context, entries: &mut BTreeMap<String, Entry>, wanted
                 running.abort();
             }
             context.installer.remove(&host);
-            tracing::info!(host = host.as_str(), "host left the ACME set; its certificate is no longer served");
+            tracing::info!(
+                host = host.as_str(),
+                "host left the ACME set; its certificate is no longer served"
+            );
         }
     }
     let now = SystemTime::now();

@@ -171,7 +171,10 @@ fn read_bounded(path: &Path) -> Result<Option<Vec<u8>>, AcmeError> {
     let mut bytes = Vec::new();
     file.take(MAX_FILE + 1).read_to_end(&mut bytes).map_err(io)?;
     if bytes.len() as u64 > MAX_FILE {
-        return Err(AcmeError::Storage(format!("{}: larger than {MAX_FILE} bytes", path.display())));
+        return Err(AcmeError::Storage(format!(
+            "{}: larger than {MAX_FILE} bytes",
+            path.display()
+        )));
     }
     Ok(Some(bytes))
 }
@@ -184,7 +187,12 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AcmeError> {
     tmp.push(format!(".tmp{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let written = (|| {
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         // `mode` applies only when the file is created; a leftover
         // temporary file keeps its mode otherwise.
         file.set_permissions(fs::Permissions::from_mode(0o600))?;
@@ -283,7 +291,9 @@ mod tests {
         for path in [&pem, &key] {
             assert_eq!(fs::metadata(path).unwrap().permissions().mode() & 0o777, 0o600);
         }
-        let loaded = storage.load_cert("a.test", SystemTime::now()).expect("valid stored certificate");
+        let loaded = storage
+            .load_cert("a.test", SystemTime::now())
+            .expect("valid stored certificate");
         assert_eq!(loaded.key.cert, issued.key.cert);
         assert!(storage.load_cert("a.test", issued.not_after).is_none(), "expired");
 
