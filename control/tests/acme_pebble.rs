@@ -17,7 +17,9 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use cutover_control::certs::acme::{AcmeService, CertState, HostStatus, Installer, Timing};
 use cutover_control::config::{AcmeChallenge, AcmeConfig};
@@ -158,7 +160,7 @@ async fn wait_for(
     what: &str,
     check: impl Fn(&[HostStatus]) -> bool,
 ) {
-    let deadline = Instant::now() + limit;
+    let deadline = cutover_proxy::time::after(limit);
     loop {
         let status = service.status();
         if check(&status) {
@@ -343,6 +345,69 @@ async fn a_short_lived_certificate_is_renewed_before_it_expires() {
     let stored = std::fs::read(state.join("acme/certs/short.test.pem")).unwrap();
     let stored_leaf = rustls_pemfile::certs(&mut &stored[..]).next().unwrap().unwrap();
     assert_eq!(stored_leaf, second.key.cert[0], "the renewed certificate is stored");
+    service.shutdown().await;
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_renewal_keeps_the_certificate_serving_and_a_forgotten_account_is_replaced() {
+    let challenges = Arc::new(Challenges::new());
+    let (_plane, http_port) = data_plane(&challenges);
+    let mut pebble = Pebble::configure(PebbleOptions {
+        http_port,
+        tls_port: free_tcp_port(),
+        validity: Some(Duration::from_secs(15)),
+    });
+    pebble.start();
+    let state = state_dir("fail-renew");
+    let installer = Arc::new(StoreInstaller::default());
+    let service = AcmeService::start(
+        acme_config(&pebble),
+        &state,
+        hosts(&["keep.test"]),
+        Arc::clone(&challenges),
+        installer.clone(),
+        fast_timing(),
+    )
+    .unwrap();
+    wait_for(&service, &pebble, Duration::from_secs(60), "first certificate", |s| {
+        all_valid(s, &["keep.test"])
+    })
+    .await;
+    let leaf = installer.served_leaf("keep.test").unwrap();
+    let account = std::fs::read(state.join("acme/account.json")).unwrap();
+
+    // The ACME server goes away: the renewal fails, the certificate serves on.
+    pebble.stop();
+    wait_for(&service, &pebble, Duration::from_secs(60), "renewal failed", |s| {
+        s[0].state == CertState::Failed && s[0].last_error.is_some()
+    })
+    .await;
+    let status = service.status().remove(0);
+    assert!(status.not_after.is_some() && status.issuer.is_some(), "{status:?}");
+    assert_eq!(
+        installer.served_leaf("keep.test"),
+        Some(leaf.clone()),
+        "the old certificate keeps serving"
+    );
+
+    // It comes back with no memory of the account: a new one is registered
+    // and the renewal goes through.
+    pebble.start();
+    wait_for(
+        &service,
+        &pebble,
+        Duration::from_secs(60),
+        "renewed after the server came back",
+        |_| installer.installs("keep.test") >= 2,
+    )
+    .await;
+    assert_ne!(installer.served_leaf("keep.test"), Some(leaf));
+    assert_ne!(
+        std::fs::read(state.join("acme/account.json")).unwrap(),
+        account,
+        "a new account replaced the forgotten one"
+    );
     service.shutdown().await;
     let _ = std::fs::remove_dir_all(&state);
 }

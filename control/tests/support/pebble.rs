@@ -13,7 +13,9 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// What the Pebble of a test looks like.
 #[derive(Debug, Clone)]
@@ -145,7 +147,7 @@ impl Pebble {
             .expect("pebble starts (run make deps)");
         self.pebble = Some(pebble);
 
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = cutover_proxy::time::after(Duration::from_secs(20));
         for port in [self.port, self.management_port] {
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {

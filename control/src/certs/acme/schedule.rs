@@ -34,6 +34,17 @@ use crate::config::AcmeConfig;
 /// The longest the task sleeps before looking at the clock again.
 const MAX_SLEEP: Duration = Duration::from_secs(300);
 
+/// Orders running at once: enough that a slow or failing host does not
+/// hold up the others, few enough not to flood the ACME server when many
+/// hosts start together.
+const MAX_PARALLEL: usize = 4;
+
+/// The shortest wait before a host's next order, whatever the timing or
+/// the certificate says: a certificate already due for renewal when it is
+/// issued (a clock far ahead of the CA's, a lifetime of seconds) must not
+/// turn into an order loop.
+const MIN_WAIT: Duration = Duration::from_secs(1);
+
 /// Where a host's certificate stands (`cutover certs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -328,7 +339,7 @@ impl Context {
             .checked_mul(1u32 << doublings)
             .unwrap_or(self.timing.retry_max)
             .min(self.timing.retry_max);
-        full.mul_f64(rand::rng().random_range(0.5..=1.0))
+        full.mul_f64(rand::rng().random_range(0.5..=1.0)).max(MIN_WAIT)
     }
 }
 
@@ -350,10 +361,15 @@ async fn run(
     let mut next_attempt: u64 = 0;
     loop {
         let now = SystemTime::now();
+        let mut running = entries.values().filter(|e| e.running.is_some()).count();
         for (host, entry) in entries.iter_mut() {
+            if running >= MAX_PARALLEL {
+                break;
+            }
             if entry.running.is_some() || entry.due > now {
                 continue;
             }
+            running += 1;
             next_attempt += 1;
             entry.attempt = next_attempt;
             tracing::info!(
@@ -374,9 +390,11 @@ async fn run(
         }
         publish(&status, &entries);
 
+        // At the limit, only a finishing attempt (or the clock check) can
+        // start another.
         let sleep = entries
             .values()
-            .filter(|e| e.running.is_none())
+            .filter(|e| e.running.is_none() && running < MAX_PARALLEL)
             .map(|e| e.due.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
             .min()
             .unwrap_or(MAX_SLEEP)
@@ -440,7 +458,8 @@ fn finish(context: &Context, host: &str, entry: &mut Entry, result: Result<Issue
             context.install(entry, &issued);
             entry.failures = 0;
             entry.last_error = None;
-            entry.due = issued.renew_at();
+            let earliest = now.checked_add(MIN_WAIT.max(context.timing.retry_first)).unwrap_or(now);
+            entry.due = issued.renew_at().max(earliest);
             tracing::info!(
                 host,
                 issuer = issued.issuer.as_str(),
