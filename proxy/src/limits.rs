@@ -15,6 +15,7 @@
 mod app;
 mod clock;
 mod gate;
+mod preface;
 mod stream;
 
 use std::sync::Arc;
@@ -25,7 +26,8 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
-pub use app::LimitedApp;
+pub use app::{LimitedApp, Listeners};
+pub use preface::H2_PREFACE;
 pub use gate::{ConnectionGate, ConnectionSlot};
 
 use crate::service::Limits;
