@@ -63,7 +63,14 @@ impl TlsClientStream {
 
 impl AsyncRead for TlsClientStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tls).poll_read(cx, buf)
+        match Pin::new(&mut self.tls).poll_read(cx, buf) {
+            // A client that closes TCP without close_notify (most do) is a
+            // plain end of stream, as over TCP: HTTP's own framing tells a
+            // cut message apart, and pingora would log the error as a
+            // failed request.
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Poll::Ready(Ok(())),
+            other => other,
+        }
     }
 }
 

@@ -112,10 +112,10 @@ pub struct Backends {
     /// Echoes each request head back as the body (`/`, hosts `a.test`,
     /// `*.wild.test`, `plain.test`).
     pub echo: Arc<Backend>,
-    /// WebSocket echo (`/ws`, any host).
+    /// WebSocket echo (`/ws`).
     pub ws: Arc<Backend>,
     /// An event stream, one event every 50 ms, the first naming the Host
-    /// it was asked for (`/events`, any host).
+    /// it was asked for (`/events`).
     pub sse: Arc<Backend>,
 }
 
@@ -158,15 +158,16 @@ impl Edge {
         builder.app(AppId(0), "echo", vec![Arc::clone(&backends.echo)], metrics.app("echo"));
         builder.app(AppId(1), "ws", vec![Arc::clone(&backends.ws)], metrics.app("ws"));
         builder.app(AppId(2), "sse", vec![Arc::clone(&backends.sse)], metrics.app("sse"));
+        // A host is matched before a path: each host gets every route.
         for host in [
             HostMatch::Exact("a.test".into()),
             HostMatch::Wildcard("wild.test".into()),
             HostMatch::Exact("plain.test".into()),
         ] {
-            builder.route(host, "/", AppId(0)).unwrap();
+            builder.route(host.clone(), "/", AppId(0)).unwrap();
+            builder.route(host.clone(), "/ws", AppId(1)).unwrap();
+            builder.route(host, "/events", AppId(2)).unwrap();
         }
-        builder.route(HostMatch::Any, "/ws", AppId(1)).unwrap();
-        builder.route(HostMatch::Any, "/events", AppId(2)).unwrap();
         let table = TableHandle::new(builder.build());
         let (plain, tls) = (free_addr(), free_addr());
         let config = DataPlaneConfig {
