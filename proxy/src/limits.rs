@@ -27,8 +27,8 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
 pub use app::{LimitedApp, Listeners};
-pub use preface::H2_PREFACE;
 pub use gate::{ConnectionGate, ConnectionSlot};
+pub use preface::H2_PREFACE;
 
 use crate::service::Limits;
 use clock::HeadClock;

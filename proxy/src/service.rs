@@ -132,7 +132,9 @@ impl ProxyHttp for CutoverProxy {
 
     fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
         // pingora's default: response compression, disabled.
-        modules.add_module(pingora::modules::http::compression::ResponseCompressionBuilder::enable(0));
+        modules.add_module(pingora::modules::http::compression::ResponseCompressionBuilder::enable(
+            0,
+        ));
         crate::tls::https::add_modules(modules, self.settings.hsts);
     }
 

@@ -35,7 +35,9 @@ async fn x_forwarded_proto_is_https_over_tls_and_a_plain_client_cannot_choose_it
     let ca = Ca::new();
     let edge = edge(&ca, |_| {}).await;
 
-    let mut tls = connect_tls(client(&ca, &[b"http/1.1"]), edge.tls, Some("a.test")).await.unwrap();
+    let mut tls = connect_tls(client(&ca, &[b"http/1.1"]), edge.tls, Some("a.test"))
+        .await
+        .unwrap();
     let over_tls = get(&mut tls, "a.test", "/", "X-Forwarded-Proto: http\r\n").await;
     assert_eq!(forwarded(&over_tls.body, "x-forwarded-proto"), ["https"]);
     assert_eq!(forwarded(&over_tls.body, "x-forwarded-for"), ["127.0.0.1"]);
@@ -51,7 +53,9 @@ async fn hsts_is_on_every_answer_over_tls_and_never_on_plain_ones() {
     let edge = edge(&ca, |s| s.hsts = Duration::from_secs(31_536_000)).await;
     let hsts = Some("max-age=31536000");
 
-    let mut tls = connect_tls(client(&ca, &[b"http/1.1"]), edge.tls, Some("a.test")).await.unwrap();
+    let mut tls = connect_tls(client(&ca, &[b"http/1.1"]), edge.tls, Some("a.test"))
+        .await
+        .unwrap();
     let backend_answer = get(&mut tls, "a.test", "/", "").await;
     assert_eq!(backend_answer.status(), 200);
     assert_eq!(backend_answer.header("strict-transport-security"), hsts);
@@ -64,7 +68,12 @@ async fn hsts_is_on_every_answer_over_tls_and_never_on_plain_ones() {
     let answer = get(&mut plain, "plain.test", "/", "").await;
     assert_eq!(answer.status(), 200);
     assert_eq!(answer.header("strict-transport-security"), None);
-    assert_eq!(get(&mut plain, "nowhere.test", "/", "").await.header("strict-transport-security"), None);
+    assert_eq!(
+        get(&mut plain, "nowhere.test", "/", "")
+            .await
+            .header("strict-transport-security"),
+        None
+    );
 
     // Over HTTP/2 too (curl, a real client, with the test CA).
     let ca_file = std::env::temp_dir().join(format!("cutover-hsts-ca-{}.pem", std::process::id()));
@@ -83,7 +92,11 @@ async fn hsts_is_on_every_answer_over_tls_and_never_on_plain_ones() {
     .await
     .unwrap();
     let head = String::from_utf8_lossy(&output.stdout).to_lowercase();
-    assert!(head.starts_with("http/2 200"), "{head}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        head.starts_with("http/2 200"),
+        "{head}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(head.contains("strict-transport-security: max-age=31536000"), "{head}");
 }
 
@@ -112,7 +125,9 @@ async fn redirect_http_sends_hosts_with_a_certificate_to_https_except_acme_chall
     assert_eq!(challenge.status(), 200);
     assert_eq!(challenge.body, "tok3n.thumbprint");
     // Over TLS nothing is redirected.
-    let mut tls = connect_tls(client(&ca, &[b"http/1.1"]), edge.tls, Some("a.test")).await.unwrap();
+    let mut tls = connect_tls(client(&ca, &[b"http/1.1"]), edge.tls, Some("a.test"))
+        .await
+        .unwrap();
     assert_eq!(get(&mut tls, "a.test", "/", "").await.status(), 200);
 }
 
@@ -121,7 +136,9 @@ async fn alpn_chooses_http2_or_http11_on_tls_listeners() {
     let ca = Ca::new();
     let edge = edge(&ca, |_| {}).await;
 
-    let tls = connect_tls(client(&ca, &[b"h2", b"http/1.1"]), edge.tls, Some("a.test")).await.unwrap();
+    let tls = connect_tls(client(&ca, &[b"h2", b"http/1.1"]), edge.tls, Some("a.test"))
+        .await
+        .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut h2, _) = h2_client(tls).await;
     let (status, headers, body) = h2_get(&mut h2, "https://a.test/over-h2").await;
@@ -138,16 +155,52 @@ async fn alpn_chooses_http2_or_http11_on_tls_listeners() {
     let served = edge.metric("cutover_requests_total{app=\"echo\",code=\"200\"}");
     assert_eq!(served, 4.0, "{}", edge.metrics());
 
-    let mut tls = connect_tls(client(&ca, &[b"http/1.1"]), edge.tls, Some("a.test")).await.unwrap();
+    let mut tls = connect_tls(client(&ca, &[b"http/1.1"]), edge.tls, Some("a.test"))
+        .await
+        .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     assert_eq!(get(&mut tls, "a.test", "/", "").await.status(), 200);
 
     // Without proxy.http2 only http/1.1 is offered.
     let ca = Ca::new();
     let edge = self::edge(&ca, |s| s.http2 = false).await;
-    let mut tls = connect_tls(client(&ca, &[b"h2", b"http/1.1"]), edge.tls, Some("a.test")).await.unwrap();
+    let mut tls = connect_tls(client(&ca, &[b"h2", b"http/1.1"]), edge.tls, Some("a.test"))
+        .await
+        .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     assert_eq!(get(&mut tls, "a.test", "/", "").await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_are_held_and_retried_like_http11_ones() {
+    let ca = Ca::new();
+    let edge = edge(&ca, |_| {}).await;
+    let tls = connect_tls(client(&ca, &[b"h2"]), edge.tls, Some("a.test"))
+        .await
+        .unwrap();
+    let (h2, _) = h2_client(tls).await;
+
+    // No ready backend: the request is held, then served once one is.
+    edge.publish_echo(Vec::new());
+    let mut held = h2.clone();
+    let request = tokio::spawn(async move { h2_get(&mut held, "https://a.test/held").await.0 });
+    edge.wait_metric("cutover_held_requests{app=\"echo\"}", 1.0).await;
+    edge.publish_echo(vec![std::sync::Arc::clone(&edge.backends.echo)]);
+    assert_eq!(request.await.unwrap(), 200);
+
+    // A backend that refuses connections: retried on the live one.
+    let dead = cutover_proxy::Backend::new(support::free_addr(), "dead-0", 99);
+    edge.publish_echo(vec![dead, std::sync::Arc::clone(&edge.backends.echo)]);
+    for _ in 0..4 {
+        let mut h2 = h2.clone();
+        assert_eq!(h2_get(&mut h2, "https://a.test/retried").await.0, 200);
+    }
+    assert!(
+        edge.metric("cutover_retries_total{app=\"echo\"}") >= 1.0,
+        "{}",
+        edge.metrics()
+    );
+    assert_eq!(edge.metric("cutover_requests_total{app=\"echo\",code=\"502\"}"), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,7 +219,10 @@ async fn h2c_prior_knowledge_works_on_plain_listeners_only_when_on() {
     let mut short = TcpStream::connect(edge.plain).await.unwrap();
     short.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
     let answer = String::from_utf8(until_closed(&mut short).await).unwrap();
-    assert!(answer.starts_with("HTTP/1.0 404") || answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.0 404") || answer.starts_with("HTTP/1.1 404"),
+        "{answer}"
+    );
 
     // Off (the default): the preface is not HTTP/2 to a plain listener.
     let edge = self::edge(&ca, |_| {}).await;
@@ -184,10 +240,40 @@ async fn h2c_prior_knowledge_works_on_plain_listeners_only_when_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_preface_or_a_silent_h2_client_is_closed_after_header_timeout() {
+    let ca = Ca::new();
+    let edge = edge(&ca, |s| {
+        s.h2c = true;
+        s.limits.header_timeout = Duration::from_millis(800);
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let mut half = TcpStream::connect(edge.plain).await.unwrap();
+    half.write_all(&cutover_proxy::limits::H2_PREFACE[..10]).await.unwrap();
+    // Over TLS: ALPN h2 chosen, then nothing.
+    let mut silent_h2 = connect_tls(client(&ca, &[b"h2"]), edge.tls, Some("a.test"))
+        .await
+        .unwrap();
+    assert!(until_closed(&mut half).await.is_empty());
+    assert!(until_closed(&mut silent_h2).await.is_empty());
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
+    for listener in [edge.plain, edge.tls] {
+        edge.wait_metric(&format!("cutover_client_connections{{listener=\"{listener}\"}}"), 0.0)
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_idle_connections_close_after_keepalive_timeout() {
     let ca = Ca::new();
     let edge = edge(&ca, |s| s.limits.keepalive_timeout = Duration::from_secs(1)).await;
-    let tls = connect_tls(client(&ca, &[b"h2"]), edge.tls, Some("a.test")).await.unwrap();
+    let tls = connect_tls(client(&ca, &[b"h2"]), edge.tls, Some("a.test"))
+        .await
+        .unwrap();
     let (mut h2, closed) = h2_client(tls).await;
     assert_eq!(h2_get(&mut h2, "https://a.test/").await.0, 200);
     let started = std::time::Instant::now();
@@ -196,7 +282,11 @@ async fn http2_idle_connections_close_after_keepalive_timeout() {
         .expect("the idle HTTP/2 connection was closed")
         .unwrap()
         .ok();
-    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
     edge.wait_metric(&format!("cutover_client_connections{{listener=\"{}\"}}", edge.tls), 0.0)
         .await;
 }
@@ -206,7 +296,9 @@ async fn until_frame(tcp: &mut TcpStream, kind: u8) {
     let read = async {
         loop {
             let mut header = [0u8; 9];
-            tcp.read_exact(&mut header).await.expect("a frame before the connection ended");
+            tcp.read_exact(&mut header)
+                .await
+                .expect("a frame before the connection ended");
             let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
             let mut payload = vec![0u8; len];
             tcp.read_exact(&mut payload).await.unwrap();
@@ -240,14 +332,19 @@ async fn a_websocket_over_tls_gets_1012_when_its_backend_drains() {
     let edge = edge(&ca, |_| {}).await;
     // A WebSocket client offers http/1.1 only (no WebSocket over HTTP/2 in
     // pingora 0.9); browsers fall back to it.
-    let tls = connect_tls(client(&ca, &[b"http/1.1"]), edge.tls, Some("a.test")).await.unwrap();
+    let tls = connect_tls(client(&ca, &[b"http/1.1"]), edge.tls, Some("a.test"))
+        .await
+        .unwrap();
     let (mut ws, response) = tokio_tungstenite::client_async("wss://a.test/ws", tls).await.unwrap();
     assert_eq!(response.status(), 101);
     ws.send(Message::text("hello")).await.unwrap();
     let echo = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(echo, Message::text("hello"));
-    edge.wait_metric("cutover_long_lived_connections{app=\"ws\",instance=\"ws-0\",kind=\"websocket\"}", 1.0)
-        .await;
+    edge.wait_metric(
+        "cutover_long_lived_connections{app=\"ws\",instance=\"ws-0\",kind=\"websocket\"}",
+        1.0,
+    )
+    .await;
 
     edge.backends.ws.start_draining();
     let close = tokio::time::timeout(WAIT, async {
@@ -268,7 +365,9 @@ async fn a_websocket_over_tls_gets_1012_when_its_backend_drains() {
 async fn an_event_stream_over_https_gets_retry_when_its_backend_drains() {
     let ca = Ca::new();
     let edge = edge(&ca, |_| {}).await;
-    let mut tls = connect_tls(client(&ca, &[b"http/1.1"]), edge.tls, Some("a.test")).await.unwrap();
+    let mut tls = connect_tls(client(&ca, &[b"http/1.1"]), edge.tls, Some("a.test"))
+        .await
+        .unwrap();
     tls.write_all(b"GET /events HTTP/1.1\r\nHost: a.test\r\nAccept: text/event-stream\r\n\r\n")
         .await
         .unwrap();
@@ -295,7 +394,9 @@ async fn an_event_stream_over_https_gets_retry_when_its_backend_drains() {
 async fn an_event_stream_over_http2_reaches_the_backend_as_http11_and_gets_retry_on_drain() {
     let ca = Ca::new();
     let edge = edge(&ca, |_| {}).await;
-    let tls = connect_tls(client(&ca, &[b"h2"]), edge.tls, Some("a.test")).await.unwrap();
+    let tls = connect_tls(client(&ca, &[b"h2"]), edge.tls, Some("a.test"))
+        .await
+        .unwrap();
     let (h2, _) = h2_client(tls).await;
     let mut h2 = h2.ready().await.unwrap();
     let request = http::Request::get("https://a.test/events")
@@ -318,8 +419,11 @@ async fn an_event_stream_over_http2_reaches_the_backend_as_http11_and_gets_retry
         seen.contains("data: host=a.test hosts=1 request-line=GET /events HTTP/1.1"),
         "{seen}"
     );
-    edge.wait_metric("cutover_long_lived_connections{app=\"sse\",instance=\"sse-0\",kind=\"sse\"}", 1.0)
-        .await;
+    edge.wait_metric(
+        "cutover_long_lived_connections{app=\"sse\",instance=\"sse-0\",kind=\"sse\"}",
+        1.0,
+    )
+    .await;
 
     edge.backends.sse.start_draining();
     let rest = tokio::time::timeout(WAIT, async {

@@ -22,11 +22,19 @@ fn handshakes(result: &str) -> String {
 async fn sni_picks_the_exact_host_then_the_wildcard_and_an_unknown_or_missing_name_gets_an_alert() {
     let ca = Ca::new();
     let (exact, wildcard) = (ca.issue(&["a.test"]), ca.issue(&["*.wild.test"]));
-    let edge = Edge::start(settings(&[entry(&["a.test"], &exact), entry(&["*.wild.test"], &wildcard)])).await;
+    let edge = Edge::start(settings(&[
+        entry(&["a.test"], &exact),
+        entry(&["*.wild.test"], &wildcard),
+    ]))
+    .await;
 
     // Every result's series and every listener's count exist from start-up.
     for result in RESULTS {
-        assert!(edge.metrics().contains(&format!("{} 0", handshakes(result))), "{}", edge.metrics());
+        assert!(
+            edge.metrics().contains(&format!("{} 0", handshakes(result))),
+            "{}",
+            edge.metrics()
+        );
     }
     for listener in [edge.plain, edge.tls] {
         let series = format!("cutover_client_connections{{listener=\"{listener}\"}} 0");
@@ -39,20 +47,22 @@ async fn sni_picks_the_exact_host_then_the_wildcard_and_an_unknown_or_missing_na
     // The TLS listener's own count, apart from the plain one.
     edge.wait_metric(&format!("cutover_client_connections{{listener=\"{}\"}}", edge.tls), 1.0)
         .await;
-    assert_eq!(edge.metric(&format!("cutover_client_connections{{listener=\"{}\"}}", edge.plain)), 0.0);
+    assert_eq!(
+        edge.metric(&format!("cutover_client_connections{{listener=\"{}\"}}", edge.plain)),
+        0.0
+    );
     assert_eq!(get(&mut tls, "a.test", "/", "").await.status(), 200);
 
-    let tls = connect_tls(config.clone(), edge.tls, Some("x.wild.test")).await.unwrap();
+    let tls = connect_tls(config.clone(), edge.tls, Some("x.wild.test"))
+        .await
+        .unwrap();
     assert_eq!(peer_cert(&tls), wildcard.der);
 
     for sni in [Some("other.test"), Some("y.x.wild.test"), Some("wild.test"), None] {
         let refused = connect_tls(config.clone(), edge.tls, sni).await;
         let error = refused.err().unwrap_or_else(|| panic!("{sni:?} got a certificate"));
         // An alert from the server, not a certificate the client rejected.
-        assert!(
-            error.to_string().contains("received fatal alert"),
-            "{sni:?}: {error}"
-        );
+        assert!(error.to_string().contains("received fatal alert"), "{sni:?}: {error}");
     }
     edge.wait_metric(&handshakes("ok"), 2.0).await;
     edge.wait_metric(&handshakes("unknown_sni"), 4.0).await;
@@ -109,7 +119,10 @@ async fn tls_1_3_and_1_2_are_served_and_1_1_is_refused() {
     .await
     .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(text.contains("Protocol  : TLSv1.2") || text.contains("TLSv1.2"), "{text}");
+    assert!(
+        text.contains("Protocol  : TLSv1.2") || text.contains("TLSv1.2"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,7 +168,11 @@ async fn tls_alpn_01_gets_the_challenge_certificate_and_never_http() {
     let validator = std::sync::Arc::new(validator);
 
     let mut tls = connect_tls(validator.clone(), edge.tls, Some("a.test")).await.unwrap();
-    assert_eq!(peer_cert(&tls), challenge.der, "the challenge certificate, not the served one");
+    assert_eq!(
+        peer_cert(&tls),
+        challenge.der,
+        "the challenge certificate, not the served one"
+    );
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"acme-tls/1"[..]));
     // No HTTP on it: a request gets no answer, the server closes.
     let _ = tls.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
@@ -169,7 +186,9 @@ async fn tls_alpn_01_gets_the_challenge_certificate_and_never_http() {
     edge.wait_metric(&handshakes("unknown_sni"), 1.0).await;
 
     // Ordinary clients for a.test still get the served certificate.
-    let tls = connect_tls(client(&ca, &[b"h2", b"http/1.1"]), edge.tls, Some("a.test")).await.unwrap();
+    let tls = connect_tls(client(&ca, &[b"h2", b"http/1.1"]), edge.tls, Some("a.test"))
+        .await
+        .unwrap();
     assert_eq!(peer_cert(&tls), served.der);
 }
 
@@ -187,7 +206,9 @@ async fn a_client_that_sends_nothing_or_half_a_hello_is_closed_after_header_time
         let config = client(&ca, &[b"http/1.1"]);
         let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
         let handshake = tokio::spawn(async move {
-            let _ = tokio_rustls::TlsConnector::from(config).connect(name, &mut capture).await;
+            let _ = tokio_rustls::TlsConnector::from(config)
+                .connect(name, &mut capture)
+                .await;
         });
         let mut buf = vec![0u8; 2048];
         let n = tokio::io::AsyncReadExt::read(&mut server, &mut buf).await.unwrap();
@@ -215,7 +236,10 @@ async fn a_client_that_sends_nothing_or_half_a_hello_is_closed_after_header_time
 
     // Not TLS at all: a protocol error, at once.
     let mut plaintext = tokio::net::TcpStream::connect(edge.tls).await.unwrap();
-    plaintext.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await.unwrap();
+    plaintext
+        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .unwrap();
     until_closed(&mut plaintext).await;
     edge.wait_metric(&handshakes("error"), 1.0).await;
     assert_eq!(edge.metric(&handshakes("ok")), 0.0);
@@ -230,8 +254,11 @@ async fn max_connections_is_checked_before_the_handshake() {
     let edge = Edge::start(settings).await;
     let config = client(&ca, &[b"http/1.1"]);
     // Start-up's own listening probes may have been refused already.
-    edge.wait_metric(&format!("cutover_client_connections{{listener=\"{}\"}}", edge.plain), 0.0)
-        .await;
+    edge.wait_metric(
+        &format!("cutover_client_connections{{listener=\"{}\"}}", edge.plain),
+        0.0,
+    )
+    .await;
     let refused_before = edge.metric("cutover_connections_refused_total");
 
     let mut first = connect_tls(config.clone(), edge.tls, Some("a.test")).await.unwrap();
@@ -243,7 +270,11 @@ async fn max_connections_is_checked_before_the_handshake() {
     assert!(connect_tls(config.clone(), edge.tls, Some("a.test")).await.is_err());
     assert_eq!(edge.metric("cutover_connections_refused_total") - refused_before, 2.0);
     assert_eq!(edge.metric(&handshakes("ok")), 1.0);
-    assert_eq!(edge.metric(&handshakes("error")), 0.0, "a refused connection is no handshake");
+    assert_eq!(
+        edge.metric(&handshakes("error")),
+        0.0,
+        "a refused connection is no handshake"
+    );
 
     drop(first);
     edge.wait_metric(&format!("cutover_client_connections{{listener=\"{}\"}}", edge.tls), 0.0)

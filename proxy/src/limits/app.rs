@@ -166,7 +166,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LimitedApp<A> {
                     tracing::debug!("TLS client chose h2 but sent no HTTP/2 preface in time; closed");
                     return None;
                 };
-                return self.serve_h2(Box::new(Replay::new(stream, preface, None)), shutdown).await;
+                return self
+                    .serve_h2(Box::new(Replay::new(stream, preface, None)), shutdown)
+                    .await;
             }
         } else if self.listeners.h2c {
             match sniff(&mut stream, deadline).await {

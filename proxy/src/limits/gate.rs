@@ -134,7 +134,9 @@ mod tests {
             names.contains(&"cutover_connections_refused_total".to_owned()),
             "{names:?}"
         );
-        let text = prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap();
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
         assert!(
             text.contains("cutover_client_connections{listener=\"127.0.0.1:80\"} 0"),
             "every listener's series is there from the start: {text}"

@@ -54,7 +54,9 @@ pub fn for_backend(client: &RequestHeader, kind: Kind) -> std::result::Result<Re
     if client.version == Version::HTTP_2 {
         if let Some(authority) = client.uri.authority() {
             let host = http::HeaderValue::from_str(authority.as_str()).map_err(|_| RequestError::BadAuthority)?;
-            request.insert_header(header::HOST, host).map_err(|_| RequestError::BadAuthority)?;
+            request
+                .insert_header(header::HOST, host)
+                .map_err(|_| RequestError::BadAuthority)?;
         }
         if !request.headers.contains_key(header::HOST) {
             return Err(RequestError::BadAuthority);
@@ -172,8 +174,15 @@ mod tests {
         let wire = pingora::protocols::http::v1::client::http_req_header_to_wire(&req).unwrap();
         let wire = String::from_utf8(wire.to_vec()).unwrap();
         assert!(wire.starts_with("GET /events?x=1 HTTP/1.1\r\n"), "{wire}");
-        assert!(!wire.contains(':') || !wire.lines().any(|l| l.starts_with(':')), "{wire}");
-        assert_eq!(wire.matches("host:").count() + wire.matches("Host:").count(), 1, "{wire}");
+        assert!(
+            !wire.contains(':') || !wire.lines().any(|l| l.starts_with(':')),
+            "{wire}"
+        );
+        assert_eq!(
+            wire.matches("host:").count() + wire.matches("Host:").count(),
+            1,
+            "{wire}"
+        );
     }
 
     #[test]

@@ -197,7 +197,9 @@ fn config(resolver: Arc<dyn ResolvesServerCert>) -> Result<ServerConfig, rustls:
 /// A `tls-alpn-01` validation offers `acme-tls/1` and nothing else
 /// (RFC 8737 §3).
 fn is_acme_validation(hello: &ClientHello<'_>) -> bool {
-    let Some(mut protocols) = hello.alpn() else { return false };
+    let Some(mut protocols) = hello.alpn() else {
+        return false;
+    };
     protocols.next() == Some(ACME_TLS_ALPN) && protocols.next().is_none()
 }
 

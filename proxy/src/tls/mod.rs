@@ -10,6 +10,6 @@ pub mod https;
 pub mod store;
 pub mod stream;
 
-pub use challenges::Challenges;
 pub use acceptor::{HandshakeMetrics, TlsAcceptor};
+pub use challenges::Challenges;
 pub use store::{CertEntry, CertSet, CertSource, CertStore};

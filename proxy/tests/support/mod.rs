@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use cutover_proxy::tls::{CertEntry, CertSource};
 use cutover_proxy::{
-    AppId, Backend, DataPlane, DataPlaneConfig, HostMatch, LongLivedSettings, ProxyMetrics, ProxySettings,
-    RouteTable, TableHandle,
+    AppId, Backend, DataPlane, DataPlaneConfig, HostMatch, LongLivedSettings, ProxyMetrics, ProxySettings, RouteTable,
+    TableHandle,
 };
 use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -127,6 +127,8 @@ pub struct Edge {
     pub registry: prometheus::Registry,
     pub backends: Backends,
     pub settings: ProxySettings,
+    pub table: Arc<TableHandle>,
+    pub proxy_metrics: ProxyMetrics,
 }
 
 /// Settings for the tests: short long-lived spread, the given certificates.
@@ -177,7 +179,8 @@ impl Edge {
             settings: settings.clone(),
             grace: Duration::from_secs(1),
         };
-        let data_plane = tokio::task::block_in_place(|| DataPlane::start(config, table, &metrics)).unwrap();
+        let data_plane =
+            tokio::task::block_in_place(|| DataPlane::start(config, Arc::clone(&table), &metrics)).unwrap();
         data_plane.register_metrics(&registry).unwrap();
         Edge {
             plain,
@@ -186,7 +189,17 @@ impl Edge {
             registry,
             backends,
             settings,
+            table,
+            proxy_metrics: metrics,
         }
+    }
+
+    /// Publishes a table where `a.test/` goes to `echo` backends.
+    pub fn publish_echo(&self, backends: Vec<Arc<Backend>>) {
+        let mut builder = RouteTable::builder();
+        builder.app(AppId(0), "echo", backends, self.proxy_metrics.app("echo"));
+        builder.route(HostMatch::Exact("a.test".into()), "/", AppId(0)).unwrap();
+        self.table.publish(builder.build());
     }
 
     /// The Prometheus text of this edge's registry.
@@ -263,7 +276,9 @@ async fn echo_backend(mut stream: TcpStream) {
 }
 
 async fn ws_backend(stream: TcpStream) {
-    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
     while let Some(Ok(message)) = ws.next().await {
         if message.is_close() {
             return;
@@ -277,13 +292,18 @@ async fn ws_backend(stream: TcpStream) {
 /// An endless event stream (until the proxy closes it): the first event is
 /// `host=<Host header>`, then `tick` every 50 ms.
 async fn sse_backend(mut stream: TcpStream) {
-    let Some(head) = read_head(&mut stream).await else { return };
+    let Some(head) = read_head(&mut stream).await else {
+        return;
+    };
     let host = head
         .lines()
         .find_map(|l| l.strip_prefix("host: ").or_else(|| l.strip_prefix("Host: ")))
         .unwrap_or("none")
         .to_owned();
-    let hosts = head.lines().filter(|l| l.to_ascii_lowercase().starts_with("host:")).count();
+    let hosts = head
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("host:"))
+        .count();
     let start = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n\
          data: host={host} hosts={hosts} request-line={}\n\n",
@@ -377,7 +397,10 @@ pub async fn get<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, host: &str, 
     stream.write_all(request.as_bytes()).await.unwrap();
     let read = async {
         let head = read_head(stream).await.expect("a response head");
-        let response = Response { head, body: String::new() };
+        let response = Response {
+            head,
+            body: String::new(),
+        };
         let length: usize = response.header("content-length").map_or(0, |l| l.parse().unwrap());
         let mut body = vec![0u8; length];
         stream.read_exact(&mut body).await.unwrap();
@@ -401,13 +424,20 @@ pub async fn until_closed<S: AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
             }
         }
     };
-    tokio::time::timeout(WAIT, read).await.expect("the connection closed in time");
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("the connection closed in time");
     all
 }
 
 /// An HTTP/2 client connection over `io`; the connection task runs in the
 /// background and its end is reported on the returned receiver.
-pub async fn h2_client<T>(io: T) -> (h2::client::SendRequest<bytes::Bytes>, tokio::sync::oneshot::Receiver<Result<(), h2::Error>>)
+pub async fn h2_client<T>(
+    io: T,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::sync::oneshot::Receiver<Result<(), h2::Error>>,
+)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -438,5 +468,7 @@ pub async fn h2_get(
         }
         (parts.status, parts.headers, String::from_utf8(text).unwrap())
     };
-    tokio::time::timeout(WAIT, exchange).await.expect("an h2 answer in time")
+    tokio::time::timeout(WAIT, exchange)
+        .await
+        .expect("an h2 answer in time")
 }
