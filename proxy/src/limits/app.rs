@@ -135,11 +135,16 @@ impl<A: HttpServerApp + Send + Sync + 'static> LimitedApp<A> {
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LimitedApp<A> {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let local = stream
-            .get_socket_digest()
-            .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
-        let Some(listener) = local.and_then(|local| self.listeners.of(local)) else {
-            tracing::warn!(?local, "connection on an address that is not a listener; closed");
+        let listener = match self.listeners.addrs.len() {
+            // One listener (the common plain set-up): no getsockname.
+            1 => Some(0),
+            _ => stream
+                .get_socket_digest()
+                .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied())
+                .and_then(|local| self.listeners.of(local)),
+        };
+        let Some(listener) = listener else {
+            tracing::warn!("a connection on an address that is no listener of ours; closed");
             return None;
         };
         // Refused: dropping the stream closes it before anything is read
@@ -190,5 +195,22 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LimitedApp<A> {
     async fn cleanup(&self) {
         // Wakes keep-alive connections parked in `read_request` at shutdown.
         self.inner.http_cleanup().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_belongs_to_its_exact_listener_else_the_wildcard_on_its_port() {
+        let plain: Vec<SocketAddr> = vec!["127.0.0.1:8080".parse().unwrap(), "0.0.0.0:8081".parse().unwrap()];
+        let tls: Vec<SocketAddr> = vec!["[::]:8443".parse().unwrap()];
+        let listeners = Listeners::new(&plain, &tls, None, false);
+        assert_eq!(listeners.of("127.0.0.1:8080".parse().unwrap()), Some(0));
+        assert_eq!(listeners.of("10.1.2.3:8081".parse().unwrap()), Some(1));
+        assert_eq!(listeners.of("[::ffff:127.0.0.1]:8443".parse().unwrap()), Some(2));
+        assert_eq!(listeners.of("127.0.0.2:8080".parse().unwrap()), None);
+        assert_eq!(listeners.plain, 2, "index 2 and above are TLS listeners");
     }
 }
