@@ -368,9 +368,11 @@ async fn an_event_stream_over_https_gets_retry_when_its_backend_drains() {
     let mut tls = connect_tls(client(&ca, &[b"http/1.1"]), edge.tls, Some("a.test"))
         .await
         .unwrap();
-    tls.write_all(b"GET /events HTTP/1.1\r\nHost: a.test\r\nAccept: text/event-stream\r\n\r\n")
-        .await
-        .unwrap();
+    tls.write_all(
+        b"GET /events HTTP/1.1\r\nHost: a.test\r\nAccept: text/event-stream\r\nX-Forwarded-Proto: ftp\r\n\r\n",
+    )
+    .await
+    .unwrap();
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&seen).contains("data: tick") {
@@ -378,6 +380,12 @@ async fn an_event_stream_over_https_gets_retry_when_its_backend_drains() {
         assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
         seen.extend_from_slice(&buf[..n]);
     }
+    // The takeover path marks it https too, whatever the client claimed.
+    assert!(
+        String::from_utf8_lossy(&seen).contains("proto=https "),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
     edge.backends.sse.start_draining();
     // The response ends cleanly (the chunked terminator); the connection
     // itself may stay open for the next request.
@@ -416,7 +424,7 @@ async fn an_event_stream_over_http2_reaches_the_backend_as_http11_and_gets_retry
     }
     // One Host, from :authority; an HTTP/1.1 request line with the path.
     assert!(
-        seen.contains("data: host=a.test hosts=1 request-line=GET /events HTTP/1.1"),
+        seen.contains("data: host=a.test hosts=1 proto=https request-line=GET /events HTTP/1.1"),
         "{seen}"
     );
     edge.wait_metric(

@@ -115,7 +115,7 @@ pub struct Backends {
     /// WebSocket echo (`/ws`).
     pub ws: Arc<Backend>,
     /// An event stream, one event every 50 ms, the first naming the Host
-    /// it was asked for (`/events`).
+    /// and X-Forwarded-Proto it was asked with (`/events`).
     pub sse: Arc<Backend>,
 }
 
@@ -304,9 +304,17 @@ async fn sse_backend(mut stream: TcpStream) {
         .lines()
         .filter(|l| l.to_ascii_lowercase().starts_with("host:"))
         .count();
+    let proto = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-forwarded-proto: ")
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
     let start = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n\
-         data: host={host} hosts={hosts} request-line={}\n\n",
+         data: host={host} hosts={hosts} proto={proto} request-line={}\n\n",
         head.lines().next().unwrap_or("")
     );
     if stream.write_all(start.as_bytes()).await.is_err() {
