@@ -253,15 +253,23 @@ async fn max_connections_is_checked_before_the_handshake() {
     settings.limits.max_connections = 1;
     let edge = Edge::start(settings).await;
     let config = client(&ca, &[b"http/1.1"]);
-    // Start-up's own listening probes may have been refused already.
+    // Start-up's own listening probes may hold the one slot for a moment:
+    // connect until admitted, then count from there.
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    let mut first = loop {
+        match connect_tls(config.clone(), edge.tls, Some("a.test")).await {
+            Ok(tls) => break tls,
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "never admitted: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     edge.wait_metric(
         &format!("cutover_client_connections{{listener=\"{}\"}}", edge.plain),
         0.0,
     )
     .await;
     let refused_before = edge.metric("cutover_connections_refused_total");
-
-    let mut first = connect_tls(config.clone(), edge.tls, Some("a.test")).await.unwrap();
+    let handshakes_before = edge.metric(&handshakes("ok"));
     assert_eq!(get(&mut first, "a.test", "/", "").await.status(), 200);
     // One slot over all listeners: a plain connection is refused too, and a
     // TLS one never gets as far as a handshake.
