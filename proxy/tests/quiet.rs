@@ -52,13 +52,18 @@ async fn ordinary_and_deliberate_closes_over_tls_and_http2_log_no_error() {
     assert_eq!(get(&mut tls, "a.test", "/", "").await.status(), 200);
     drop(tls);
     // HTTP/2 over TLS, then the same; and one left to idle out.
+    let mut idle = Vec::new();
     for _ in 0..2 {
         let tls = connect_tls(client(&ca, &[b"h2"]), edge.tls, Some("a.test"))
             .await
             .unwrap();
-        let (mut h2, _) = h2_client(tls).await;
+        let (mut h2, closed) = h2_client(tls).await;
         assert_eq!(h2_get(&mut h2, "https://a.test/").await.0, 200);
+        idle.push((h2, closed));
     }
+    // The first closed by the client, the other left to cutover's idle
+    // timeout (its handle is kept until the end).
+    drop(idle.remove(0));
     // h2c, closed by the client.
     let (mut h2, _) = h2_client(tokio::net::TcpStream::connect(edge.plain).await.unwrap()).await;
     assert_eq!(h2_get(&mut h2, "http://plain.test/").await.0, 200);
@@ -84,6 +89,7 @@ async fn ordinary_and_deliberate_closes_over_tls_and_http2_log_no_error() {
         edge.wait_metric(&format!("cutover_client_connections{{listener=\"{listener}\"}}"), 0.0)
             .await;
     }
+    drop(idle);
     let errors: Vec<String> = CAPTURE
         .0
         .lock()
