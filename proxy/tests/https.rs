@@ -129,6 +129,16 @@ async fn redirect_http_sends_hosts_with_a_certificate_to_https_except_acme_chall
         .await
         .unwrap();
     assert_eq!(get(&mut tls, "a.test", "/", "").await.status(), 200);
+    // http-01 is answered on plain listeners only (RFC 8555 §8.3: port 80):
+    // over TLS the path is the app's.
+    let routed = get(&mut tls, "a.test", "/.well-known/acme-challenge/tok3n", "").await;
+    assert!(
+        routed
+            .body
+            .starts_with("GET /.well-known/acme-challenge/tok3n HTTP/1.1"),
+        "{}",
+        routed.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
