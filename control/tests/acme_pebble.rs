@@ -1,5 +1,6 @@
 //! ACME against a real ACME server (Pebble, started by each test): the
-//! http-01 answers come from cutover's own data plane on a free port, the
+//! challenge answers come from cutover's own data plane on free ports
+//! (http-01 on its plain listener, tls-alpn-01 on its TLS listener), the
 //! certificates land in a `CertStore` through a test [`Installer`].
 //!
 //! Covered: issuance for two hosts (SANs, issuer, 0600 files), the account
@@ -34,6 +35,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 /// certificate manager does, and every install in order.
 #[derive(Default)]
 struct StoreInstaller {
+    /// What a TLS listener serves (the data plane's, where a test has one).
     store: Arc<CertStore>,
     current: Mutex<BTreeMap<String, Installed>>,
     history: Mutex<Vec<(String, Installed)>>,
@@ -78,6 +80,13 @@ impl Installer for StoreInstaller {
 }
 
 impl StoreInstaller {
+    fn over(store: &Arc<CertStore>) -> Self {
+        Self {
+            store: Arc::clone(store),
+            ..Self::default()
+        }
+    }
+
     fn swap(&self, current: &BTreeMap<String, Installed>) {
         let entries: Vec<CertEntry> = current
             .iter()
@@ -103,21 +112,65 @@ impl StoreInstaller {
 /// A data plane on a free port answering http-01 from `challenges` (no
 /// routes: the answer comes before routing).
 fn data_plane(challenges: &Arc<Challenges>) -> (DataPlane, u16) {
+    let (plane, http_port, _) = start_data_plane(challenges, Arc::new(CertStore::new()), false);
+    (plane, http_port)
+}
+
+/// The same with a TLS listener serving `certs`, which also answers
+/// tls-alpn-01 from `challenges`: (plane, plain port, TLS port).
+fn data_plane_with_tls(challenges: &Arc<Challenges>, certs: &Arc<CertStore>) -> (DataPlane, u16, u16) {
+    let (plane, http_port, tls_port) = start_data_plane(challenges, Arc::clone(certs), true);
+    (plane, http_port, tls_port.unwrap())
+}
+
+fn start_data_plane(challenges: &Arc<Challenges>, certs: Arc<CertStore>, tls: bool) -> (DataPlane, u16, Option<u16>) {
     let port = free_tcp_port();
+    let tls_port = tls.then(free_tcp_port);
     let registry = prometheus::Registry::new();
     let metrics = ProxyMetrics::new(&registry).unwrap();
     let handle = TableHandle::new(RouteTable::builder().build());
     let config = DataPlaneConfig {
         listen: vec![SocketAddr::from(([127, 0, 0, 1], port))],
-        tls_listen: Vec::new(),
+        tls_listen: tls_port
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .into_iter()
+            .collect(),
         threads: 1,
         settings: ProxySettings {
             challenges: Arc::clone(challenges),
+            certs,
             ..ProxySettings::default()
         },
         grace: Duration::from_secs(1),
     };
-    (DataPlane::start(config, handle, &metrics).unwrap(), port)
+    (DataPlane::start(config, handle, &metrics).unwrap(), port, tls_port)
+}
+
+/// A TLS handshake with the data plane's TLS listener as `host`, by a
+/// client that trusts only `root` (Pebble's issuing root) and checks the
+/// chain and the name as any browser would; the leaf it was served.
+async fn served_over_tls(tls_port: u16, host: &str, root: &[u8]) -> CertificateDer<'static> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &root[..]) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let handshake = async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tls_port)).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+    };
+    let tls = tokio::time::timeout(Duration::from_secs(10), handshake)
+        .await
+        .expect("handshake within 10s")
+        .unwrap_or_else(|e| panic!("{host}: verified TLS handshake: {e}"));
+    tls.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
 }
 
 fn acme_config(pebble: &Pebble) -> AcmeConfig {
@@ -200,7 +253,8 @@ fn mode(path: &Path) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_are_issued_and_a_restart_reuses_account_and_certificates() {
     let challenges = Arc::new(Challenges::new());
-    let (_plane, http_port) = data_plane(&challenges);
+    let certs = Arc::new(CertStore::new());
+    let (_plane, http_port, tls_port) = data_plane_with_tls(&challenges, &certs);
     let mut pebble = Pebble::configure(PebbleOptions {
         http_port,
         tls_port: free_tcp_port(),
@@ -208,7 +262,7 @@ async fn two_hosts_are_issued_and_a_restart_reuses_account_and_certificates() {
     });
     pebble.start();
     let state = state_dir("two");
-    let installer = Arc::new(StoreInstaller::default());
+    let installer = Arc::new(StoreInstaller::over(&certs));
 
     let service = AcmeService::start(
         acme_config(&pebble),
@@ -224,9 +278,15 @@ async fn two_hosts_are_issued_and_a_restart_reuses_account_and_certificates() {
     })
     .await;
 
+    let root = pebble.issuing_root().await;
     for host in ["a.test", "b.test"] {
         let leaf = installer.served_leaf(host).expect("served");
         assert_eq!(dns_names(&leaf), [format!("DNSName({host})")]);
+        assert_eq!(
+            served_over_tls(tls_port, host, &root).await,
+            leaf,
+            "{host}: the TLS listener serves it, chain and name verified"
+        );
         let installed = installer.current.lock().unwrap()[host].clone();
         assert!(installed.issuer.contains("Pebble"), "issuer {:?}", installed.issuer);
         let status = service.status().into_iter().find(|s| s.host == host).unwrap();
@@ -518,64 +578,21 @@ async fn hosts_added_and_removed_through_set_hosts() {
     let _ = std::fs::remove_dir_all(&state);
 }
 
-/// What the data plane's TLS listener does for `acme-tls/1` (RFC 8737):
-/// a ClientHello offering it gets the pending challenge certificate for its
-/// SNI, and nothing else is served. A stand-in until the TLS listener
-/// lands; Pebble checks the certificate and its `acmeIdentifier`.
-#[derive(Debug)]
-struct AlpnChallengeResolver(Arc<Challenges>);
-
-impl rustls::server::ResolvesServerCert for AlpnChallengeResolver {
-    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let offers_acme = hello
-            .alpn()
-            .is_some_and(|mut protocols| protocols.any(|p| p == cutover_proxy::tls::challenges::ACME_TLS_ALPN));
-        if !offers_acme {
-            return None;
-        }
-        self.0.tls_alpn01_cert(hello.server_name()?)
-    }
-}
-
-/// A TLS listener on a free port answering tls-alpn-01 from `challenges`.
-async fn alpn_listener(challenges: &Arc<Challenges>) -> u16 {
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .unwrap()
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(AlpnChallengeResolver(Arc::clone(challenges))));
-    config.alpn_protocols = vec![cutover_proxy::tls::challenges::ACME_TLS_ALPN.to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
-                if let Ok(Ok(mut tls)) = handshake.await {
-                    use tokio::io::AsyncWriteExt;
-                    let _ = tls.shutdown().await;
-                }
-            });
-        }
-    });
-    port
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_alpn01_is_answered_with_the_acme_identifier_certificate() {
     let challenges = Arc::new(Challenges::new());
-    let tls_port = alpn_listener(&challenges).await;
+    let certs = Arc::new(CertStore::new());
+    let (_plane, _http_port, tls_port) = data_plane_with_tls(&challenges, &certs);
     let mut pebble = Pebble::configure(PebbleOptions {
-        // Nothing answers http-01: only tls-alpn-01 can succeed.
+        // Nothing answers http-01 there: only tls-alpn-01, on the data
+        // plane's TLS listener, can succeed.
         http_port: free_tcp_port(),
         tls_port,
         validity: None,
     });
     pebble.start();
     let state = state_dir("alpn");
-    let installer = Arc::new(StoreInstaller::default());
+    let installer = Arc::new(StoreInstaller::over(&certs));
     let service = AcmeService::start(
         AcmeConfig {
             challenge: AcmeChallenge::TlsAlpn01,

@@ -164,6 +164,47 @@ impl Pebble {
         }
     }
 
+    /// The root of the certificates this Pebble issues (PEM), from its
+    /// management API: Pebble makes a new one at every start.
+    pub async fn issuing_root(&self) -> Vec<u8> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(self.ca_roots()).unwrap();
+        for cert in rustls_pemfile::certs(&mut &pem[..]) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config =
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let fetch = async {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.management_port))
+                .await
+                .unwrap();
+            let name = rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::from(Ipv4Addr::LOCALHOST).into());
+            let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            tls.write_all(b"GET /roots/0 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            let _ = tls.read_to_end(&mut answer).await;
+            answer
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(10), fetch)
+            .await
+            .expect("Pebble's management API answers");
+        let text = String::from_utf8(answer).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        let body = text.split_once("\r\n\r\n").unwrap().1;
+        assert!(body.contains("BEGIN CERTIFICATE"), "{text}");
+        body.as_bytes().to_vec()
+    }
+
     /// Kills both processes (Pebble forgets everything: accounts, orders).
     pub fn stop(&mut self) {
         for child in [self.pebble.take(), self.dns.take()].into_iter().flatten() {
