@@ -574,7 +574,12 @@ async fn hosts_added_and_removed_through_set_hosts() {
     );
     assert_eq!(*installer.removed.lock().unwrap(), ["one.test"]);
     assert!(installer.served_leaf("two.test").is_some());
+
+    // ACME turned off: nothing of it is served any more.
+    service.set_hosts(Vec::new());
     service.shutdown().await;
+    assert_eq!(*installer.removed.lock().unwrap(), ["one.test", "two.test"]);
+    assert!(installer.served_leaf("two.test").is_none());
     let _ = std::fs::remove_dir_all(&state);
 }
 

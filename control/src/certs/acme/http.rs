@@ -119,7 +119,8 @@ impl BoundedClient {
                 .send_request(Request::from_parts(parts, body))
                 .await
                 .map_err(|e| other(format!("{target}: {e}")))?;
-            let (parts, body) = response.into_parts();
+            let (mut parts, body) = response.into_parts();
+            bound_retry_after(&mut parts.headers);
             let bytes = Limited::new(body, MAX_BODY)
                 .collect()
                 .await
@@ -166,6 +167,50 @@ impl HttpClient for BoundedClient {
     }
 }
 
+/// The longest `Retry-After` (in seconds) passed on to instant-acme.
+///
+/// The crate adds a number of seconds to `SystemTime::now()` unchecked,
+/// which panics past the clock's range: a server's
+/// `Retry-After: 99999999999999999` must not take the ACME task down. A
+/// day is far more than any order waits (the whole order has its own
+/// deadline anyway).
+const MAX_RETRY_AFTER: u64 = 86_400;
+
+fn bound_retry_after(headers: &mut http::HeaderMap) {
+    let Some(value) = headers.get(http::header::RETRY_AFTER) else {
+        return;
+    };
+    let Ok(text) = value.to_str() else {
+        return;
+    };
+    let text = text.trim();
+    // Delay-seconds only: an HTTP-date is bounded by its own format.
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        let seconds = text.parse::<u64>().unwrap_or(u64::MAX).min(MAX_RETRY_AFTER);
+        headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+    }
+}
+
 fn other(message: String) -> instant_acme::Error {
     instant_acme::Error::Other(message.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_are_bounded_and_dates_kept() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::RETRY_AFTER, "184467440737095516150".parse().unwrap());
+        bound_retry_after(&mut headers);
+        assert_eq!(headers[http::header::RETRY_AFTER], "86400");
+        headers.insert(http::header::RETRY_AFTER, "3".parse().unwrap());
+        bound_retry_after(&mut headers);
+        assert_eq!(headers[http::header::RETRY_AFTER], "3");
+        let date = "Fri, 31 Dec 1999 23:59:59 GMT";
+        headers.insert(http::header::RETRY_AFTER, date.parse().unwrap());
+        bound_retry_after(&mut headers);
+        assert_eq!(headers[http::header::RETRY_AFTER], date);
+    }
 }

@@ -17,13 +17,17 @@ use super::storage;
 use super::AcmeError;
 use crate::config::AcmeChallenge;
 
+/// The longest poll, whatever the timing says: instant-acme adds it to
+/// `Instant::now()` unchecked.
+const MAX_POLL: Duration = Duration::from_secs(86_400);
+
 /// Polling an order or its certificate: quick at first (Pebble and Let's
 /// Encrypt usually decide within seconds), then backing off.
 fn poll_policy(limit: Duration) -> RetryPolicy {
     RetryPolicy::new()
         .initial_delay(Duration::from_millis(250))
         .backoff(1.5)
-        .timeout(limit)
+        .timeout(limit.min(MAX_POLL))
 }
 
 /// Obtains a certificate for `host`. Not bounded by itself: the caller

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use cutover_proxy::tls::Challenges;
-use futures_util::future::{AbortHandle, Abortable};
+use futures_util::future::{AbortHandle, Abortable, FutureExt};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use instant_acme::Account;
 use rand::Rng;
@@ -214,7 +214,10 @@ impl AcmeService {
 
     /// Stops the task and waits for it; pending challenge answers are
     /// withdrawn and nothing is left half-written (files are replaced
-    /// atomically).
+    /// atomically). The certificates stay served (a restart or the next
+    /// cutover serves them from `state_dir` anyway); to stop serving them
+    /// too (the config dropped `proxy.tls.acme`), call
+    /// `set_hosts(Vec::new())` first.
     pub async fn shutdown(mut self) {
         self.stop.notify_one();
         if let Some(task) = self.task.take() {
@@ -307,7 +310,7 @@ impl Context {
                 &host,
                 self.config.challenge,
                 &self.challenges,
-                self.timing.poll_limit,
+                self.timing.poll_limit.min(self.timing.order_deadline),
             )
             .await;
             if let Err(AcmeError::AccountGone(_)) = &issued {
@@ -339,7 +342,10 @@ impl Context {
             .checked_mul(1u32 << doublings)
             .unwrap_or(self.timing.retry_max)
             .min(self.timing.retry_max);
-        full.mul_f64(rand::rng().random_range(0.5..=1.0)).max(MIN_WAIT)
+        let factor: f64 = rand::rng().random_range(0.5..=1.0);
+        Duration::try_from_secs_f64(full.as_secs_f64() * factor)
+            .unwrap_or(full)
+            .max(MIN_WAIT)
     }
 }
 
@@ -374,7 +380,7 @@ async fn run(
             entry.attempt = next_attempt;
             tracing::info!(
                 host = host.as_str(),
-                attempt = entry.failures + 1,
+                attempt = entry.failures.saturating_add(1),
                 "{} the ACME certificate",
                 if entry.current.is_some() {
                     "renewing"
@@ -384,7 +390,12 @@ async fn run(
             );
             let (handle, registration) = AbortHandle::new_pair();
             entry.running = Some(handle);
-            let work = Abortable::new(Arc::clone(&context).attempt(host.clone()), registration);
+            // A panic inside the ACME crate or a parser is this attempt's
+            // failure, never the end of the task (and of every renewal).
+            let attempt = std::panic::AssertUnwindSafe(Arc::clone(&context).attempt(host.clone()))
+                .catch_unwind()
+                .map(|result| result.unwrap_or_else(|_| Err(AcmeError::Acme("the ACME client panicked".into()))));
+            let work = Abortable::new(attempt, registration);
             let (host, attempt) = (host.clone(), next_attempt);
             attempts.push(Box::pin(async move { (host, attempt, work.await) }));
         }
@@ -400,7 +411,9 @@ async fn run(
             .unwrap_or(MAX_SLEEP)
             .min(MAX_SLEEP);
         tokio::select! {
-            () = stop.notified() => break,
+            // A host set given before `shutdown` is applied before it, so
+            // `set_hosts(vec![])` then `shutdown()` stops serving them all.
+            biased;
             changed = hosts.changed() => {
                 if changed.is_err() {
                     // The service was dropped without shutdown.
@@ -409,6 +422,7 @@ async fn run(
                 let wanted = hosts.borrow_and_update().clone();
                 update_hosts(&context, &mut entries, &wanted);
             }
+            () = stop.notified() => break,
             Some((host, attempt, result)) = attempts.next(), if !attempts.is_empty() => {
                 let Ok(result) = result else { continue };
                 let Some(entry) = entries.get_mut(&host).filter(|e| e.attempt == attempt) else {
