@@ -214,6 +214,18 @@ impl Pebble {
         }
     }
 
+    /// The http-01 paths Pebble fetched so far, from its log.
+    pub fn http01_paths(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.join("pebble.log")).unwrap_or_default();
+        let mut paths: Vec<String> = log
+            .lines()
+            .filter_map(|line| line.split_once("Attempting to validate w/ HTTP: ").map(|(_, url)| url))
+            .filter_map(|url| url.find("/.well-known/").map(|i| url[i..].trim().to_owned()))
+            .collect();
+        paths.dedup();
+        paths
+    }
+
     /// Both logs, for failure messages.
     pub fn logs(&self) -> String {
         let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();

@@ -314,12 +314,22 @@ impl Context {
             )
             .await;
             if let Err(AcmeError::AccountGone(_)) = &issued {
-                // Registered again at the next attempt.
-                self.account.lock().await.take();
-                self.storage.forget_account();
+                // Registered again at the next attempt; unless another
+                // attempt already replaced it (its own order failed the
+                // same way, or it registered the new one since).
+                let mut slot = self.account.lock().await;
+                if slot.as_ref().is_some_and(|current| current.id() == account.id()) {
+                    slot.take();
+                    self.storage.forget_account();
+                }
             }
             let issued = issued?;
-            self.storage.save_cert(&issued)?;
+            // fsync off the runtime's worker threads.
+            let storage = self.storage.clone();
+            let stored = issued.clone();
+            tokio::task::spawn_blocking(move || storage.save_cert(&stored))
+                .await
+                .map_err(|e| AcmeError::Storage(format!("writing the certificate: {e}")))??;
             Ok(issued)
         };
         match tokio::time::timeout(self.timing.order_deadline, work).await {
