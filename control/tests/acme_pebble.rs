@@ -259,6 +259,7 @@ async fn two_hosts_are_issued_and_a_restart_reuses_account_and_certificates() {
         http_port,
         tls_port: free_tcp_port(),
         validity: None,
+        blocked: Vec::new(),
     });
     pebble.start();
     let state = state_dir("two");
@@ -273,6 +274,14 @@ async fn two_hosts_are_issued_and_a_restart_reuses_account_and_certificates() {
         fast_timing(),
     )
     .unwrap();
+    for status in service.status() {
+        assert_eq!(
+            status.state,
+            CertState::Pending,
+            "{status:?}: nothing stored, first order"
+        );
+        assert!(status.not_after.is_none() && status.issuer.is_none());
+    }
     wait_for(&service, &pebble, Duration::from_secs(60), "both hosts valid", |s| {
         all_valid(s, &["a.test", "b.test"])
     })
@@ -373,6 +382,7 @@ async fn a_short_lived_certificate_is_renewed_before_it_expires() {
         http_port,
         tls_port: free_tcp_port(),
         validity: Some(Duration::from_secs(30)),
+        blocked: Vec::new(),
     });
     pebble.start();
     let state = state_dir("renew");
@@ -424,6 +434,7 @@ async fn a_failed_renewal_keeps_the_certificate_serving_and_a_forgotten_account_
         http_port,
         tls_port: free_tcp_port(),
         validity: Some(Duration::from_secs(15)),
+        blocked: Vec::new(),
     });
     pebble.start();
     let state = state_dir("fail-renew");
@@ -480,6 +491,52 @@ async fn a_failed_renewal_keeps_the_certificate_serving_and_a_forgotten_account_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_the_ca_refuses_does_not_hold_up_the_others() {
+    let challenges = Arc::new(Challenges::new());
+    let (_plane, http_port) = data_plane(&challenges);
+    let mut pebble = Pebble::configure(PebbleOptions {
+        http_port,
+        tls_port: free_tcp_port(),
+        validity: None,
+        blocked: vec!["refused.test".into()],
+    });
+    pebble.start();
+    let state = state_dir("refused");
+    let installer = Arc::new(StoreInstaller::default());
+    let service = AcmeService::start(
+        acme_config(&pebble),
+        &state,
+        hosts(&["refused.test", "fine.test"]),
+        Arc::clone(&challenges),
+        installer.clone(),
+        fast_timing(),
+    )
+    .unwrap();
+    wait_for(
+        &service,
+        &pebble,
+        Duration::from_secs(60),
+        "fine.test valid, refused.test failed",
+        |s| {
+            state_of(s, "fine.test") == Some(CertState::Valid) && state_of(s, "refused.test") == Some(CertState::Failed)
+        },
+    )
+    .await;
+    let refused = service.status().into_iter().find(|s| s.host == "refused.test").unwrap();
+    let error = refused.last_error.unwrap();
+    assert!(
+        error.contains("refused.test") || error.contains("rejectedIdentifier"),
+        "{error}"
+    );
+    assert!(refused.next_attempt.is_some());
+    assert!(installer.served_leaf("refused.test").is_none());
+    assert!(installer.served_leaf("fine.test").is_some());
+    assert!(!state.join("acme/certs/refused.test.pem").exists());
+    service.shutdown().await;
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acme_server_down_at_start_is_retried_until_it_is_up() {
     let challenges = Arc::new(Challenges::new());
     let (_plane, http_port) = data_plane(&challenges);
@@ -487,6 +544,7 @@ async fn an_acme_server_down_at_start_is_retried_until_it_is_up() {
         http_port,
         tls_port: free_tcp_port(),
         validity: None,
+        blocked: Vec::new(),
     });
     let state = state_dir("down");
     let installer = Arc::new(StoreInstaller::default());
@@ -537,6 +595,7 @@ async fn hosts_added_and_removed_through_set_hosts() {
         http_port,
         tls_port: free_tcp_port(),
         validity: None,
+        blocked: Vec::new(),
     });
     pebble.start();
     let state = state_dir("set");
@@ -601,6 +660,7 @@ async fn tls_alpn01_is_answered_with_the_acme_identifier_certificate() {
         http_port: free_tcp_port(),
         tls_port,
         validity: None,
+        blocked: Vec::new(),
     });
     pebble.start();
     let state = state_dir("alpn");

@@ -26,6 +26,8 @@ pub struct PebbleOptions {
     pub tls_port: u16,
     /// Issued certificates' lifetime; Pebble's default (years) when `None`.
     pub validity: Option<Duration>,
+    /// Names Pebble refuses to issue for (its `domainBlocklist`).
+    pub blocked: Vec<String>,
 }
 
 /// A configured Pebble, running between [`Pebble::start`] and
@@ -76,6 +78,9 @@ impl Pebble {
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
         });
+        if !options.blocked.is_empty() {
+            pebble["domainBlocklist"] = options.blocked.clone().into();
+        }
         if let Some(validity) = options.validity {
             // Pebble 2.4 reads this (seconds) from its config.
             pebble["certificateValidityPeriod"] = validity.as_secs().into();
