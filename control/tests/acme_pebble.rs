@@ -3,11 +3,15 @@
 //! (http-01 on its plain listener, tls-alpn-01 on its TLS listener), the
 //! certificates land in a `CertStore` through a test [`Installer`].
 //!
-//! Covered: issuance for two hosts (SANs, issuer, 0600 files), the account
-//! and the stored certificates reused across a restart (no new account, no
-//! new order), renewal of a short-lived certificate before it expires, an
-//! ACME server down at start (back-off, `failed` with the error) that comes
-//! up later, and hosts added and removed through `set_hosts`.
+//! Covered: issuance for two hosts (SANs, issuer, served over TLS with a
+//! verified chain, 0600 files, tokens withdrawn), the account and the
+//! stored certificates reused across a restart (no new account, no new
+//! order), renewal of a short-lived certificate before it expires, a failed
+//! renewal that keeps the old certificate serving and an ACME server that
+//! forgot the account, an ACME server down at start (back-off, `failed`
+//! with the error) that comes up later, a host the CA refuses beside one
+//! it issues, hosts added and removed through `set_hosts`, and tls-alpn-01
+//! through the data plane's TLS listener.
 
 mod support {
     pub mod pebble;
