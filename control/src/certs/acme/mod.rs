@@ -39,8 +39,10 @@ pub use schedule::{AcmeService, CertState, HostStatus};
 pub use storage::Storage;
 
 /// Where obtained certificates go: the certificate manager implements it
-/// over the `CertStore` the TLS listeners serve. Called from the ACME task;
-/// both calls must be quick and must not block on the task itself.
+/// over the `CertStore` the TLS listeners serve. Called from the ACME task,
+/// and from [`AcmeService::start`] itself for the stored certificates (so
+/// do not hold a lock `install` needs while calling `start`); both calls
+/// must be quick and must not wait on the ACME service.
 pub trait Installer: Send + Sync + 'static {
     /// Serve `key` for `host` from now on, in place of any earlier ACME
     /// certificate for it (a certificate file for the same host wins).

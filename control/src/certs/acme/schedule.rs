@@ -39,6 +39,10 @@ const MAX_SLEEP: Duration = Duration::from_secs(300);
 /// hosts start together.
 const MAX_PARALLEL: usize = 4;
 
+/// The longest wait between retries, whatever the timing says (a due time
+/// must stay within the clock's range).
+const MAX_WAIT: Duration = Duration::from_secs(7 * 86_400);
+
 /// The shortest wait before a host's next order, whatever the timing or
 /// the certificate says: a certificate already due for renewal when it is
 /// issued (a clock far ahead of the CA's, a lifetime of seconds) must not
@@ -339,24 +343,23 @@ impl Context {
             )),
         }
     }
+}
 
-    /// The wait before the next attempt after `failures` failures in a
-    /// row: `retry_first` doubling up to `retry_max`, then a random part of
-    /// its upper half taken off, so many cutovers (or hosts) failing
-    /// together do not retry in step.
-    fn backoff(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(30);
-        let full = self
-            .timing
-            .retry_first
-            .checked_mul(1u32 << doublings)
-            .unwrap_or(self.timing.retry_max)
-            .min(self.timing.retry_max);
-        let factor: f64 = rand::rng().random_range(0.5..=1.0);
-        Duration::try_from_secs_f64(full.as_secs_f64() * factor)
-            .unwrap_or(full)
-            .max(MIN_WAIT)
-    }
+/// The wait before the next attempt after `failures` failures in a row:
+/// `retry_first` doubling up to `retry_max`, then a random part of its
+/// upper half taken off, so many cutovers (or hosts) failing together do
+/// not retry in step; never under [`MIN_WAIT`].
+fn backoff(timing: &Timing, failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(30);
+    let full = timing
+        .retry_first
+        .checked_mul(1u32 << doublings)
+        .unwrap_or(timing.retry_max)
+        .min(timing.retry_max);
+    let factor: f64 = rand::rng().random_range(0.5..=1.0);
+    Duration::try_from_secs_f64(full.as_secs_f64() * factor)
+        .unwrap_or(full)
+        .clamp(MIN_WAIT, MAX_WAIT)
 }
 
 type AttemptResult = (
@@ -494,7 +497,7 @@ fn finish(context: &Context, host: &str, entry: &mut Entry, result: Result<Issue
         }
         Err(e) => {
             entry.failures = entry.failures.saturating_add(1);
-            let wait = context.backoff(entry.failures);
+            let wait = backoff(&context.timing, entry.failures);
             entry.due = now.checked_add(wait).unwrap_or(now);
             entry.last_error = Some(e.to_string());
             tracing::warn!(
@@ -535,4 +538,39 @@ fn publish(status: &Mutex<BTreeMap<String, HostStatus>>, entries: &BTreeMap<Stri
         })
         .collect();
     *status.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let timing = Timing {
+            retry_first: Duration::from_secs(10),
+            retry_max: Duration::from_secs(3600),
+            ..Timing::default()
+        };
+        for (failures, full) in [(1, 10), (2, 20), (3, 40), (9, 2560), (10, 3600), (u32::MAX, 3600)] {
+            for _ in 0..50 {
+                let wait = backoff(&timing, failures);
+                let full = Duration::from_secs(full);
+                assert!(wait <= full && wait >= full / 2, "{failures} failures: {wait:?}");
+            }
+        }
+        let spread: std::collections::HashSet<Duration> = (0..20).map(|_| backoff(&timing, 3)).collect();
+        assert!(spread.len() > 1, "jittered");
+        let tiny = Timing {
+            retry_first: Duration::ZERO,
+            retry_max: Duration::MAX,
+            ..Timing::default()
+        };
+        assert_eq!(backoff(&tiny, 1), MIN_WAIT, "never a tight loop");
+        let huge = Timing {
+            retry_first: Duration::MAX,
+            retry_max: Duration::MAX,
+            ..Timing::default()
+        };
+        assert_eq!(backoff(&huge, 5), MAX_WAIT, "no overflow");
+    }
 }
