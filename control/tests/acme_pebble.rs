@@ -13,9 +13,10 @@
 //! it issues, hosts added and removed through `set_hosts`, and tls-alpn-01
 //! through the data plane's TLS listener.
 
-mod support {
-    pub mod pebble;
-}
+// Shared with the workspace's e2e tests (`tests/support/`), which may run
+// cutover itself against Pebble.
+#[path = "../../tests/support/pebble.rs"]
+mod pebble;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,9 +31,9 @@ use cutover_control::certs::acme::{AcmeService, CertState, HostStatus, Installer
 use cutover_control::config::{AcmeChallenge, AcmeConfig};
 use cutover_proxy::tls::{CertEntry, CertSource, CertStore, Challenges};
 use cutover_proxy::{DataPlane, DataPlaneConfig, ProxyMetrics, ProxySettings, RouteTable, TableHandle};
+use pebble::{free_tcp_port, Pebble, PebbleOptions};
 use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
-use support::pebble::{free_tcp_port, Pebble, PebbleOptions};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// The certificates installed so far, served from a `CertStore` as the

@@ -8,6 +8,10 @@
 //! whose PEM is `ca_roots`), and both programs' logs (shown when a test
 //! fails). All ports are free loopback ports; both processes are killed on
 //! drop.
+//!
+//! Used by `control/tests/acme_pebble.rs` (through `#[path]`); a test of
+//! this crate adds `pub mod pebble;` to `support/mod.rs` and the
+//! dev-dependencies it names (rcgen, rustls, tokio-rustls, rustls-pemfile).
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
