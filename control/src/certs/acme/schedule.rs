@@ -153,8 +153,8 @@ impl AcmeService {
     /// Before it returns, every still-valid certificate stored for these
     /// hosts (from the same ACME directory) is installed, so a restart
     /// serves at once without a new order. Fails only when `config` cannot
-    /// be used (an unreadable `ca_roots`); an unreachable ACME server is a
-    /// per-host failure, retried.
+    /// be used (an unreadable `ca_roots`) or outside a tokio runtime; an
+    /// unreachable ACME server is a per-host failure, retried.
     pub fn start(
         config: AcmeConfig,
         state_dir: &Path,
@@ -163,6 +163,8 @@ impl AcmeService {
         installer: Arc<dyn Installer>,
         timing: Timing,
     ) -> Result<Self, AcmeError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| AcmeError::Config("the ACME service must be started inside a tokio runtime".into()))?;
         let client = BoundedClient::new(config.ca_roots.as_deref(), timing.request_timeout)?;
         let storage = Storage::new(state_dir);
         let hosts = normalize(hosts);
@@ -183,7 +185,7 @@ impl AcmeService {
         publish(&status, &entries);
         let (hosts_tx, hosts_rx) = watch::channel(hosts);
         let stop = Arc::new(Notify::new());
-        let task = tokio::spawn(run(
+        let task = runtime.spawn(run(
             Arc::clone(&context),
             entries,
             hosts_rx,
@@ -572,5 +574,54 @@ mod tests {
             ..Timing::default()
         };
         assert_eq!(backoff(&huge, 5), MAX_WAIT, "no overflow");
+    }
+
+    struct Nowhere;
+
+    impl Installer for Nowhere {
+        fn install(&self, _: &str, _: Arc<rustls::sign::CertifiedKey>, _: SystemTime, _: SystemTime, _: &str) {}
+        fn remove(&self, _: &str) {}
+    }
+
+    fn config(ca_roots: Option<std::path::PathBuf>) -> AcmeConfig {
+        AcmeConfig {
+            directory: "https://127.0.0.1:1/dir".into(),
+            email: None,
+            challenge: crate::config::AcmeChallenge::Http01,
+            ca_roots,
+            hosts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn start_refuses_what_cannot_work_and_nothing_else() {
+        let state = std::env::temp_dir().join(format!("cutover-acme-start-{}", std::process::id()));
+        let start = |ca_roots| {
+            AcmeService::start(
+                config(ca_roots),
+                &state,
+                vec!["a.test".into()],
+                Arc::new(Challenges::new()),
+                Arc::new(Nowhere),
+                Timing::default(),
+            )
+        };
+        let err = start(None).unwrap_err();
+        assert!(err.to_string().contains("tokio runtime"), "{err}");
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let err = start(Some(state.join("missing.pem"))).unwrap_err();
+            assert!(err.to_string().contains("missing.pem"), "{err}");
+            // An unreachable server is not an error at start: the host is
+            // pending, then failed and retried.
+            let service = start(None).unwrap();
+            assert_eq!(service.status()[0].state, CertState::Pending);
+            service.shutdown().await;
+        });
+        assert!(!state.exists(), "nothing written without an ACME server");
     }
 }
