@@ -342,7 +342,9 @@ pub fn name_covers(name: &str, host: &str) -> bool {
 pub fn rfc3339(time: SystemTime) -> String {
     // humantime panics outside 1970..=9999; certificates may say anything.
     const LAST: Duration = Duration::from_secs(253_402_300_799); // 9999-12-31T23:59:59Z
-    let since_epoch = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().min(LAST);
+    let since_epoch = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .min(LAST);
     humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + since_epoch).to_string()
 }
-

@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::files::{self, LoadedCert};
-use crate::config::{CertificateConfig, Config, ProxyConfig, Problems};
+use crate::config::{CertificateConfig, Config, Problems, ProxyConfig};
 
 /// Where an ACME host stands, as the ACME service last reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -353,10 +353,12 @@ fn served(state: &State) -> impl Iterator<Item = (String, CertSource, SystemTime
         .iter()
         .flat_map(|f| f.config.hosts.iter().map(String::as_str))
         .collect();
-    let files = state
-        .files
-        .iter()
-        .flat_map(|f| f.config.hosts.iter().map(|h| (h.clone(), CertSource::File, f.not_after)));
+    let files = state.files.iter().flat_map(|f| {
+        f.config
+            .hosts
+            .iter()
+            .map(|h| (h.clone(), CertSource::File, f.not_after))
+    });
     let acme = state
         .acme
         .iter()
@@ -405,7 +407,11 @@ fn list(state: &State) -> Vec<CertInfo> {
                     next_attempt: status.next_attempt.map(files::rfc3339),
                 },
                 None => AcmeInfo {
-                    state: if cert.is_some() { AcmeState::Valid } else { AcmeState::Obtaining },
+                    state: if cert.is_some() {
+                        AcmeState::Valid
+                    } else {
+                        AcmeState::Obtaining
+                    },
                     last_error: None,
                     next_attempt: None,
                 },

@@ -21,7 +21,11 @@ fn only(config: &CertificateConfig, key: &str, words: &str) {
     let found = problems(config);
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].key, key, "{found:?}");
-    assert!(found[0].message.contains(words), "{:?} lacks {words:?}", found[0].message);
+    assert!(
+        found[0].message.contains(words),
+        "{:?} lacks {words:?}",
+        found[0].message
+    );
 }
 
 #[test]
@@ -73,7 +77,13 @@ fn every_configured_host_must_be_a_name_of_the_leaf() {
 fn a_wildcard_name_covers_one_label_and_a_configured_wildcard_needs_one() {
     let d = dir("wildcard");
     let made = make(&["*.example.com"], None);
-    let good = write(&d, "w", &["a.example.com", "*.example.com"], &made.cert_pem, &made.key_pem);
+    let good = write(
+        &d,
+        "w",
+        &["a.example.com", "*.example.com"],
+        &made.cert_pem,
+        &made.key_pem,
+    );
     assert!(load(&good, now()).is_ok());
     let deep = write(&d, "w", &["a.b.example.com"], &made.cert_pem, &made.key_pem);
     only(&deep, "hosts[0]", "a.b.example.com is not covered");
@@ -101,7 +111,9 @@ fn unreadable_files_name_the_path_and_the_os_error() {
     let found = problems(&config);
     assert_eq!(found.len(), 2, "both files are reported: {found:?}");
     assert_eq!(found[0].key, "cert");
-    assert!(found[0].message.contains(&format!("cannot read {}", config.cert.display())));
+    assert!(found[0]
+        .message
+        .contains(&format!("cannot read {}", config.cert.display())));
     assert!(found[0].message.contains("No such file or directory"), "{found:?}");
     assert_eq!(found[1].key, "key");
     // A directory, a device: not regular files.
@@ -111,7 +123,10 @@ fn unreadable_files_name_the_path_and_the_os_error() {
         ..config
     };
     let found = problems(&config);
-    assert!(found.iter().all(|p| p.message.contains("is not a regular file")), "{found:?}");
+    assert!(
+        found.iter().all(|p| p.message.contains("is not a regular file")),
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -122,7 +137,13 @@ fn empty_oversized_and_garbage_files_are_refused() {
     only(&empty, "cert", "no certificate in");
     let no_key = write(&d, "nokey", &["a.test"], &made.cert_pem, &made.cert_pem);
     only(&no_key, "key", "no private key in");
-    let two_keys = write(&d, "twokeys", &["a.test"], &made.cert_pem, &format!("{}{}", made.key_pem, made.key_pem));
+    let two_keys = write(
+        &d,
+        "twokeys",
+        &["a.test"],
+        &made.cert_pem,
+        &format!("{}{}", made.key_pem, made.key_pem),
+    );
     only(&two_keys, "key", "2 private keys");
     let garbage = "-----BEGIN CERTIFICATE-----\n!!!! not base64 !!!!\n-----END CERTIFICATE-----\n";
     let bad_pem = write(&d, "badpem", &["a.test"], garbage, &made.key_pem);
@@ -172,7 +193,13 @@ fn load_all_reports_every_entry_at_its_index_and_loads_nothing_on_failure() {
     let problems = load_all(&configs, "deploy.yaml", now()).unwrap_err();
     let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
     assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(lines[0].starts_with("deploy.yaml: proxy.tls.certificates[1].key: "), "{lines:?}");
-    assert!(lines[1].starts_with("deploy.yaml: proxy.tls.certificates[2].hosts[0]: c.test"), "{lines:?}");
+    assert!(
+        lines[0].starts_with("deploy.yaml: proxy.tls.certificates[1].key: "),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("deploy.yaml: proxy.tls.certificates[2].hosts[0]: c.test"),
+        "{lines:?}"
+    );
     assert_eq!(load_all(&configs[..1], "deploy.yaml", now()).unwrap().len(), 1);
 }

@@ -28,7 +28,10 @@ fn acme_key(host: &str) -> Arc<CertifiedKey> {
     let made = make(&[host], None);
     let der = rustls::pki_types::PrivateKeyDer::try_from(made.key.serialize_der()).unwrap();
     let signer = rustls::crypto::ring::sign::any_supported_type(&der).unwrap();
-    let cert = rustls_pemfile::certs(&mut made.cert_pem.as_bytes()).next().unwrap().unwrap();
+    let cert = rustls_pemfile::certs(&mut made.cert_pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
     Arc::new(CertifiedKey::new(vec![cert], signer))
 }
 
@@ -65,7 +68,13 @@ const Y2100: f64 = 4_102_444_800.0;
 fn files_serve_from_start_and_win_over_acme_for_their_hosts() {
     let d = dir("mgr-files");
     let made = make(&["a.test", "*.wild.test"], None);
-    let files = [write(&d, "a", &["a.test", "*.wild.test"], &made.cert_pem, &made.key_pem)];
+    let files = [write(
+        &d,
+        "a",
+        &["a.test", "*.wild.test"],
+        &made.cert_pem,
+        &made.key_pem,
+    )];
     let manager = CertManager::new(&config(Some(&files)), "deploy.yaml").unwrap();
     let registry = prometheus::Registry::new();
     manager.register_metrics(&registry).unwrap();
@@ -76,10 +85,16 @@ fn files_serve_from_start_and_win_over_acme_for_their_hosts() {
     let acme = acme_key("a.test");
     let (from, to) = (SystemTime::now(), SystemTime::now() + Duration::from_secs(90 * 86400));
     manager.install_acme("a.test", Arc::clone(&acme), from, to, "CN=Pebble");
-    assert!(Arc::ptr_eq(&served(&manager, "a.test").unwrap(), &file_key), "the file wins");
+    assert!(
+        Arc::ptr_eq(&served(&manager, "a.test").unwrap(), &file_key),
+        "the file wins"
+    );
     let list = manager.list();
     assert_eq!(list.len(), 2, "{list:?}");
-    assert!(list.iter().all(|c| c.source == "file"), "a shadowed ACME host is not listed: {list:?}");
+    assert!(
+        list.iter().all(|c| c.source == "file"),
+        "a shadowed ACME host is not listed: {list:?}"
+    );
     assert_eq!(
         series(&registry),
         [
@@ -113,8 +128,17 @@ fn acme_certificates_are_installed_listed_and_removed_with_their_series() {
 
     let key = acme_key("b.test");
     let not_after = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
-    manager.install_acme("b.test", Arc::clone(&key), SystemTime::UNIX_EPOCH, not_after, "CN=Pebble Intermediate");
-    assert!(!Arc::ptr_eq(&before, &Arc::clone(&*manager.store().load())), "the set was swapped");
+    manager.install_acme(
+        "b.test",
+        Arc::clone(&key),
+        SystemTime::UNIX_EPOCH,
+        not_after,
+        "CN=Pebble Intermediate",
+    );
+    assert!(
+        !Arc::ptr_eq(&before, &Arc::clone(&*manager.store().load())),
+        "the set was swapped"
+    );
     assert!(Arc::ptr_eq(&served(&manager, "b.test").unwrap(), &key));
     let listed = manager.list();
     assert_eq!(listed[0].issuer.as_deref(), Some("CN=Pebble Intermediate"));
@@ -136,7 +160,10 @@ fn acme_certificates_are_installed_listed_and_removed_with_their_series() {
     assert_eq!(acme.state, AcmeState::Failed);
     assert_eq!(acme.last_error.as_deref(), Some("connection refused"));
     assert_eq!(acme.next_attempt.as_deref(), Some("2030-03-17T17:46:40Z"));
-    assert!(Arc::ptr_eq(&served(&manager, "b.test").unwrap(), &key), "a failure keeps the certificate");
+    assert!(
+        Arc::ptr_eq(&served(&manager, "b.test").unwrap(), &key),
+        "a failure keeps the certificate"
+    );
 
     manager.remove_acme("b.test");
     assert!(served(&manager, "b.test").is_none());
@@ -158,8 +185,14 @@ fn a_push_with_a_bad_file_changes_nothing_and_a_good_one_swaps_everything() {
     let two = make(&["b.test"], None);
     let bad = config(Some(&[write(&d, "two", &["b.test"], &two.cert_pem, &one.key_pem)]));
     let problems = manager.prepare(&old.proxy, &bad.proxy).unwrap_err();
-    assert!(problems.to_string().contains("proxy.tls.certificates[0].key"), "{problems}");
-    assert!(Arc::ptr_eq(&served(&manager, "a.test").unwrap(), &first), "nothing changed");
+    assert!(
+        problems.to_string().contains("proxy.tls.certificates[0].key"),
+        "{problems}"
+    );
+    assert!(
+        Arc::ptr_eq(&served(&manager, "a.test").unwrap(), &first),
+        "nothing changed"
+    );
 
     let good = config(Some(&[write(&d, "two", &["b.test"], &two.cert_pem, &two.key_pem)]));
     let mut pushed = manager.pushed_config();
@@ -192,7 +225,9 @@ fn reload_reads_the_same_paths_again_all_or_nothing() {
     std::fs::write(&files[0].cert, &renewed.cert_pem).unwrap();
     let problems = manager.reload().unwrap_err();
     assert!(
-        problems.to_string().starts_with("/etc/cutover/deploy.yaml: proxy.tls.certificates[0].key: "),
+        problems
+            .to_string()
+            .starts_with("/etc/cutover/deploy.yaml: proxy.tls.certificates[0].key: "),
         "{problems}"
     );
     assert!(Arc::ptr_eq(&served(&manager, "a.test").unwrap(), &first));
@@ -213,20 +248,34 @@ fn tls_added_or_removed_by_a_push_waits_for_the_next_start() {
 
     let manager = CertManager::new(&plain, "deploy.yaml").unwrap();
     let prepared = manager.prepare(&plain.proxy, &tls.proxy).unwrap();
-    assert!(prepared.warnings[0].starts_with("proxy.tls applies at the next start"), "{:?}", prepared.warnings);
+    assert!(
+        prepared.warnings[0].starts_with("proxy.tls applies at the next start"),
+        "{:?}",
+        prepared.warnings
+    );
     manager.commit(prepared, &tls);
     assert!(served(&manager, "a.test").is_none(), "no TLS listener runs");
     let bad = config(Some(&[CertificateConfig {
         key: d.join("missing.key"),
         ..files[0].clone()
     }]));
-    assert!(manager.prepare(&plain.proxy, &bad.proxy).is_err(), "the files are still checked");
+    assert!(
+        manager.prepare(&plain.proxy, &bad.proxy).is_err(),
+        "the files are still checked"
+    );
 
     let manager = CertManager::new(&tls, "deploy.yaml").unwrap();
     let prepared = manager.prepare(&tls.proxy, &plain.proxy).unwrap();
-    assert!(prepared.warnings[0].starts_with("removing proxy.tls"), "{:?}", prepared.warnings);
+    assert!(
+        prepared.warnings[0].starts_with("removing proxy.tls"),
+        "{:?}",
+        prepared.warnings
+    );
     manager.commit(prepared, &plain);
-    assert!(served(&manager, "a.test").is_some(), "the listeners keep their certificates");
+    assert!(
+        served(&manager, "a.test").is_some(),
+        "the listeners keep their certificates"
+    );
 
     let mut moved = tls.proxy.clone();
     moved.http2 = false;
