@@ -59,12 +59,15 @@ pub(super) struct Made {
     pub key: KeyPair,
 }
 
+/// (not before, not after) as (year, month, day).
+pub(super) type Validity = ((i32, u8, u8), (i32, u8, u8));
+
 /// Valid from 2000 to 2100 unless `validity` says otherwise.
-pub(super) fn make(names: &[&str], validity: Option<((i32, u8, u8), (i32, u8, u8))>) -> Made {
+pub(super) fn make(names: &[&str], validity: Option<Validity>) -> Made {
     make_with(KeyPair::generate().unwrap(), names, validity)
 }
 
-pub(super) fn make_with(key: KeyPair, names: &[&str], validity: Option<((i32, u8, u8), (i32, u8, u8))>) -> Made {
+pub(super) fn make_with(key: KeyPair, names: &[&str], validity: Option<Validity>) -> Made {
     let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
     let ((y1, m1, d1), (y2, m2, d2)) = validity.unwrap_or(((2000, 1, 1), (2100, 1, 1)));
     params.not_before = date_time_ymd(y1, m1, d1);
