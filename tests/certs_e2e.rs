@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{cutover_bin, demo_app, free_port, App, Cutover, TempDir};
-use tls_files::{tls_yaml, CertFiles};
+use tls_files::{der_of, tls_yaml, CertFiles, TlsClient};
 
 /// 2100-01-01T00:00:00Z, the expiry of the tests' usual certificates.
 const Y2100: f64 = 4_102_444_800.0;
@@ -35,11 +35,29 @@ fn config_text(tls: &str) -> String {
 
 /// `cutover up` with certificates for a.test (and `*.wild.test`).
 fn start_with_a(files: &CertFiles) -> Cutover {
+    start_tls(files, tls_addr())
+}
+
+fn start_tls(files: &CertFiles, tls: SocketAddr) -> Cutover {
     Cutover::builder()
         .app(App::demo("web", "v1"))
         .route("*", "/", "web")
-        .proxy_yaml(&tls_yaml(tls_addr(), &[files.yaml(&["a.test", "*.wild.test"])]))
+        .proxy_yaml(&tls_yaml(tls, &[files.yaml(&["a.test", "*.wild.test"])]))
         .start()
+}
+
+/// A TLS connection to `addr` for `sni`, retried until the listener is up.
+fn tls_connect(addr: SocketAddr, sni: &str) -> TlsClient {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match TlsClient::connect(addr, sni) {
+            Ok(client) => return client,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no TLS handshake with {addr} for {sni}: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
 }
 
 /// `GET /certificates` as (host, source, not_after) triples.
@@ -279,4 +297,67 @@ fn a_push_with_new_files_and_a_reload_swap_the_certificates() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("proxy.tls.certificates[0].key: "), "{stderr}");
     assert_eq!(certificates(&cutover), [cert("b.test", "2099-01-01T00:00:00Z")]);
+}
+
+#[test]
+fn new_connections_get_the_pushed_or_reloaded_certificate_and_open_ones_keep_theirs() {
+    let files_dir = TempDir::new("certs-tls");
+    let a = CertFiles::write(files_dir.path(), "a", &["a.test", "*.wild.test"], 2000, 2100);
+    let tls = tls_addr();
+    let cutover = start_tls(&a, tls);
+
+    let mut first = tls_connect(tls, "a.test");
+    assert_eq!(first.peer_cert(), der_of(&a.cert), "the file's certificate is served");
+    assert_eq!(first.get("a.test", "/").unwrap().0, 200);
+    assert_eq!(tls_connect(tls, "x.wild.test").peer_cert(), der_of(&a.cert));
+    assert!(
+        TlsClient::connect(tls, "b.test").is_err(),
+        "an unknown SNI gets an alert"
+    );
+
+    // A push with a new certificate for a.test (and b.test).
+    let a2 = CertFiles::write(files_dir.path(), "a2", &["a.test", "b.test"], 2000, 2100);
+    let pushed = cutover.config_with(&a.yaml(&["a.test", "*.wild.test"]), &a2.yaml(&["a.test", "b.test"]));
+    let (code, stdout, stderr) = cutover.push(&pushed, &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let mut second = tls_connect(tls, "a.test");
+    assert_eq!(
+        second.peer_cert(),
+        der_of(&a2.cert),
+        "a new connection gets the pushed certificate"
+    );
+    assert_eq!(tls_connect(tls, "b.test").peer_cert(), der_of(&a2.cert));
+    assert!(
+        TlsClient::connect(tls, "x.wild.test").is_err(),
+        "the removed wildcard is gone"
+    );
+    let (status, body) = first.get("a.test", "/").unwrap();
+    assert_eq!(
+        status, 200,
+        "the connection opened before the push keeps working: {body}"
+    );
+    assert_eq!(first.peer_cert(), der_of(&a.cert));
+
+    // The same files renewed in place, then `cutover certs --reload`.
+    let before_reload = der_of(&a2.cert);
+    a2.rewrite(&["a.test", "b.test"], 2001, 2099);
+    assert_eq!(
+        tls_connect(tls, "a.test").peer_cert(),
+        before_reload,
+        "nothing changes before the reload"
+    );
+    let (code, stdout, stderr) = cutover.cli(&["certs", "--reload"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        tls_connect(tls, "a.test").peer_cert(),
+        der_of(&a2.cert),
+        "the reloaded certificate is served"
+    );
+    assert_eq!(
+        second.get("a.test", "/").unwrap().0,
+        200,
+        "open connections are not touched"
+    );
+    assert_eq!(second.peer_cert(), before_reload);
+    assert_eq!(first.get("a.test", "/").unwrap().0, 200);
 }
