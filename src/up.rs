@@ -206,6 +206,7 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
 
     tracing::info!(
         proxy = %list(&config.proxy.listen),
+        tls = %config.proxy.tls.as_ref().map_or_else(String::new, |tls| list(&tls.listen)),
         admin = %config.admin.listen,
         apps = config.apps.len(),
         config = %path.display(),

@@ -361,3 +361,47 @@ fn new_connections_get_the_pushed_or_reloaded_certificate_and_open_ones_keep_the
     assert_eq!(second.peer_cert(), before_reload);
     assert_eq!(first.get("a.test", "/").unwrap().0, 200);
 }
+
+#[test]
+fn tls_settings_a_push_cannot_apply_are_named_and_leave_the_certificates_alone() {
+    let files_dir = TempDir::new("certs-warnings");
+    let files = CertFiles::write(files_dir.path(), "a", &["a.test", "*.wild.test"], 2000, 2100);
+    let tls = tls_addr();
+    let cutover = start_tls(&files, tls);
+    let moved = cutover
+        .config_with(
+            &format!("listen: [\"{tls}\"]"),
+            &format!("listen: [\"{}\"]", tls_addr()),
+        )
+        .replace("tls: {", "http2: false\n  tls: { hsts: 1h,");
+    let (code, stdout, stderr) = cutover.push(&moved, &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    for warning in [
+        "warning: proxy.tls.listen applies at the next start of cutover",
+        "warning: proxy.tls.redirect_http and proxy.tls.hsts apply at the next start of cutover",
+        "warning: proxy.http2 and proxy.h2c apply at the next start of cutover",
+    ] {
+        assert!(stdout.contains(warning), "{warning:?} missing:\n{stdout}");
+    }
+    assert_eq!(
+        tls_connect(tls, "a.test").peer_cert(),
+        der_of(&files.cert),
+        "the listener still serves"
+    );
+
+    // proxy.tls removed: the listener keeps its certificates until the next start.
+    let plain: String = cutover
+        .config_text()
+        .lines()
+        .filter(|l| !l.contains("tls:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (code, stdout, stderr) = cutover.push(&plain, &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("warning: removing proxy.tls applies at the next start of cutover"),
+        "{stdout}"
+    );
+    assert_eq!(tls_connect(tls, "a.test").peer_cert(), der_of(&files.cert));
+    assert_eq!(certificates(&cutover).len(), 2);
+}
