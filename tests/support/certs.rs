@@ -1,5 +1,6 @@
 //! Certificate files for the TLS tests, made by rcgen at test time, and a
 //! blocking TLS client that reports the certificate it was served.
+#![allow(dead_code)] // each test binary uses a different part
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
