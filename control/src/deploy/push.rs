@@ -54,7 +54,7 @@ impl Controller {
         let mut report = PushReport::default();
         // Certificate files are read and checked under the gate, before
         // anything changes: a bad one refuses the push like a bad config.
-        let certs_plan = certs.prepare(&old.proxy, &new.proxy).map_err(|p| invalid(&p))?;
+        let mut certs_plan = certs.prepare(&old.proxy, &new.proxy).map_err(|p| invalid(&p))?;
 
         // Every conflict is checked before anything changes.
         let mut changed = Vec::new();
@@ -95,7 +95,7 @@ impl Controller {
                 .warnings
                 .push("proxy.listen and proxy.threads apply at the next start of cutover".into());
         }
-        report.warnings.extend(certs_plan.warnings.iter().cloned());
+        report.warnings.append(&mut certs_plan.warnings);
         if new.admin != old.admin {
             report
                 .warnings

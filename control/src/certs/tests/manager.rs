@@ -287,3 +287,45 @@ fn tls_added_or_removed_by_a_push_waits_for_the_next_start() {
     assert_eq!(warnings.len(), 3, "{warnings:?}");
     assert!(restart_warnings(true, &tls.proxy, &tls.proxy).is_empty());
 }
+
+#[test]
+fn a_handshake_sees_one_whole_set_never_a_mix() {
+    let d = dir("mgr-atomic");
+    let (one, two) = (make(&["a.test", "b.test"], None), make(&["a.test", "b.test"], None));
+    let first = config(Some(&[write(
+        &d,
+        "one",
+        &["a.test", "b.test"],
+        &one.cert_pem,
+        &one.key_pem,
+    )]));
+    // Two entries for the second set: a swap per entry would show a mix.
+    let second = config(Some(&[
+        write(&d, "two", &["a.test"], &two.cert_pem, &two.key_pem),
+        write(&d, "two", &["b.test"], &two.cert_pem, &two.key_pem),
+    ]));
+    let manager = CertManager::new(&first, "deploy.yaml").unwrap();
+    let store = manager.store();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut seen = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let set = store.load();
+                let (a, b) = (set.resolve("a.test").unwrap(), set.resolve("b.test").unwrap());
+                assert_eq!(a.cert, b.cert, "one set, one certificate for both hosts");
+                seen += 1;
+            }
+            seen
+        })
+    };
+    let (mut from, mut to) = (&first, &second);
+    for _ in 0..50 {
+        let prepared = manager.prepare(&from.proxy, &to.proxy).unwrap();
+        manager.commit(prepared, to);
+        std::mem::swap(&mut from, &mut to);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+}
