@@ -164,11 +164,14 @@ fn validate(path: &std::path::Path) -> ExitCode {
     // every push, and a bad one is refused like any bad config.
     let loaded = config::load(path).and_then(|config| {
         cutover_control::certs::check_files(&config, &path.display().to_string())
-            .map(|()| config)
+            .map(|warnings| (config, warnings))
             .map_err(ConfigError::Invalid)
     });
     match loaded {
-        Ok(config) => {
+        Ok((config, warnings)) => {
+            for warning in warnings {
+                eprintln!("{}: warning: {warning}", path.display());
+            }
             println!(
                 "{}: ok ({} app{}, {} route{})",
                 path.display(),

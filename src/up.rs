@@ -45,6 +45,9 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    for warning in certs.warnings() {
+        tracing::warn!("{warning}");
+    }
     // One cutover per state_dir, before anything touches it (the orphan
     // reaper would stop a running cutover's live instances).
     let _state_lock = match cutover_control::state_lock::acquire(&config.state_dir) {

@@ -149,6 +149,23 @@ fn validate_prints_bad_certificate_files_at_their_keys_and_exits_1() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A key every user can read works, with a warning.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&good.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(cutover_bin())
+        .args(["validate", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("{file}: warning: proxy.tls.certificates[0].key: "))
+            && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
 }
 
 #[test]

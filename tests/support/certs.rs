@@ -33,13 +33,13 @@ impl CertFiles {
     pub fn rewrite(&self, names: &[&str], from: i32, to: i32) {
         let (cert, key) = self_signed(names, from, to);
         std::fs::write(&self.cert, cert).unwrap();
-        std::fs::write(&self.key, key).unwrap();
+        write_key(&self.key, &key);
     }
 
     /// Replaces only the key, by one that does not match the certificate.
     pub fn break_key(&self) {
         let (_, other) = self_signed(&["other.test"], 2000, 2100);
-        std::fs::write(&self.key, other).unwrap();
+        write_key(&self.key, &other);
     }
 
     /// `{ hosts: [...], cert: ..., key: ... }` for `proxy.tls.certificates`.
@@ -52,6 +52,13 @@ impl CertFiles {
             self.key.display().to_string()
         )
     }
+}
+
+/// A key file, readable by its owner only (as `cutover validate` wants).
+fn write_key(path: &Path, pem: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, pem).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// (certificate PEM, PKCS#8 key PEM).

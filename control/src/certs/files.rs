@@ -200,6 +200,26 @@ pub fn load(config: &CertificateConfig, now: SystemTime) -> Result<LoadedCert, V
     })
 }
 
+/// Warnings (not refusals: the file works) about private key files every
+/// user of the machine can read, `proxy.tls.certificates[i].key: ...`.
+pub fn key_warnings(certificates: &[CertificateConfig]) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    certificates
+        .iter()
+        .enumerate()
+        .filter_map(|(i, config)| {
+            let mode = std::fs::metadata(&config.key).ok()?.permissions().mode();
+            (mode & 0o004 != 0).then(|| {
+                format!(
+                    "proxy.tls.certificates[{i}].key: {} is readable by every user (mode {:o}); `chmod 600` it",
+                    config.key.display(),
+                    mode & 0o777
+                )
+            })
+        })
+        .collect()
+}
+
 /// Reads a regular file of at most [`MAX_FILE_BYTES`].
 fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
     let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());

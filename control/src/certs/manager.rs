@@ -171,6 +171,12 @@ impl CertManager {
         Ok(manager)
     }
 
+    /// Warnings about the files in use that do not stop them serving (keys
+    /// readable by every user), for the start-up log.
+    pub fn warnings(&self) -> Vec<String> {
+        files::key_warnings(&self.lock().configs)
+    }
+
     /// The store to put into `ProxySettings::certs`.
     pub fn store(&self) -> Arc<CertStore> {
         Arc::clone(&self.store)
@@ -211,6 +217,7 @@ impl CertManager {
             // Checked even when no TLS listener runs yet, so the next start
             // does not fail on files a push accepted.
             let loaded = files::load_all(&tls.certificates, "deploy.yaml", SystemTime::now())?;
+            prepared.warnings.extend(files::key_warnings(&tls.certificates));
             if self.serving {
                 prepared.files = Some(loaded);
             }

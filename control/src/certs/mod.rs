@@ -22,9 +22,12 @@ use crate::config::{Config, Problems};
 
 /// Checks every certificate file `config` names (what `cutover validate`
 /// adds to the config's own checks). `file` names the config in problems.
-pub fn check_files(config: &Config, file: &str) -> Result<(), Problems> {
+/// Returns warnings that do not refuse the config (see
+/// [`files::key_warnings`]).
+pub fn check_files(config: &Config, file: &str) -> Result<Vec<String>, Problems> {
     let Some(tls) = &config.proxy.tls else {
-        return Ok(());
+        return Ok(Vec::new());
     };
-    files::load_all(&tls.certificates, file, std::time::SystemTime::now()).map(drop)
+    files::load_all(&tls.certificates, file, std::time::SystemTime::now())?;
+    Ok(files::key_warnings(&tls.certificates))
 }

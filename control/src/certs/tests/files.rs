@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use rcgen::KeyPair;
 
 use super::{dir, make, make_with, now, unwrap_pkcs8, write, TEST_RSA_PKCS8};
-use crate::certs::files::{load, load_all, name_covers, FileProblem, MAX_FILE_BYTES};
+use crate::certs::files::{key_warnings, load, load_all, name_covers, FileProblem, MAX_FILE_BYTES};
 use crate::config::CertificateConfig;
 
 /// The problems of loading `config` now, as `key: message`.
@@ -202,4 +202,22 @@ fn load_all_reports_every_entry_at_its_index_and_loads_nothing_on_failure() {
         "{lines:?}"
     );
     assert_eq!(load_all(&configs[..1], "deploy.yaml", now()).unwrap().len(), 1);
+}
+
+#[test]
+fn a_key_every_user_can_read_is_a_warning_not_a_refusal() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir("modes");
+    let made = make(&["a.test"], None);
+    let config = write(&d, "a", &["a.test"], &made.cert_pem, &made.key_pem);
+    std::fs::set_permissions(&config.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    load(&config, now()).unwrap();
+    let warnings = key_warnings(std::slice::from_ref(&config));
+    assert_eq!(warnings.len(), 1);
+    assert!(
+        warnings[0].starts_with("proxy.tls.certificates[0].key: ") && warnings[0].contains("mode 644"),
+        "{warnings:?}"
+    );
+    std::fs::set_permissions(&config.key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(key_warnings(&[config]).is_empty());
 }

@@ -87,6 +87,8 @@ pub(super) fn write(dir: &Path, name: &str, hosts: &[&str], cert: &str, key: &st
     let key_path = dir.join(format!("{name}.key"));
     std::fs::write(&cert_path, cert).unwrap();
     std::fs::write(&key_path, key).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
     CertificateConfig {
         hosts: hosts.iter().map(|h| h.to_string()).collect(),
         cert: cert_path,
