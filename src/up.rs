@@ -183,10 +183,10 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     // === ACME ===
     // The ACME service (`certs::acme`) starts here, after the data plane
     // (which answers its http-01 challenges from `challenges`) and before
-    // the admin API: it reads `proxy.tls.acme` and the route hosts from
-    // `certs.pushed_config()`, keeps its account and certificates in
-    // `config.state_dir`, and serves what it obtains through
-    // `certs.install_acme` / `certs.remove_acme` / `certs.set_acme_status`.
+    // the admin API. It serves what it obtains through `certs.install_acme`
+    // and `certs.remove_acme`, reports its hosts' states through
+    // `certs.set_acme_report`, and follows pushes (route hosts,
+    // `proxy.tls.acme`) on `certs.pushed_config()`.
 
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_controller = Arc::clone(&controller);

@@ -28,7 +28,7 @@ use crate::config::{CertificateConfig, Config, Problems, ProxyConfig};
 #[serde(rename_all = "lowercase")]
 pub enum AcmeState {
     /// No certificate yet; the first order is under way.
-    Obtaining,
+    Pending,
     /// A certificate serves; the next renewal is not due.
     Valid,
     /// A certificate serves and a renewal is under way.
@@ -41,6 +41,8 @@ pub enum AcmeState {
 /// The ACME service's report on one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcmeStatus {
+    /// The host, lowercase.
+    pub host: String,
     pub state: AcmeState,
     /// Why the last attempt failed, if it did.
     pub last_error: Option<String>,
@@ -48,14 +50,20 @@ pub struct AcmeStatus {
     pub next_attempt: Option<SystemTime>,
 }
 
-impl AcmeStatus {
-    /// A certificate serves and nothing failed.
-    pub fn valid(next_attempt: Option<SystemTime>) -> Self {
-        Self {
-            state: AcmeState::Valid,
-            last_error: None,
-            next_attempt,
-        }
+/// Where `GET /certificates` reads the ACME hosts' states from: the ACME
+/// service keeps them, the manager asks at every request. A closure
+/// returning the list will do.
+pub trait AcmeReport: Send + Sync + 'static {
+    /// Every host the ACME service keeps a certificate for.
+    fn acme_status(&self) -> Vec<AcmeStatus>;
+}
+
+impl<F> AcmeReport for F
+where
+    F: Fn() -> Vec<AcmeStatus> + Send + Sync + 'static,
+{
+    fn acme_status(&self) -> Vec<AcmeStatus> {
+        self()
     }
 }
 
@@ -122,6 +130,8 @@ pub struct CertManager {
     /// The config of the last push (the start-up one first), for the ACME
     /// service to see hosts come and go.
     pushed: watch::Sender<Arc<Config>>,
+    /// The ACME service's states, once it runs.
+    acme_report: Mutex<Option<Arc<dyn AcmeReport>>>,
 }
 
 #[derive(Default)]
@@ -130,7 +140,6 @@ struct State {
     configs: Vec<CertificateConfig>,
     files: Vec<LoadedCert>,
     acme: BTreeMap<String, AcmeCert>,
-    acme_status: BTreeMap<String, AcmeStatus>,
     /// Label sets of the expiry gauge now set, so gone hosts are removed.
     series: BTreeSet<(String, &'static str)>,
 }
@@ -166,6 +175,7 @@ impl CertManager {
             }),
             expiry,
             pushed: watch::Sender::new(Arc::new(config.clone())),
+            acme_report: Mutex::new(None),
         });
         manager.publish(&mut manager.lock());
         Ok(manager)
@@ -252,15 +262,15 @@ impl CertManager {
         let loaded = files::load_all(&state.configs, &self.file, SystemTime::now())?;
         state.files = loaded;
         self.publish(&mut state);
-        Ok(list(&state))
+        drop(state);
+        Ok(self.list())
     }
 
     // === the ACME service's side ===
 
     /// Serves `key` for `host` (an ACME certificate, newly obtained or
-    /// renewed), replacing the host's previous one; the host's status
-    /// becomes `valid` with no planned attempt (report the renewal time with
-    /// [`set_acme_status`](Self::set_acme_status)).
+    /// renewed), replacing the host's previous one. A certificate file
+    /// naming the same host still wins.
     pub fn install_acme(
         &self,
         host: &str,
@@ -269,10 +279,9 @@ impl CertManager {
         not_after: SystemTime,
         issuer: impl Into<String>,
     ) {
-        let host = host.to_ascii_lowercase();
         let mut state = self.lock();
         state.acme.insert(
-            host.clone(),
+            host.to_ascii_lowercase(),
             AcmeCert {
                 key: key.into(),
                 not_before,
@@ -280,38 +289,33 @@ impl CertManager {
                 issuer: issuer.into(),
             },
         );
-        state.acme_status.insert(host, AcmeStatus::valid(None));
         self.publish(&mut state);
     }
 
-    /// Stops serving `host`'s ACME certificate and forgets its status (the
-    /// host left the config).
+    /// Stops serving `host`'s ACME certificate (the host left the config).
     pub fn remove_acme(&self, host: &str) {
-        let host = host.to_ascii_lowercase();
         let mut state = self.lock();
-        state.acme_status.remove(&host);
-        if state.acme.remove(&host).is_some() {
+        if state.acme.remove(&host.to_ascii_lowercase()).is_some() {
             self.publish(&mut state);
         }
     }
 
-    /// Records the ACME service's report on `host` (shown by `GET
-    /// /certificates`); the certificate served does not change.
-    pub fn set_acme_status(&self, host: &str, status: AcmeStatus) {
-        self.lock().acme_status.insert(host.to_ascii_lowercase(), status);
-    }
-
-    /// The ACME certificate `host` serves now, if any (for the service to
-    /// decide when to renew after a restart).
-    pub fn acme_not_after(&self, host: &str) -> Option<SystemTime> {
-        self.lock().acme.get(&host.to_ascii_lowercase()).map(|c| c.not_after)
+    /// Where `GET /certificates` reads the ACME hosts' states from (set once
+    /// the ACME service runs; replaces any earlier source).
+    pub fn set_acme_report(&self, report: Arc<dyn AcmeReport>) {
+        *self.acme_report.lock().unwrap_or_else(PoisonError::into_inner) = Some(report);
     }
 
     // === status ===
 
-    /// One entry per host: files in config order, then ACME hosts by name.
+    /// One entry per host: files in config order, then ACME hosts by name
+    /// (those still waiting for their first certificate included).
     pub fn list(&self) -> Vec<CertInfo> {
-        list(&self.lock())
+        // Asked before taking the state lock: the report is the ACME
+        // service's, which may be installing a certificate right now.
+        let report = self.acme_report.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let statuses = report.map(|r| r.acme_status()).unwrap_or_default();
+        list(&self.lock(), &statuses)
     }
 
     /// Rebuilds the store and the expiry series from `state`.
@@ -374,7 +378,7 @@ fn served(state: &State) -> impl Iterator<Item = (String, CertSource, SystemTime
     files.chain(acme)
 }
 
-fn list(state: &State) -> Vec<CertInfo> {
+fn list(state: &State, statuses: &[AcmeStatus]) -> Vec<CertInfo> {
     let mut out = Vec::new();
     let mut named = BTreeSet::new();
     for file in &state.files {
@@ -392,13 +396,29 @@ fn list(state: &State) -> Vec<CertInfo> {
             });
         }
     }
-    let acme_hosts: BTreeSet<&String> = state.acme.keys().chain(state.acme_status.keys()).collect();
+    let statuses: BTreeMap<String, &AcmeStatus> = statuses.iter().map(|s| (s.host.to_ascii_lowercase(), s)).collect();
+    let acme_hosts: BTreeSet<&String> = state.acme.keys().chain(statuses.keys()).collect();
     for host in acme_hosts {
         if named.contains(host.as_str()) {
             continue;
         }
         let cert = state.acme.get(host);
-        let status = state.acme_status.get(host);
+        let acme = match statuses.get(host) {
+            Some(status) => AcmeInfo {
+                state: status.state,
+                last_error: status.last_error.clone(),
+                next_attempt: status.next_attempt.map(files::rfc3339),
+            },
+            None => AcmeInfo {
+                state: if cert.is_some() {
+                    AcmeState::Valid
+                } else {
+                    AcmeState::Pending
+                },
+                last_error: None,
+                next_attempt: None,
+            },
+        };
         out.push(CertInfo {
             host: host.clone(),
             source: CertSource::Acme.as_str(),
@@ -407,22 +427,7 @@ fn list(state: &State) -> Vec<CertInfo> {
             not_after: cert.map(|c| files::rfc3339(c.not_after)),
             cert: None,
             key: None,
-            acme: Some(match status {
-                Some(status) => AcmeInfo {
-                    state: status.state,
-                    last_error: status.last_error.clone(),
-                    next_attempt: status.next_attempt.map(files::rfc3339),
-                },
-                None => AcmeInfo {
-                    state: if cert.is_some() {
-                        AcmeState::Valid
-                    } else {
-                        AcmeState::Obtaining
-                    },
-                    last_error: None,
-                    next_attempt: None,
-                },
-            }),
+            acme: Some(acme),
         });
     }
     out

@@ -16,7 +16,7 @@ pub mod manager;
 mod tests;
 
 pub use files::LoadedCert;
-pub use manager::{AcmeState, AcmeStatus, CertInfo, CertManager, Prepared};
+pub use manager::{AcmeReport, AcmeState, AcmeStatus, CertInfo, CertManager, Prepared};
 
 use crate::config::{Config, Problems};
 

@@ -1,7 +1,7 @@
 //! `CertManager`: files first, ACME certificates installed and removed, one
 //! swap per change, a bad file changing nothing, the expiry series.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use rustls::sign::CertifiedKey;
@@ -110,20 +110,23 @@ fn acme_certificates_are_installed_listed_and_removed_with_their_series() {
     let registry = prometheus::Registry::new();
     manager.register_metrics(&registry).unwrap();
     let before = Arc::clone(&*manager.store().load());
+    // What the ACME service reports, as it would keep it.
+    let report: Arc<Mutex<Vec<AcmeStatus>>> = Arc::default();
+    let status = |state, last_error: Option<&str>, next_attempt| AcmeStatus {
+        host: "B.test".into(),
+        state,
+        last_error: last_error.map(str::to_string),
+        next_attempt,
+    };
+    *report.lock().unwrap() = vec![status(AcmeState::Pending, None, None)];
+    let source = Arc::clone(&report);
+    manager.set_acme_report(Arc::new(move || source.lock().unwrap().clone()));
 
-    manager.set_acme_status(
-        "B.test",
-        AcmeStatus {
-            state: AcmeState::Obtaining,
-            last_error: None,
-            next_attempt: None,
-        },
-    );
     let listed = manager.list();
-    assert_eq!(listed.len(), 1);
+    assert_eq!(listed.len(), 1, "a host waiting for its first certificate is listed");
     assert_eq!(listed[0].host, "b.test");
     assert_eq!(listed[0].not_after, None);
-    assert_eq!(listed[0].acme.as_ref().unwrap().state, AcmeState::Obtaining);
+    assert_eq!(listed[0].acme.as_ref().unwrap().state, AcmeState::Pending);
     assert!(series(&registry).is_empty(), "no certificate, no series");
 
     let key = acme_key("b.test");
@@ -135,6 +138,7 @@ fn acme_certificates_are_installed_listed_and_removed_with_their_series() {
         not_after,
         "CN=Pebble Intermediate",
     );
+    *report.lock().unwrap() = vec![status(AcmeState::Valid, None, None)];
     assert!(
         !Arc::ptr_eq(&before, &Arc::clone(&*manager.store().load())),
         "the set was swapped"
@@ -144,18 +148,10 @@ fn acme_certificates_are_installed_listed_and_removed_with_their_series() {
     assert_eq!(listed[0].issuer.as_deref(), Some("CN=Pebble Intermediate"));
     assert_eq!(listed[0].not_after.as_deref(), Some("2033-05-18T03:33:20Z"));
     assert_eq!(listed[0].acme.as_ref().unwrap().state, AcmeState::Valid);
-    assert_eq!(manager.acme_not_after("b.test"), Some(not_after));
     assert_eq!(series(&registry), [("b.test".into(), "acme".into(), 2_000_000_000.0)]);
 
     let retry = SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000);
-    manager.set_acme_status(
-        "b.test",
-        AcmeStatus {
-            state: AcmeState::Failed,
-            last_error: Some("connection refused".into()),
-            next_attempt: Some(retry),
-        },
-    );
+    *report.lock().unwrap() = vec![status(AcmeState::Failed, Some("connection refused"), Some(retry))];
     let acme = manager.list()[0].acme.clone().unwrap();
     assert_eq!(acme.state, AcmeState::Failed);
     assert_eq!(acme.last_error.as_deref(), Some("connection refused"));
@@ -166,6 +162,7 @@ fn acme_certificates_are_installed_listed_and_removed_with_their_series() {
     );
 
     manager.remove_acme("b.test");
+    report.lock().unwrap().clear();
     assert!(served(&manager, "b.test").is_none());
     assert!(manager.list().is_empty());
     assert!(series(&registry).is_empty(), "the gone host's series is removed");
