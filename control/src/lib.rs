@@ -3,8 +3,8 @@
 //! the [`cutover_proxy::TableHandle`] (via [`routing::Routing`]) and the
 //! backends' drain signals.
 //!
-//! - [`certs`]: certificates for the TLS listeners (ACME).
 //! - [`config`]: `deploy.yaml` → validated [`config::Config`].
+//! - [`certs`]: certificate files and the certificates the TLS listeners serve.
 //! - [`supervisor`]: instances as child processes, readiness, restarts.
 //! - [`routing`]: serving instances → route tables.
 //! - [`deploy`]: the rollout controller (rolling, stopstart, push, staging).
