@@ -15,26 +15,28 @@
 
 // Shared with the workspace's e2e tests (`tests/support/`), which may run
 // cutover itself against Pebble.
-#[path = "../../tests/support/pebble.rs"]
-mod pebble;
+mod support {
+    #[path = "../../../tests/support/pebble.rs"]
+    pub mod pebble;
+
+    pub mod acme;
+}
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use cutover_control::certs::acme::{AcmeService, CertState, HostStatus, Installer, Timing};
+use cutover_control::certs::acme::{AcmeService, AcmeState, HostStatus, Installer};
 use cutover_control::config::{AcmeChallenge, AcmeConfig};
 use cutover_proxy::tls::{CertEntry, CertSource, CertStore, Challenges};
-use cutover_proxy::{DataPlane, DataPlaneConfig, ProxyMetrics, ProxySettings, RouteTable, TableHandle};
-use pebble::{free_tcp_port, Pebble, PebbleOptions};
 use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
-use x509_parser::prelude::{FromDer, X509Certificate};
+use support::acme::{data_plane, data_plane_with_tls, dns_names, fast_timing, served_over_tls, state_dir};
+use support::pebble::{free_tcp_port, Pebble, PebbleOptions};
 
 /// The certificates installed so far, served from a `CertStore` as the
 /// certificate manager does, and every install in order.
@@ -114,70 +116,6 @@ impl StoreInstaller {
     }
 }
 
-/// A data plane on a free port answering http-01 from `challenges` (no
-/// routes: the answer comes before routing).
-fn data_plane(challenges: &Arc<Challenges>) -> (DataPlane, u16) {
-    let (plane, http_port, _) = start_data_plane(challenges, Arc::new(CertStore::new()), false);
-    (plane, http_port)
-}
-
-/// The same with a TLS listener serving `certs`, which also answers
-/// tls-alpn-01 from `challenges`: (plane, plain port, TLS port).
-fn data_plane_with_tls(challenges: &Arc<Challenges>, certs: &Arc<CertStore>) -> (DataPlane, u16, u16) {
-    let (plane, http_port, tls_port) = start_data_plane(challenges, Arc::clone(certs), true);
-    (plane, http_port, tls_port.unwrap())
-}
-
-fn start_data_plane(challenges: &Arc<Challenges>, certs: Arc<CertStore>, tls: bool) -> (DataPlane, u16, Option<u16>) {
-    let port = free_tcp_port();
-    let tls_port = tls.then(free_tcp_port);
-    let registry = prometheus::Registry::new();
-    let metrics = ProxyMetrics::new(&registry).unwrap();
-    let handle = TableHandle::new(RouteTable::builder().build());
-    let config = DataPlaneConfig {
-        listen: vec![SocketAddr::from(([127, 0, 0, 1], port))],
-        tls_listen: tls_port
-            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
-            .into_iter()
-            .collect(),
-        threads: 1,
-        settings: ProxySettings {
-            challenges: Arc::clone(challenges),
-            certs,
-            ..ProxySettings::default()
-        },
-        grace: Duration::from_secs(1),
-    };
-    (DataPlane::start(config, handle, &metrics).unwrap(), port, tls_port)
-}
-
-/// A TLS handshake with the data plane's TLS listener as `host`, by a
-/// client that trusts only `root` (Pebble's issuing root) and checks the
-/// chain and the name as any browser would; the leaf it was served.
-async fn served_over_tls(tls_port: u16, host: &str, root: &[u8]) -> CertificateDer<'static> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &root[..]) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let handshake = async {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tls_port)).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-    };
-    let tls = tokio::time::timeout(Duration::from_secs(10), handshake)
-        .await
-        .expect("handshake within 10s")
-        .unwrap_or_else(|e| panic!("{host}: verified TLS handshake: {e}"));
-    tls.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
-}
-
 fn acme_config(pebble: &Pebble) -> AcmeConfig {
     AcmeConfig {
         directory: pebble.directory(),
@@ -186,23 +124,6 @@ fn acme_config(pebble: &Pebble) -> AcmeConfig {
         ca_roots: Some(pebble.ca_roots()),
         hosts: Vec::new(),
     }
-}
-
-fn fast_timing() -> Timing {
-    Timing {
-        request_timeout: Duration::from_secs(5),
-        order_deadline: Duration::from_secs(60),
-        poll_limit: Duration::from_secs(30),
-        retry_first: Duration::from_millis(200),
-        retry_max: Duration::from_secs(2),
-    }
-}
-
-fn state_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cutover-acme-e2e-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn hosts(list: &[&str]) -> Vec<String> {
@@ -231,20 +152,12 @@ async fn wait_for(
     }
 }
 
-fn state_of(status: &[HostStatus], host: &str) -> Option<CertState> {
+fn state_of(status: &[HostStatus], host: &str) -> Option<AcmeState> {
     status.iter().find(|s| s.host == host).map(|s| s.state)
 }
 
 fn all_valid(status: &[HostStatus], want: &[&str]) -> bool {
-    want.iter().all(|h| state_of(status, h) == Some(CertState::Valid))
-}
-
-fn dns_names(der: &CertificateDer<'_>) -> Vec<String> {
-    let (_, cert) = X509Certificate::from_der(der.as_ref()).unwrap();
-    cert.subject_alternative_name()
-        .unwrap()
-        .map(|san| san.value.general_names.iter().map(|n| n.to_string()).collect())
-        .unwrap_or_default()
+    want.iter().all(|h| state_of(status, h) == Some(AcmeState::Valid))
 }
 
 fn mode(path: &Path) -> u32 {
@@ -282,7 +195,7 @@ async fn two_hosts_are_issued_and_a_restart_reuses_account_and_certificates() {
     for status in service.status() {
         assert_eq!(
             status.state,
-            CertState::Pending,
+            AcmeState::Pending,
             "{status:?}: nothing stored, first order"
         );
         assert!(status.not_after.is_none() && status.issuer.is_none());
@@ -463,7 +376,7 @@ async fn a_failed_renewal_keeps_the_certificate_serving_and_a_forgotten_account_
     // The ACME server goes away: the renewal fails, the certificate serves on.
     pebble.stop();
     wait_for(&service, &pebble, Duration::from_secs(60), "renewal failed", |s| {
-        s[0].state == CertState::Failed && s[0].last_error.is_some()
+        s[0].state == AcmeState::Failed && s[0].last_error.is_some()
     })
     .await;
     let status = service.status().remove(0);
@@ -523,7 +436,7 @@ async fn a_host_the_ca_refuses_does_not_hold_up_the_others() {
         Duration::from_secs(60),
         "fine.test valid, refused.test failed",
         |s| {
-            state_of(s, "fine.test") == Some(CertState::Valid) && state_of(s, "refused.test") == Some(CertState::Failed)
+            state_of(s, "fine.test") == Some(AcmeState::Valid) && state_of(s, "refused.test") == Some(AcmeState::Failed)
         },
     )
     .await;
@@ -564,7 +477,7 @@ async fn an_acme_server_down_at_start_is_retried_until_it_is_up() {
     .unwrap();
     wait_for(&service, &pebble, Duration::from_secs(30), "failed twice", |s| {
         s.iter().any(|h| {
-            h.state == CertState::Failed
+            h.state == AcmeState::Failed
                 && h.last_error.as_deref().is_some_and(|e| e.contains("cannot connect"))
                 && h.next_attempt.is_some()
         })
@@ -573,7 +486,7 @@ async fn an_acme_server_down_at_start_is_retried_until_it_is_up() {
     // Still retrying: a second failure comes after a back-off.
     let first_retry = service.status()[0].next_attempt.unwrap();
     wait_for(&service, &pebble, Duration::from_secs(30), "a later retry", |s| {
-        s[0].state == CertState::Failed && s[0].next_attempt.is_some_and(|t| t > first_retry)
+        s[0].state == AcmeState::Failed && s[0].next_attempt.is_some_and(|t| t > first_retry)
     })
     .await;
     assert!(installer.served_leaf("late.test").is_none());

@@ -12,6 +12,7 @@
 //! Used by `control/tests/acme_pebble.rs` (through `#[path]`); a test of
 //! this crate adds `pub mod pebble;` to `support/mod.rs` and the
 //! dev-dependencies it names (rcgen, rustls, tokio-rustls, rustls-pemfile).
+#![allow(dead_code)] // each test binary uses a different part
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};

@@ -1,6 +1,10 @@
 //! Automatic certificates from an ACME server (RFC 8555; SPEC §3
 //! `proxy.tls.acme`, §8).
 //!
+//! [`AcmeDriver`] is what `cutover up` starts: it follows the pushed
+//! config and keeps one [`AcmeService`] in step with `proxy.tls.acme` and
+//! the route hosts ([`acme_hosts`]).
+//!
 //! [`AcmeService::start`] runs one task that keeps a certificate for every
 //! host of a set: it serves the certificates stored in `state_dir/acme/` at
 //! once, orders the missing ones, renews each when a third of its lifetime
@@ -10,6 +14,7 @@
 //! merges them with the certificate files into the `CertStore`); challenge
 //! answers go to the data plane's [`Challenges`].
 //!
+//! - `driver`: the service in step with pushes.
 //! - `account`: the ACME account, created once and kept.
 //! - `order`: one order for one host (http-01 or tls-alpn-01).
 //! - `cert`: keys, CSRs, issued chains, the tls-alpn-01 certificate.
@@ -21,6 +26,7 @@
 
 mod account;
 mod cert;
+mod driver;
 mod http;
 mod order;
 mod schedule;
@@ -34,8 +40,10 @@ use rustls::sign::CertifiedKey;
 
 use crate::config::{Config, HostPattern};
 
+pub use crate::certs::manager::AcmeState;
 pub use cert::{tls_alpn01_cert, Issued};
-pub use schedule::{AcmeService, CertState, HostStatus};
+pub use driver::AcmeDriver;
+pub use schedule::{AcmeService, HostStatus, StatusReport};
 pub use storage::Storage;
 
 /// Where obtained certificates go: the certificate manager implements it
@@ -49,6 +57,18 @@ pub trait Installer: Send + Sync + 'static {
     fn install(&self, host: &str, key: Arc<CertifiedKey>, not_before: SystemTime, not_after: SystemTime, issuer: &str);
     /// Stop serving the ACME certificate of `host` (the host left the set).
     fn remove(&self, host: &str);
+}
+
+/// The certificate manager serves ACME certificates beside the files (a
+/// file naming the same host wins).
+impl Installer for crate::certs::CertManager {
+    fn install(&self, host: &str, key: Arc<CertifiedKey>, not_before: SystemTime, not_after: SystemTime, issuer: &str) {
+        self.install_acme(host, key, not_before, not_after, issuer);
+    }
+
+    fn remove(&self, host: &str) {
+        self.remove_acme(host);
+    }
 }
 
 /// How long things may take and how failures are retried. The defaults

@@ -29,6 +29,7 @@ use super::cert::Issued;
 use super::http::BoundedClient;
 use super::storage::Storage;
 use super::{account, order, AcmeError, Installer, Timing};
+use crate::certs::manager::{AcmeReport, AcmeState, AcmeStatus};
 use crate::config::AcmeConfig;
 
 /// The longest the task sleeps before looking at the clock again.
@@ -49,39 +50,13 @@ const MAX_WAIT: Duration = Duration::from_secs(7 * 86_400);
 /// turn into an order loop.
 const MIN_WAIT: Duration = Duration::from_secs(1);
 
-/// Where a host's certificate stands (`cutover certs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CertState {
-    /// Served; renewal is scheduled.
-    Valid,
-    /// The first order for the host is in progress (nothing served yet).
-    Pending,
-    /// A renewal is in progress; the current certificate serves meanwhile.
-    Renewing,
-    /// The last attempt failed; retried at `next_attempt`.
-    Failed,
-}
-
-impl CertState {
-    /// As `cutover certs` and `GET /certificates` show it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CertState::Valid => "valid",
-            CertState::Pending => "pending",
-            CertState::Renewing => "renewing",
-            CertState::Failed => "failed",
-        }
-    }
-}
-
 /// One host's ACME status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostStatus {
     /// The host.
     pub host: String,
     /// Where its certificate stands.
-    pub state: CertState,
+    pub state: AcmeState,
     /// The served certificate's notBefore, if one is served.
     pub not_before: Option<SystemTime>,
     /// The served certificate's notAfter, if one is served.
@@ -93,6 +68,34 @@ pub struct HostStatus {
     /// The next order: the renewal time when `valid`, the retry when
     /// `failed`; `None` while an order runs.
     pub next_attempt: Option<SystemTime>,
+}
+
+/// The hosts' status as the ACME task last published it; what
+/// `GET /certificates` and `cutover certs` show through the
+/// [`CertManager`](crate::certs::CertManager).
+#[derive(Clone)]
+pub struct StatusReport(Arc<Mutex<BTreeMap<String, HostStatus>>>);
+
+impl StatusReport {
+    /// Every host's status, by host name.
+    pub fn hosts(&self) -> Vec<HostStatus> {
+        let status = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        status.values().cloned().collect()
+    }
+}
+
+impl AcmeReport for StatusReport {
+    fn acme_status(&self) -> Vec<AcmeStatus> {
+        self.hosts()
+            .into_iter()
+            .map(|h| AcmeStatus {
+                host: h.host,
+                state: h.state,
+                last_error: h.last_error,
+                next_attempt: h.next_attempt,
+            })
+            .collect()
+    }
 }
 
 /// The running ACME task. Dropping it stops the task too; [`shutdown`]
@@ -214,8 +217,13 @@ impl AcmeService {
 
     /// Every host's status, by host name.
     pub fn status(&self) -> Vec<HostStatus> {
-        let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        status.values().cloned().collect()
+        self.report().hosts()
+    }
+
+    /// A handle on the status that outlives the service, for
+    /// `CertManager::set_acme_report` (`GET /certificates`).
+    pub fn report(&self) -> StatusReport {
+        StatusReport(Arc::clone(&self.status))
     }
 
     /// Stops the task and waits for it; pending challenge answers are
@@ -519,12 +527,12 @@ fn publish(status: &Mutex<BTreeMap<String, HostStatus>>, entries: &BTreeMap<Stri
         .iter()
         .map(|(host, entry)| {
             let state = match (&entry.running, &entry.current, &entry.last_error) {
-                (Some(_), None, _) => CertState::Pending,
-                (Some(_), Some(_), _) => CertState::Renewing,
-                (None, _, Some(_)) => CertState::Failed,
-                (None, Some(_), None) => CertState::Valid,
+                (Some(_), None, _) => AcmeState::Pending,
+                (Some(_), Some(_), _) => AcmeState::Renewing,
+                (None, _, Some(_)) => AcmeState::Failed,
+                (None, Some(_), None) => AcmeState::Valid,
                 // Due, about to start.
-                (None, None, None) => CertState::Pending,
+                (None, None, None) => AcmeState::Pending,
             };
             let served = entry.current.as_ref();
             let status = HostStatus {
@@ -619,7 +627,7 @@ mod tests {
             // An unreachable server is not an error at start: the host is
             // pending, then failed and retried.
             let service = start(None).unwrap();
-            assert_eq!(service.status()[0].state, CertState::Pending);
+            assert_eq!(service.status()[0].state, AcmeState::Pending);
             service.shutdown().await;
         });
         assert!(!state.exists(), "nothing written without an ACME server");
