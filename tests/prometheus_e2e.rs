@@ -4,6 +4,8 @@
 //! `dashboards/cutover.json` returns data after traffic and a deploy.
 
 mod support;
+#[path = "support/certs.rs"]
+mod tls_files;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -104,10 +106,15 @@ fn promtool_accepts_the_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_expression_returns_data_from_a_real_prometheus() {
     let binary = require("prometheus");
+    // A TLS listener with a certificate file, for the TLS panels.
+    let certs = support::TempDir::new("prometheus-certs");
+    let cert = tls_files::CertFiles::write(certs.path(), "a", &["a.test"], 2000, 2100);
+    let tls_listen = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
     let cutover = Cutover::builder()
         .app(App::demo("web", "v1").yaml("drain_timeout: 5s"))
         .route("*", "/", "web")
         .proxy_yaml("long_lived: { spread: 200ms, close_grace: 500ms, idle_timeout: 1h }")
+        .proxy_yaml(&tls_files::tls_yaml(tls_listen, &[cert.yaml(&["a.test"])]))
         .start();
 
     // The shipped scrape config, pointed at this cutover and scraping fast.
