@@ -248,16 +248,34 @@ impl Drop for AcmeService {
     }
 }
 
-/// Lowercase, each once, order kept.
+/// Lowercase, each once, order kept; anything that is not a DNS name is
+/// dropped (logged), since the host also names its files in `state_dir`.
 fn normalize(hosts: Vec<String>) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(hosts.len());
     for host in hosts {
         let host = host.to_ascii_lowercase();
+        if !is_dns_name(&host) {
+            tracing::warn!(host = host.as_str(), "not a DNS name; no ACME certificate for it");
+            continue;
+        }
         if !out.contains(&host) {
             out.push(host);
         }
     }
     out
+}
+
+/// Labels of letters, digits and hyphens, joined by dots, at most 253
+/// bytes: what http-01 and tls-alpn-01 can prove, and safe as a file name.
+fn is_dns_name(host: &str) -> bool {
+    host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 impl Context {
@@ -582,6 +600,18 @@ mod tests {
             ..Timing::default()
         };
         assert_eq!(backoff(&huge, 5), MAX_WAIT, "no overflow");
+    }
+
+    #[test]
+    fn only_dns_names_are_kept_once_and_lowercased() {
+        let hosts = normalize(
+            [
+                "A.test", "a.test", "../etc", "x/y.test", ".test", "a..test", "-a.test", "", "b-1.test",
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+        assert_eq!(hosts, ["a.test", "b-1.test"]);
     }
 
     struct Nowhere;
