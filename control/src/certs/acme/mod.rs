@@ -19,7 +19,8 @@
 //! - `order`: one order for one host (http-01 or tls-alpn-01).
 //! - `cert`: keys, CSRs, issued chains, the tls-alpn-01 certificate.
 //! - `storage`: `state_dir/acme/`, atomic 0600 files.
-//! - `schedule`: the task, its back-off and the per-host status.
+//! - `schedule`: the task and its back-off.
+//! - `status`: the per-host status it publishes.
 //! - `http`: the bounded HTTPS client the ACME crate talks through.
 //!
 //! [`Challenges`]: cutover_proxy::tls::Challenges
@@ -30,6 +31,7 @@ mod driver;
 mod http;
 mod order;
 mod schedule;
+mod status;
 mod storage;
 
 use std::net::IpAddr;
@@ -43,7 +45,8 @@ use crate::config::{Config, HostPattern};
 pub use crate::certs::manager::AcmeState;
 pub use cert::{tls_alpn01_cert, Issued};
 pub use driver::AcmeDriver;
-pub use schedule::{AcmeService, HostStatus, StatusReport};
+pub use schedule::AcmeService;
+pub use status::{HostStatus, StatusReport};
 pub use storage::Storage;
 
 /// Where obtained certificates go: the certificate manager implements it

@@ -27,9 +27,9 @@ use tokio::task::JoinHandle;
 
 use super::cert::Issued;
 use super::http::BoundedClient;
+use super::status::{publish, HostStatus, StatusReport};
 use super::storage::Storage;
 use super::{account, order, AcmeError, Installer, Timing};
-use crate::certs::manager::{AcmeReport, AcmeState, AcmeStatus};
 use crate::config::AcmeConfig;
 
 /// The longest the task sleeps before looking at the clock again.
@@ -49,54 +49,6 @@ const MAX_WAIT: Duration = Duration::from_secs(7 * 86_400);
 /// issued (a clock far ahead of the CA's, a lifetime of seconds) must not
 /// turn into an order loop.
 const MIN_WAIT: Duration = Duration::from_secs(1);
-
-/// One host's ACME status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostStatus {
-    /// The host.
-    pub host: String,
-    /// Where its certificate stands.
-    pub state: AcmeState,
-    /// The served certificate's notBefore, if one is served.
-    pub not_before: Option<SystemTime>,
-    /// The served certificate's notAfter, if one is served.
-    pub not_after: Option<SystemTime>,
-    /// The served certificate's issuer, if one is served.
-    pub issuer: Option<String>,
-    /// The last attempt's error, while the host is `failed`.
-    pub last_error: Option<String>,
-    /// The next order: the renewal time when `valid`, the retry when
-    /// `failed`; `None` while an order runs.
-    pub next_attempt: Option<SystemTime>,
-}
-
-/// The hosts' status as the ACME task last published it; what
-/// `GET /certificates` and `cutover certs` show through the
-/// [`CertManager`](crate::certs::CertManager).
-#[derive(Clone)]
-pub struct StatusReport(Arc<Mutex<BTreeMap<String, HostStatus>>>);
-
-impl StatusReport {
-    /// Every host's status, by host name.
-    pub fn hosts(&self) -> Vec<HostStatus> {
-        let status = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        status.values().cloned().collect()
-    }
-}
-
-impl AcmeReport for StatusReport {
-    fn acme_status(&self) -> Vec<AcmeStatus> {
-        self.hosts()
-            .into_iter()
-            .map(|h| AcmeStatus {
-                host: h.host,
-                state: h.state,
-                last_error: h.last_error,
-                next_attempt: h.next_attempt,
-            })
-            .collect()
-    }
-}
 
 /// The running ACME task. Dropping it stops the task too; [`shutdown`]
 /// also waits for it.
@@ -128,26 +80,26 @@ struct Context {
 }
 
 /// One host as the task tracks it.
-struct Entry {
+pub(super) struct Entry {
     /// The certificate being served.
-    current: Option<Served>,
+    pub(super) current: Option<Served>,
     /// When the next attempt starts.
-    due: SystemTime,
+    pub(super) due: SystemTime,
     /// Failures since the last success.
-    failures: u32,
+    pub(super) failures: u32,
     /// The attempt running for this host, if any.
-    running: Option<AbortHandle>,
+    pub(super) running: Option<AbortHandle>,
     /// Tells a finished attempt from one started for an earlier entry of
     /// the same host (removed, then added again).
-    attempt: u64,
-    last_error: Option<String>,
+    pub(super) attempt: u64,
+    pub(super) last_error: Option<String>,
 }
 
 #[derive(Clone)]
-struct Served {
-    not_before: SystemTime,
-    not_after: SystemTime,
-    issuer: String,
+pub(super) struct Served {
+    pub(super) not_before: SystemTime,
+    pub(super) not_after: SystemTime,
+    pub(super) issuer: String,
 }
 
 impl AcmeService {
@@ -540,37 +492,10 @@ fn finish(context: &Context, host: &str, entry: &mut Entry, result: Result<Issue
     }
 }
 
-fn publish(status: &Mutex<BTreeMap<String, HostStatus>>, entries: &BTreeMap<String, Entry>) {
-    let snapshot: BTreeMap<String, HostStatus> = entries
-        .iter()
-        .map(|(host, entry)| {
-            let state = match (&entry.running, &entry.current, &entry.last_error) {
-                (Some(_), None, _) => AcmeState::Pending,
-                (Some(_), Some(_), _) => AcmeState::Renewing,
-                (None, _, Some(_)) => AcmeState::Failed,
-                (None, Some(_), None) => AcmeState::Valid,
-                // Due, about to start.
-                (None, None, None) => AcmeState::Pending,
-            };
-            let served = entry.current.as_ref();
-            let status = HostStatus {
-                host: host.clone(),
-                state,
-                not_before: served.map(|s| s.not_before),
-                not_after: served.map(|s| s.not_after),
-                issuer: served.map(|s| s.issuer.clone()),
-                last_error: entry.last_error.clone(),
-                next_attempt: entry.running.is_none().then_some(entry.due),
-            };
-            (host.clone(), status)
-        })
-        .collect();
-    *status.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::certs::AcmeState;
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap() {
