@@ -5,7 +5,7 @@
 //! - `proxy.tls.acme` appears: the service starts (stored certificates
 //!   serve at once, missing ones are ordered);
 //! - the route hosts (or `acme.hosts`) change: [`AcmeService::set_hosts`];
-//! - the `acme` block itself changes (directory, challenge, email,
+//! - the rest of the `acme` block changes (directory, challenge, email,
 //!   `ca_roots`) or `state_dir` does: the service restarts with it; the
 //!   certificates it served keep serving until the new one replaces them,
 //!   except for hosts no longer in the set;
@@ -111,9 +111,9 @@ async fn apply(
     let wanted = config.proxy.tls.as_ref().and_then(|tls| tls.acme.clone());
     let hosts = acme_hosts(config);
     match (running, wanted) {
-        (Some(running), Some(acme)) if running.acme == acme && running.state_dir == config.state_dir => {
+        (Some(running), Some(acme)) if same_service(&running.acme, &acme) && running.state_dir == config.state_dir => {
             running.service.set_hosts(hosts);
-            Some(running)
+            Some(Running { acme, ..running })
         }
         (Some(running), wanted) => {
             let old_hosts: BTreeSet<String> = running.service.status().into_iter().map(|s| s.host).collect();
@@ -138,6 +138,12 @@ async fn apply(
         (None, Some(acme)) => start(acme, config, hosts, certs, challenges, timing),
         (None, None) => None,
     }
+}
+
+/// Whether `a` and `b` differ at most in their host lists, which
+/// `set_hosts` follows without a restart.
+fn same_service(a: &AcmeConfig, b: &AcmeConfig) -> bool {
+    a.directory == b.directory && a.email == b.email && a.challenge == b.challenge && a.ca_roots == b.ca_roots
 }
 
 fn start(
@@ -170,6 +176,48 @@ fn start(
             // next push that fixes it starts ACME.
             tracing::error!(error = %e, "cannot start ACME");
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AcmeChallenge;
+
+    #[test]
+    fn only_the_host_list_changes_without_a_restart() {
+        let base = AcmeConfig {
+            directory: "https://acme.test/dir".into(),
+            email: None,
+            challenge: AcmeChallenge::Http01,
+            ca_roots: None,
+            hosts: vec!["a.test".into()],
+        };
+        let hosts = AcmeConfig {
+            hosts: vec!["b.test".into()],
+            ..base.clone()
+        };
+        assert!(same_service(&base, &hosts));
+        for other in [
+            AcmeConfig {
+                directory: "https://other.test/dir".into(),
+                ..base.clone()
+            },
+            AcmeConfig {
+                email: Some("ops@example.com".into()),
+                ..base.clone()
+            },
+            AcmeConfig {
+                challenge: AcmeChallenge::TlsAlpn01,
+                ..base.clone()
+            },
+            AcmeConfig {
+                ca_roots: Some("/roots.pem".into()),
+                ..base.clone()
+            },
+        ] {
+            assert!(!same_service(&base, &other), "{other:?}");
         }
     }
 }
