@@ -180,13 +180,12 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         }
     }
 
-    // === ACME ===
-    // The ACME service (`certs::acme`) starts here, after the data plane
-    // (which answers its http-01 challenges from `challenges`) and before
-    // the admin API. It serves what it obtains through `certs.install_acme`
-    // and `certs.remove_acme`, reports its hosts' states through
-    // `certs.set_acme_report`, and follows pushes (route hosts,
-    // `proxy.tls.acme`) on `certs.pushed_config()`.
+    // ACME (`certs::acme`): after the data plane, which answers its http-01
+    // and tls-alpn-01 challenges from `challenges`; it installs what it
+    // obtains through `certs`, reports its hosts' states to
+    // `/certificates`, and follows pushes (route hosts, `proxy.tls.acme`)
+    // on `certs.pushed_config()`. Nothing runs without `proxy.tls.acme`.
+    let acme = cutover_control::certs::acme::AcmeDriver::start(Arc::clone(&certs), Arc::clone(&challenges));
 
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_controller = Arc::clone(&controller);
@@ -221,6 +220,9 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     // get that outcome); the next start serves the last committed version.
     tracing::info!(signal = signal_name, "shutting down: stopping deployments");
     admin_controller.stop_deployments().await;
+    // No new order may start while the rest stops (a stored certificate
+    // survives for the next start).
+    acme.shutdown().await;
     tracing::info!("shutting down: draining requests");
     let left = data_plane.shutdown(config::timing::shutdown_drain(&config)).await;
     if left > 0 {
