@@ -94,7 +94,7 @@ impl DataPlane {
         let proxy = CutoverProxy::new(Arc::clone(&table), config.settings.clone(), metrics);
         // pingora's proxy app, behind `proxy.limits` (see `limits`).
         let app = LimitedApp::new(
-            pingora::proxy::http_proxy(&server.configuration, proxy),
+            with_h2c(pingora::proxy::http_proxy(&server.configuration, proxy), config.settings.h2c),
             limits,
             Arc::clone(&gate),
         );
@@ -162,6 +162,14 @@ impl DataPlane {
     pub fn is_running(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
+}
+
+/// HTTP/2 prior knowledge on plain listeners when `proxy.h2c` is on.
+fn with_h2c<SV>(mut app: pingora::proxy::HttpProxy<SV>, h2c: bool) -> pingora::proxy::HttpProxy<SV> {
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2c = h2c;
+    app.server_options = Some(options);
+    app
 }
 
 /// pingora's shutdown trigger: resolves when [`DataPlane::shutdown`] asks.

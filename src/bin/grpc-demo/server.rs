@@ -1,0 +1,75 @@
+//! The gRPC demo's listener: `demo.Demo` over h2c (prior knowledge) and,
+//! on the same port over HTTP/1.1, `/health` (what cutover's readiness
+//! probe asks) and a WebSocket echo at `/ws` (so an `h2c` app's WebSocket
+//! path can be shown to work). Counts the connections it accepts.
+//!
+//! Shared with the tests (`#[path]`).
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use super::echo::Demo;
+
+/// The whole app: gRPC beside the HTTP/1.1 routes.
+pub fn router(version: &str, instance: &str) -> Router {
+    let version: Arc<str> = version.into();
+    let http1 = Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/ws", get(websocket))
+        .with_state(Arc::clone(&version));
+    tonic::service::Routes::new(Demo::new(&version, instance))
+        .into_axum_router()
+        .merge(http1)
+}
+
+async fn websocket(ws: WebSocketUpgrade, State(version): State<Arc<str>>) -> Response {
+    ws.on_upgrade(move |socket| echo(socket, version))
+}
+
+/// Greets with the version, then echoes text until the client closes.
+async fn echo(mut socket: WebSocket, version: Arc<str>) {
+    if socket.send(Message::Text(format!("hello from {version}").into())).await.is_err() {
+        return;
+    }
+    while let Some(Ok(message)) = socket.recv().await {
+        match message {
+            Message::Text(text) => {
+                if socket.send(Message::Text(text)).await.is_err() {
+                    return;
+                }
+            }
+            Message::Close(_) => return,
+            _ => {}
+        }
+    }
+}
+
+/// Serves `router` on `listener` until the task is dropped; `accepted`
+/// counts connections. HTTP/1.1 (with upgrades) and HTTP/2 prior
+/// knowledge, told apart by the connection's first bytes.
+pub async fn serve(listener: TcpListener, router: Router, accepted: Arc<AtomicUsize>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        accepted.fetch_add(1, Ordering::SeqCst);
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
