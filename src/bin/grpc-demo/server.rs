@@ -1,7 +1,8 @@
 //! The gRPC demo's listener: `demo.Demo` over h2c (prior knowledge) and,
-//! on the same port over HTTP/1.1, `/health` (what cutover's readiness
-//! probe asks) and a WebSocket echo at `/ws` (so an `h2c` app's WebSocket
-//! path can be shown to work). Counts the connections it accepts.
+//! on the same port, `/health` (what cutover's readiness probe asks, over
+//! HTTP/1.1), `/proto` (the HTTP version the request came in) and a
+//! WebSocket echo at `/ws` (so an `h2c` app's WebSocket path can be shown
+//! to work). Counts the connections it accepts.
 //!
 //! Shared with the tests (`#[path]`).
 #![allow(dead_code)]
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -26,6 +27,7 @@ pub fn router(version: &str, instance: &str) -> Router {
     let version: Arc<str> = version.into();
     let http1 = Router::new()
         .route("/health", get(|| async { "ok\n" }))
+        .route("/proto", get(|req: Request| async move { format!("{:?}", req.version()) }))
         .route("/ws", get(websocket))
         .with_state(Arc::clone(&version));
     tonic::service::Routes::new(Demo::new(&version, instance))

@@ -1,0 +1,307 @@
+//! gRPC to an `h2c` app through the data plane alone (SPEC §4 "gRPC and
+//! other HTTP/2 streams", §3 `upstream: h2c`), with a real gRPC stack:
+//! tonic clients, and the gRPC demo's own server (`src/bin/grpc-demo`)
+//! counting the connections it accepts.
+
+#[path = "../../src/bin/grpc-demo/echo.rs"]
+mod echo;
+#[path = "../../src/bin/grpc-demo/server.rs"]
+mod server;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cutover_proxy::{
+    AppId, Backend, DataPlane, DataPlaneConfig, HostMatch, LongLivedSettings, ProxyMetrics, ProxySettings,
+    RouteTable, TableHandle, UpstreamProtocol,
+};
+use echo::DemoClient;
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::{timeout, Instant};
+
+/// Every wait in these tests ends by this deadline.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The drain notice settings the tests use: short, so a test is quick.
+const LONG_LIVED: LongLivedSettings = LongLivedSettings {
+    spread: Duration::from_millis(200),
+    close_grace: Duration::from_millis(300),
+    idle_timeout: Duration::from_secs(60),
+};
+
+/// A running gRPC demo backend.
+struct DemoBackend {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DemoBackend {
+    async fn start(version: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(server::serve(
+            listener,
+            server::router(version, &format!("{version}-0")),
+            Arc::clone(&accepted),
+        ));
+        Self { addr, accepted, task }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for DemoBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An `h2c` app `grpc` on `backends`, routed for every host and path.
+fn table(backends: Vec<Arc<Backend>>, metrics: &ProxyMetrics) -> RouteTable {
+    let mut builder = RouteTable::builder();
+    builder.app(AppId(0), "grpc", backends, metrics.app("grpc"));
+    builder.upstream(AppId(0), UpstreamProtocol::H2c);
+    builder.long_lived(LONG_LIVED);
+    builder.route(HostMatch::Any, "/", AppId(0)).unwrap();
+    builder.build()
+}
+
+struct Proxy {
+    addr: SocketAddr,
+    handle: Arc<TableHandle>,
+    metrics: ProxyMetrics,
+    _data_plane: DataPlane,
+}
+
+impl Proxy {
+    /// A data plane with HTTP/2 prior knowledge on its plain listener.
+    fn start(backends: Vec<Arc<Backend>>) -> Self {
+        let registry = prometheus::Registry::new();
+        let metrics = ProxyMetrics::new(&registry).unwrap();
+        let handle = TableHandle::new(table(backends, &metrics));
+        let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let config = DataPlaneConfig {
+            listen: vec![addr],
+            tls_listen: Vec::new(),
+            threads: 2,
+            settings: ProxySettings {
+                h2c: true,
+                ..ProxySettings::default()
+            },
+            grace: Duration::from_secs(1),
+        };
+        let data_plane = DataPlane::start(config, Arc::clone(&handle), &metrics).unwrap();
+        Self {
+            addr,
+            handle,
+            metrics,
+            _data_plane: data_plane,
+        }
+    }
+
+    fn publish(&self, backends: Vec<Arc<Backend>>) {
+        self.handle.publish(table(backends, &self.metrics));
+    }
+
+    async fn client(&self) -> DemoClient {
+        timeout(PATIENCE, DemoClient::connect(format!("http://{}", self.addr)))
+            .await
+            .expect("connect timed out")
+            .expect("connect to the proxy")
+    }
+}
+
+fn backend(demo: &DemoBackend, generation: u64) -> Arc<Backend> {
+    Backend::new(demo.addr, format!("grpc-{generation}"), generation)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unary_call_reaches_the_h2c_backend_through_the_proxy() {
+    let demo = DemoBackend::start("v1").await;
+    let proxy = tokio::task::block_in_place(|| Proxy::start(vec![backend(&demo, 1)]));
+    let mut client = proxy.client().await;
+    let reply = timeout(PATIENCE, client.echo("hi", 0)).await.unwrap().unwrap();
+    assert_eq!(reply.message, "hi");
+    assert_eq!(reply.version, "v1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_unary_calls_share_one_upstream_connection() {
+    let demo = DemoBackend::start("v1").await;
+    let proxy = tokio::task::block_in_place(|| Proxy::start(vec![backend(&demo, 1)]));
+    // Several client connections, many calls each, overlapping in time.
+    let mut calls = Vec::new();
+    for c in 0..4 {
+        let client = proxy.client().await;
+        for i in 0..25 {
+            let mut client = client.clone();
+            calls.push(tokio::spawn(async move {
+                client.echo(&format!("{c}-{i}"), 50).await.map(|r| r.message)
+            }));
+        }
+    }
+    for (n, call) in calls.into_iter().enumerate() {
+        let message = timeout(PATIENCE, call).await.unwrap().unwrap().unwrap();
+        assert_eq!(message, format!("{}-{}", n / 25, n % 25));
+    }
+    assert_eq!(
+        demo.accepted(),
+        1,
+        "100 concurrent calls from 4 clients must share one upstream connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_connection_never_crosses_a_generation() {
+    let demo = DemoBackend::start("v1").await;
+    let proxy = tokio::task::block_in_place(|| Proxy::start(vec![backend(&demo, 1)]));
+    let mut client = proxy.client().await;
+    client.echo("a", 0).await.unwrap();
+    client.echo("b", 0).await.unwrap();
+    assert_eq!(demo.accepted(), 1, "calls within a generation share the connection");
+    // A new process behind the same address: a new connection.
+    proxy.publish(vec![backend(&demo, 2)]);
+    client.echo("c", 0).await.unwrap();
+    client.echo("d", 0).await.unwrap();
+    assert_eq!(demo.accepted(), 2, "a call reused a connection of another generation");
+
+    // pingora's own h2c path (plain HTTP/1.1 client, non-gRPC request) is
+    // keyed by generation too.
+    let get = |addr: SocketAddr| {
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(PATIENCE)).unwrap();
+            s.write_all(b"GET /proto HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).unwrap();
+            answer
+        })
+    };
+    let before = demo.accepted();
+    for _ in 0..3 {
+        let answer = get(proxy.addr).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("HTTP/2.0"), "an h2c app is reached over HTTP/2: {answer}");
+    }
+    assert_eq!(demo.accepted(), before + 1, "pingora's h2c pool reuses one connection");
+    proxy.publish(vec![backend(&demo, 3)]);
+    let answer = get(proxy.addr).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(demo.accepted(), before + 2, "pingora's h2c pool crossed a generation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_call_gets_unavailable_when_its_backend_drains_and_a_new_call_reaches_the_new_version() {
+    let old = DemoBackend::start("v1").await;
+    let new = DemoBackend::start("v2").await;
+    let old_backend = backend(&old, 1);
+    let proxy = tokio::task::block_in_place(|| Proxy::start(vec![Arc::clone(&old_backend)]));
+    let mut client = proxy.client().await;
+    let mut ticks = client.ticks(20).await.unwrap();
+    for _ in 0..3 {
+        let tick = timeout(PATIENCE, ticks.message()).await.unwrap().unwrap().unwrap();
+        assert_eq!(tick.version, "v1");
+    }
+    // A unary call slower than the whole notice, in flight at the drain.
+    let mut slow_client = client.clone();
+    let slow = tokio::spawn(async move { slow_client.echo("slow", 1500).await });
+    wait_for(|| old_backend.inflight() == 2).await;
+
+    // What `drain_and_stop` does: the table without it, then draining.
+    proxy.publish(vec![backend(&new, 2)]);
+    old_backend.start_draining();
+    let status = loop {
+        match timeout(PATIENCE, ticks.message()).await.expect("the stream was not ended") {
+            Ok(Some(tick)) => assert_eq!(tick.version, "v1"),
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("restarting"), "{status:?}");
+
+    // The unary call in flight is never cut by the notice.
+    let reply = timeout(PATIENCE, slow).await.unwrap().unwrap().unwrap();
+    assert_eq!(reply.version, "v1");
+    let left = old_backend.wait_idle(Instant::now() + PATIENCE).await;
+    assert_eq!(left, 0, "the calls' claims were released");
+
+    // The client calls again and reaches the new version.
+    let mut ticks = client.ticks(20).await.unwrap();
+    let tick = timeout(PATIENCE, ticks.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(tick.version, "v2");
+    assert_eq!(client.echo("again", 0).await.unwrap().version, "v2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_backend_refuses_connections_goes_to_another() {
+    let live = DemoBackend::start("v1").await;
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap(); // closed at once
+    let backends = vec![Backend::new(dead, "grpc-dead", 1), backend(&live, 2)];
+    let proxy = tokio::task::block_in_place(|| Proxy::start(backends));
+    let mut client = proxy.client().await;
+    for i in 0..6 {
+        let reply = timeout(PATIENCE, client.echo(&i.to_string(), 0)).await.unwrap().unwrap();
+        assert_eq!(reply.version, "v1");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_speaking_garbage_gives_a_grpc_status() {
+    // Accepts, answers with bytes that are not HTTP/2, closes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let garbage = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\nnot http/2 at all\n").await;
+        }
+    });
+    let proxy = tokio::task::block_in_place(|| Proxy::start(vec![Backend::new(addr, "grpc-bad", 1)]));
+    let mut client = proxy.client().await;
+    let status = timeout(PATIENCE, client.echo("x", 0)).await.unwrap().unwrap_err();
+    assert!(
+        matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Internal),
+        "{status:?}"
+    );
+    // The proxy is fine afterwards.
+    let demo = DemoBackend::start("v1").await;
+    proxy.publish(vec![backend(&demo, 2)]);
+    assert_eq!(client.echo("y", 0).await.unwrap().version, "v1");
+    garbage.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_to_an_h2c_app_goes_over_http1() {
+    let demo = DemoBackend::start("v1").await;
+    let proxy = tokio::task::block_in_place(|| Proxy::start(vec![backend(&demo, 1)]));
+    let (mut ws, _) = timeout(
+        PATIENCE,
+        tokio_tungstenite::connect_async(format!("ws://{}/ws", proxy.addr)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    use tokio_tungstenite::tungstenite::Message;
+    let hello = timeout(PATIENCE, ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(hello, Message::Text("hello from v1".into()));
+    ws.send(Message::Text("ping".into())).await.unwrap();
+    let echo = timeout(PATIENCE, ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(echo, Message::Text("ping".into()));
+}
+
+async fn wait_for(mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "condition not met in time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
