@@ -5,7 +5,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test fuzz deps build bench bench-deploy bench-websocket bench-idle bench-peers
+.PHONY: up test fuzz deps build bench bench-deploy bench-websocket bench-idle bench-peers bench-tls selfsigned
 
 ## Install prerequisites when missing: pingora needs cmake (zlib-ng) and a
 ## C toolchain; the test runner is cargo-nextest; the metrics tests run a
@@ -58,3 +58,17 @@ bench-idle: build
 ## cutover against HAProxy, nginx and Caddy (see benches/peers.sh for knobs).
 bench-peers: deps
 	benches/peers.sh
+
+## cutover against HAProxy and nginx over TLS: handshakes, keep-alive
+## HTTPS, HTTP/2 (see benches/tls_peers.sh for knobs).
+bench-tls: deps
+	benches/tls_peers.sh
+
+## A self-signed certificate for localhost (30 days), for the commented TLS
+## block of deploy.yaml. Never committed: made here, on your machine.
+selfsigned:
+	@mkdir -p certs
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+		-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+		-keyout certs/localhost.key -out certs/localhost.pem
+	@chmod 600 certs/localhost.key

@@ -83,7 +83,12 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
 
     let data_plane_config = DataPlaneConfig {
         listen: config.proxy.listen.clone(),
-        tls_listen: Vec::new(),
+        tls_listen: config
+            .proxy
+            .tls
+            .as_ref()
+            .map(|tls| tls.listen.clone())
+            .unwrap_or_default(),
         threads: config.proxy.threads,
         settings: ProxySettings {
             hold_timeout: config.proxy.hold_timeout,
@@ -94,6 +99,10 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
                 keepalive_timeout: config.proxy.limits.keepalive_timeout,
                 max_connections: config.proxy.limits.max_connections,
             },
+            http2: config.proxy.http2,
+            h2c: config.proxy.h2c,
+            redirect_http: config.proxy.tls.as_ref().is_some_and(|tls| tls.redirect_http),
+            hsts: config.proxy.tls.as_ref().map_or(Duration::ZERO, |tls| tls.hsts),
             ..ProxySettings::default()
         },
         grace: config::timing::shutdown_grace(&config),

@@ -86,6 +86,10 @@ pub const START_TIMEOUT: DurationBounds = DurationBounds::positive(secs(HOUR));
 pub const DRAIN_TIMEOUT: DurationBounds = DurationBounds::up_to(secs(DAY));
 /// `apps.*.stop_timeout`: 0 sends SIGKILL right after SIGTERM.
 pub const STOP_TIMEOUT: DurationBounds = DurationBounds::up_to(secs(HOUR));
+/// `proxy.tls.hsts`: 0 sends no header; two years is the longest max-age
+/// browsers' preload lists ask for. Only ever written into a header, never
+/// added to an `Instant`, so it is the one bound above [`LONGEST`].
+pub const HSTS: DurationBounds = DurationBounds::up_to(secs(2 * 365 * DAY));
 
 /// `proxy.threads`: 1 to 256 worker threads. A fixed bound rather than a
 /// multiple of this machine's CPUs, so a file that `cutover validate`
@@ -101,7 +105,7 @@ pub const MAX_CONNECTIONS: (i64, i64) = (1, 1_000_000);
 
 /// Every duration key with its bounds, for documentation and tests
 /// (`apps.*` stands for each app).
-pub const DURATIONS: [(&str, DurationBounds); 11] = [
+pub const DURATIONS: [(&str, DurationBounds); 12] = [
     ("proxy.hold_timeout", HOLD_TIMEOUT),
     ("proxy.limits.header_timeout", HEADER_TIMEOUT),
     ("proxy.limits.keepalive_timeout", KEEPALIVE_TIMEOUT),
@@ -113,10 +117,14 @@ pub const DURATIONS: [(&str, DurationBounds); 11] = [
     ("apps.*.health.start_timeout", START_TIMEOUT),
     ("apps.*.drain_timeout", DRAIN_TIMEOUT),
     ("apps.*.stop_timeout", STOP_TIMEOUT),
+    ("proxy.tls.hsts", HSTS),
 ];
 
-/// The longest duration any key accepts; the runtime's arithmetic is safe
-/// up to well beyond it.
+/// Keys whose value is never added to an `Instant` (see [`HSTS`]).
+pub const NOT_TIMERS: [&str; 1] = ["proxy.tls.hsts"];
+
+/// The longest duration any timer key accepts; the runtime's arithmetic is
+/// safe up to well beyond it.
 pub const LONGEST: Duration = secs(7 * DAY);
 
 #[cfg(test)]
@@ -125,7 +133,8 @@ mod tests {
 
     #[test]
     fn longest_is_the_largest_bound() {
-        let largest = DURATIONS.iter().map(|(_, b)| b.max).max();
+        let timers = DURATIONS.iter().filter(|(key, _)| !NOT_TIMERS.contains(key));
+        let largest = timers.map(|(_, b)| b.max).max();
         assert_eq!(largest, Some(LONGEST));
         for (key, bounds) in DURATIONS {
             assert!(bounds.min <= bounds.max, "{key}");

@@ -41,8 +41,77 @@ pub struct ProxyConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// `proxy.limits:`
     pub limits: LimitsConfig,
+    /// `proxy.tls:`; `None`: plain HTTP only.
+    pub tls: Option<TlsConfig>,
+    /// HTTP/2 via ALPN on TLS listeners. Default true.
+    pub http2: bool,
+    /// HTTP/2 prior knowledge on plain listeners. Default false.
+    pub h2c: bool,
     /// `proxy.long_lived:`
     pub long_lived: LongLivedConfig,
+}
+
+/// `proxy.tls:` — TLS listeners and where their certificates come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// At least one address, none shared with `proxy.listen` or
+    /// `admin.listen`. Default `127.0.0.1:8443`.
+    pub listen: Vec<SocketAddr>,
+    /// Certificate files, chosen by SNI (exact host, then wildcard).
+    pub certificates: Vec<CertificateConfig>,
+    /// Certificates obtained and renewed automatically.
+    pub acme: Option<AcmeConfig>,
+    /// Plain listeners answer 308 to https for hosts with a certificate.
+    /// Default false.
+    pub redirect_http: bool,
+    /// `Strict-Transport-Security` max-age on TLS answers; zero: not sent.
+    pub hsts: Duration,
+}
+
+/// One certificate file pair and the hosts it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateConfig {
+    /// Exact names or `*.suffix` wildcards, lowercased; at least one.
+    pub hosts: Vec<String>,
+    /// PEM chain, leaf first. Resolved against the config file's directory.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `proxy.tls.acme:` (RFC 8555).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    /// The ACME server's directory URL (https).
+    pub directory: String,
+    /// Contact for the account, if any (`mailto:` is added).
+    pub email: Option<String>,
+    /// How the ACME server checks that cutover answers for a host.
+    pub challenge: AcmeChallenge,
+    /// Extra PEM roots trusted for the ACME server's own TLS.
+    pub ca_roots: Option<PathBuf>,
+    /// Exact hosts to obtain certificates for; empty: every exact route
+    /// host without a certificate file.
+    pub hosts: Vec<String>,
+}
+
+/// An ACME challenge type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AcmeChallenge {
+    /// `http-01`: answered on the plain listeners.
+    Http01,
+    /// `tls-alpn-01`: answered on the TLS listeners.
+    TlsAlpn01,
+}
+
+impl AcmeChallenge {
+    /// As written in `deploy.yaml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcmeChallenge::Http01 => "http-01",
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
 }
 
 /// `proxy.limits:` — what one client may hold (SPEC §4a "Limits").
@@ -109,6 +178,21 @@ pub struct AppConfig {
     pub deploy_strategy: Strategy,
     /// Default false.
     pub manual_deployments: bool,
+    /// How cutover speaks to the app. Default `http1`. Not part of the
+    /// version: a change applies with a table swap.
+    pub upstream: Upstream,
+}
+
+/// The protocol between cutover and an app (`apps.*.upstream`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Upstream {
+    /// HTTP/1.1.
+    #[default]
+    Http1,
+    /// HTTP/2 prior knowledge over plain TCP (gRPC and other HTTP/2
+    /// backends); WebSocket and SSE still reach it over HTTP/1.1.
+    H2c,
 }
 
 /// How an app is started.
@@ -282,6 +366,7 @@ mod tests {
             stop_timeout: Duration::from_secs(10),
             deploy_strategy: Strategy::Stopstart,
             manual_deployments: false,
+            upstream: Upstream::Http1,
         }
     }
 
@@ -322,6 +407,7 @@ mod tests {
         scaled.deploy_strategy = Strategy::Rolling;
         scaled.drain_timeout = Duration::from_secs(5);
         scaled.manual_deployments = true;
+        scaled.upstream = Upstream::H2c;
         assert_eq!(scaled.version(), base);
     }
 

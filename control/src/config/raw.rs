@@ -13,7 +13,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::model::Strategy;
+use super::model::{Strategy, Upstream};
 
 /// The whole file.
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
@@ -33,7 +33,7 @@ pub struct RawConfig {
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with listen, threads, hold_timeout, trusted_proxies, limits and long_lived"
+    expecting = "a mapping with listen, threads, hold_timeout, trusted_proxies, limits, tls, http2, h2c and long_lived"
 )]
 pub struct RawProxy {
     pub listen: Option<ListenList>,
@@ -41,7 +41,50 @@ pub struct RawProxy {
     pub hold_timeout: Option<RawDuration>,
     pub trusted_proxies: Option<Vec<String>>,
     pub limits: Option<RawLimits>,
+    pub tls: Option<RawTls>,
+    pub http2: Option<bool>,
+    pub h2c: Option<bool>,
     pub long_lived: Option<RawLongLived>,
+}
+
+/// `proxy.tls:`
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with listen, certificates, acme, redirect_http and hsts"
+)]
+pub struct RawTls {
+    pub listen: Option<ListenList>,
+    pub certificates: Option<Vec<RawCertificate>>,
+    pub acme: Option<RawAcme>,
+    pub redirect_http: Option<bool>,
+    pub hsts: Option<RawDuration>,
+}
+
+/// One item of `proxy.tls.certificates:`.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a certificate such as { hosts: [example.com], cert: certs/example.pem, key: certs/example.key }"
+)]
+pub struct RawCertificate {
+    pub hosts: Option<Vec<String>>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+/// `proxy.tls.acme:`
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with directory, email, challenge, ca_roots and hosts"
+)]
+pub struct RawAcme {
+    pub directory: Option<String>,
+    pub email: Option<String>,
+    pub challenge: Option<String>,
+    pub ca_roots: Option<String>,
+    pub hosts: Option<Vec<String>>,
 }
 
 /// `proxy.limits:`
@@ -98,6 +141,7 @@ pub struct RawApp {
     pub stop_timeout: Option<RawDuration>,
     pub deploy_strategy: Option<Strategy>,
     pub manual_deployments: Option<bool>,
+    pub upstream: Option<Upstream>,
 }
 
 /// `apps.<name>.health:`

@@ -27,6 +27,7 @@ fn every_duration_with(key: &str, value: &str) -> String {
         ("apps.*.health.start_timeout", "1h".into()),
         ("apps.*.drain_timeout", "24h".into()),
         ("apps.*.stop_timeout", "10s".into()),
+        ("proxy.tls.hsts", "0s".into()),
     ];
     let slot = values.iter_mut().find(|(k, _)| *k == key);
     slot.unwrap_or_else(|| panic!("no key {key}")).1 = value.to_string();
@@ -47,6 +48,9 @@ fn every_duration_with(key: &str, value: &str) -> String {
          \x20   spread: {}\n\
          \x20   close_grace: {}\n\
          \x20   idle_timeout: {}\n\
+         \x20 tls:\n\
+         \x20   hsts: {}\n\
+         \x20   certificates: [{{ hosts: [example.com], cert: c.pem, key: c.key }}]\n\
          apps:\n\
          \x20 web:\n\
          \x20   command: [bin/web]\n\
@@ -64,6 +68,7 @@ fn every_duration_with(key: &str, value: &str) -> String {
         v("proxy.long_lived.spread"),
         v("proxy.long_lived.close_grace"),
         v("proxy.long_lived.idle_timeout"),
+        v("proxy.tls.hsts"),
         v("apps.*.health.interval"),
         v("apps.*.health.timeout"),
         v("apps.*.health.start_timeout"),

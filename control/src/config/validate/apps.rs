@@ -75,6 +75,7 @@ impl Check<'_> {
             ),
             deploy_strategy: raw.deploy_strategy.unwrap_or(Strategy::Stopstart),
             manual_deployments: raw.manual_deployments.unwrap_or(false),
+            upstream: raw.upstream.unwrap_or_default(),
         }
     }
 

@@ -2,11 +2,12 @@
 //! the admin API's exposure.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use super::{default_threads, Check};
 use crate::config::bounds;
-use crate::config::model::{AdminConfig, LimitsConfig, LongLivedConfig, ProxyConfig};
+use crate::config::model::{AdminConfig, LimitsConfig, LongLivedConfig, ProxyConfig, TlsConfig};
 use crate::config::raw::{RawAdmin, RawLimits, RawProxy};
 use crate::config::rules;
 
@@ -19,7 +20,7 @@ const DEFAULT_MAX_CONNECTIONS: usize = 8000;
 impl Check<'_> {
     /// `proxy:`. Also returns each listener's index in `proxy.listen` as
     /// written (invalid entries are left out of the config), for messages.
-    pub(super) fn proxy(&mut self, raw: &RawProxy) -> (ProxyConfig, Vec<usize>) {
+    pub(super) fn proxy(&mut self, raw: &RawProxy, base_dir: &Path) -> (ProxyConfig, Vec<usize>) {
         // (index as written, address)
         let mut listen: Vec<(usize, SocketAddr)> = Vec::new();
         match &raw.listen {
@@ -90,6 +91,7 @@ impl Check<'_> {
                 bounds::IDLE_TIMEOUT,
             ),
         };
+        let tls = raw.tls.as_ref().map(|tls| self.tls(tls, &listen, base_dir));
         let (indexes, listen) = listen.into_iter().unzip();
         let proxy = ProxyConfig {
             listen,
@@ -97,6 +99,9 @@ impl Check<'_> {
             hold_timeout,
             trusted_proxies,
             limits,
+            tls,
+            http2: raw.http2.unwrap_or(true),
+            h2c: raw.h2c.unwrap_or(false),
             long_lived,
         };
         (proxy, indexes)
@@ -142,6 +147,24 @@ impl Check<'_> {
                 bounds::KEEPALIVE_TIMEOUT,
             ),
             max_connections,
+        }
+    }
+
+    /// The admin listener may not take a TLS listener's port.
+    pub(super) fn admin_not_on_tls(&mut self, admin: &AdminConfig, tls: Option<&TlsConfig>) {
+        let tls_listen = tls.map(|tls| tls.listen.as_slice()).unwrap_or_default();
+        if let Some((i, p)) = tls_listen
+            .iter()
+            .enumerate()
+            .find(|(_, p)| rules::listeners_conflict(admin.listen, **p))
+        {
+            self.push(
+                "admin.listen",
+                format!(
+                    "{} conflicts with proxy.tls.listen[{i}] ({p}); give the admin API its own port, e.g. 127.0.0.1:9180",
+                    admin.listen
+                ),
+            );
         }
     }
 

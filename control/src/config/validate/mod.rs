@@ -8,6 +8,7 @@
 mod apps;
 mod listeners;
 mod routes;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -26,9 +27,10 @@ use super::timing;
 /// meaningful when `findings` is empty.
 pub(crate) fn validate(raw: &RawConfig, base_dir: &Path, findings: &mut Findings) -> Config {
     let mut check = Check { findings };
-    let (proxy, indexes) = check.proxy(raw.proxy.as_ref().unwrap_or(&RawProxy::default()));
+    let (proxy, indexes) = check.proxy(raw.proxy.as_ref().unwrap_or(&RawProxy::default()), base_dir);
     let listeners: Vec<_> = indexes.into_iter().zip(proxy.listen.iter().copied()).collect();
     let admin = check.admin(raw.admin.as_ref().unwrap_or(&RawAdmin::default()), &listeners);
+    check.admin_not_on_tls(&admin, proxy.tls.as_ref());
     let state_dir = check.dir("state_dir", raw.state_dir.as_deref(), ".cutover", base_dir);
     let apps = check.apps(raw.apps.as_ref(), base_dir);
     let routes = check.routes(raw.routes.as_deref(), raw.apps.as_ref());
