@@ -146,6 +146,10 @@ impl Upload {
     /// Passes what the client sent on. `Err` when the client broke off.
     pub(crate) async fn forward(&mut self, read: pingora::Result<Option<Bytes>>) -> Result<(), ()> {
         match read {
+            // An empty read carries nothing, and an empty DATA frame
+            // without END_STREAM counts against the backend's budget of
+            // them (h2 answers too many with GOAWAY ENHANCE_YOUR_CALM).
+            Ok(Some(chunk)) if chunk.is_empty() => Ok(()),
             Ok(Some(chunk)) => {
                 self.replay.keep(&chunk);
                 if let Some(tx) = &self.tx {

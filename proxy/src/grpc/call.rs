@@ -127,7 +127,7 @@ impl CutoverProxy {
                     return Ok(true);
                 }
                 Sent::Failed(e) => {
-                    tracing::debug!(instance = backend.instance(), error = %e, "gRPC call failed at the backend");
+                    tracing::warn!(instance = backend.instance(), error = ?e, "gRPC call failed at the backend before its answer");
                     let (status, message) = failure_status(&e);
                     end_call(session, status, message).await;
                     CloseReason::Error

@@ -55,7 +55,7 @@ pub(super) async fn run(
                 let frame = match frame {
                     Some(Ok(frame)) => frame,
                     Some(Err(e)) => {
-                        tracing::debug!(error = %e, "gRPC backend failed mid-call");
+                        tracing::warn!(error = ?e, "gRPC backend failed mid-call");
                         upload.abort();
                         let (status, message) = failure_status(&e);
                         end_call(session, status, message).await;
