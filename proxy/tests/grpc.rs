@@ -76,7 +76,8 @@ struct Proxy {
     addr: SocketAddr,
     handle: Arc<TableHandle>,
     metrics: ProxyMetrics,
-    _data_plane: DataPlane,
+    registry: prometheus::Registry,
+    data_plane: DataPlane,
 }
 
 impl Proxy {
@@ -101,8 +102,20 @@ impl Proxy {
             addr,
             handle,
             metrics,
-            _data_plane: data_plane,
+            registry,
+            data_plane,
         }
+    }
+
+    /// The value of one series, 0 when absent.
+    fn metric(&self, series: &str) -> f64 {
+        let mut out = Vec::new();
+        prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &self.registry.gather(), &mut out).unwrap();
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .find_map(|line| line.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
     }
 
     fn publish(&self, backends: Vec<Arc<Backend>>) {
@@ -155,6 +168,21 @@ async fn concurrent_unary_calls_share_one_upstream_connection() {
         1,
         "100 concurrent calls from 4 clients must share one upstream connection"
     );
+}
+
+/// Regression: the proxy once forwarded the client's empty final read as
+/// an empty DATA frame without END_STREAM; h2 servers allow 100 of those
+/// per connection, then answer GOAWAY ENHANCE_YOUR_CALM, failing calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_calls_on_one_upstream_connection_all_succeed() {
+    let demo = DemoBackend::start("v1").await;
+    let proxy = tokio::task::block_in_place(|| Proxy::start(vec![backend(&demo, 1)]));
+    let mut client = proxy.client().await;
+    for i in 0..300 {
+        let reply = timeout(PATIENCE, client.echo(&i.to_string(), 0)).await.unwrap();
+        assert_eq!(reply.unwrap().message, i.to_string(), "call {i}");
+    }
+    assert_eq!(demo.accepted(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,6 +267,42 @@ async fn a_streaming_call_gets_unavailable_when_its_backend_drains_and_a_new_cal
     let tick = timeout(PATIENCE, ticks.message()).await.unwrap().unwrap().unwrap();
     assert_eq!(tick.version, "v2");
     assert_eq!(client.echo("again", 0).await.unwrap().version, "v2");
+    drop(ticks);
+
+    // Counted as long-lived (kind grpc) and as requests.
+    let closed = |reason: &str| {
+        proxy.metric(&format!(
+            "cutover_long_lived_closed_total{{app=\"grpc\",kind=\"grpc\",reason=\"{reason}\"}}"
+        ))
+    };
+    assert_eq!(closed("drain"), 1.0, "the drained stream");
+    assert!(closed("backend") >= 2.0, "the unary calls that completed");
+    wait_for(|| closed("client") >= 1.0).await; // the last stream, dropped
+    assert!(proxy.metric("cutover_requests_total{app=\"grpc\",code=\"200\"}") >= 4.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_call_gets_unavailable_when_cutover_stops() {
+    let demo = DemoBackend::start("v1").await;
+    let mut proxy = tokio::task::block_in_place(|| Proxy::start(vec![backend(&demo, 1)]));
+    let mut client = proxy.client().await;
+    let mut ticks = client.ticks(20).await.unwrap();
+    timeout(PATIENCE, ticks.message()).await.unwrap().unwrap().unwrap();
+    let stopping = tokio::spawn(async move {
+        let left = proxy.data_plane.shutdown(PATIENCE).await;
+        (proxy, left)
+    });
+    let status = loop {
+        match timeout(PATIENCE, ticks.message()).await.expect("the stream was not ended") {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("shutting down"), "{status:?}");
+    let (_proxy, left) = stopping.await.unwrap();
+    assert_eq!(left, 0, "the call ended within the shutdown drain");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
