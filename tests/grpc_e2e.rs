@@ -37,7 +37,10 @@ fn start(instances: u32) -> Cutover {
 }
 
 fn push_version(cutover: &Cutover, from: &str, to: &str) {
-    let (code, out, err) = cutover.push(&cutover.config_with_version(from, to), &["--deploy-strategy", "rolling"]);
+    let (code, out, err) = cutover.push(
+        &cutover.config_with_version(from, to),
+        &["--deploy-strategy", "rolling"],
+    );
     assert_eq!(code, 0, "push {to}: {out}\n{err}\nlog:\n{}", cutover.log());
     assert!(out.contains("succeeded"), "{out}");
     std::fs::write(&cutover.config, cutover.config_with_version(from, to)).unwrap();
@@ -56,7 +59,10 @@ fn unary_calls_under_load_across_rolling_deploys_fail_none() {
     assert!(report.failures.is_empty(), "failed calls: {:?}", report.failures);
     assert!(report.ok > 100, "the load ran: {}", report.ok);
     assert!(
-        report.versions.iter().all(|seen| seen.last().map(String::as_str) == Some("v4")),
+        report
+            .versions
+            .iter()
+            .all(|seen| seen.last().map(String::as_str) == Some("v4")),
         "every caller ends on v4: {:?}",
         report.versions
     );

@@ -94,7 +94,10 @@ impl DataPlane {
         let proxy = CutoverProxy::new(Arc::clone(&table), config.settings.clone(), metrics);
         // pingora's proxy app, behind `proxy.limits` (see `limits`).
         let app = LimitedApp::new(
-            with_h2c(pingora::proxy::http_proxy(&server.configuration, proxy), config.settings.h2c),
+            with_h2c(
+                pingora::proxy::http_proxy(&server.configuration, proxy),
+                config.settings.h2c,
+            ),
             limits,
             Arc::clone(&gate),
         );

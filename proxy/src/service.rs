@@ -33,8 +33,8 @@ use crate::longlived::passthrough::{self, EventStream};
 use crate::longlived::{CloseReason, Kind};
 use crate::metrics::{AppMetrics, ProxyMetrics};
 use crate::router::AppId;
-use crate::table::UpstreamProtocol;
 pub use crate::settings::{Limits, ProxySettings};
+use crate::table::UpstreamProtocol;
 
 /// The proxy service.
 pub struct CutoverProxy {
@@ -213,7 +213,11 @@ impl ProxyHttp for CutoverProxy {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream_peer without a route"))?;
         match self.claim(app, ctx).await {
             Ok(claim) => {
-                let upstream = self.table.load().app(app).map_or(UpstreamProtocol::Http1, |a| a.upstream());
+                let upstream = self
+                    .table
+                    .load()
+                    .app(app)
+                    .map_or(UpstreamProtocol::Http1, |a| a.upstream());
                 let peer = self.peer_for(&claim, upstream);
                 ctx.claim = Some(claim);
                 Ok(Box::new(peer))

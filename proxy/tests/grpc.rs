@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cutover_proxy::{
-    AppId, Backend, DataPlane, DataPlaneConfig, HostMatch, LongLivedSettings, ProxyMetrics, ProxySettings,
-    RouteTable, TableHandle, UpstreamProtocol,
+    AppId, Backend, DataPlane, DataPlaneConfig, HostMatch, LongLivedSettings, ProxyMetrics, ProxySettings, RouteTable,
+    TableHandle, UpstreamProtocol,
 };
 use echo::DemoClient;
 use futures_util::{SinkExt, StreamExt};
@@ -217,7 +217,10 @@ async fn the_upstream_connection_never_crosses_a_generation() {
     for _ in 0..3 {
         let answer = get(proxy.addr).await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-        assert!(answer.ends_with("HTTP/2.0"), "an h2c app is reached over HTTP/2: {answer}");
+        assert!(
+            answer.ends_with("HTTP/2.0"),
+            "an h2c app is reached over HTTP/2: {answer}"
+        );
     }
     assert_eq!(demo.accepted(), before + 1, "pingora's h2c pool reuses one connection");
     proxy.publish(vec![backend(&demo, 3)]);
@@ -247,7 +250,10 @@ async fn a_streaming_call_gets_unavailable_when_its_backend_drains_and_a_new_cal
     proxy.publish(vec![backend(&new, 2)]);
     old_backend.start_draining();
     let status = loop {
-        match timeout(PATIENCE, ticks.message()).await.expect("the stream was not ended") {
+        match timeout(PATIENCE, ticks.message())
+            .await
+            .expect("the stream was not ended")
+        {
             Ok(Some(tick)) => assert_eq!(tick.version, "v1"),
             Ok(None) => panic!("the stream ended without a status"),
             Err(status) => break status,
@@ -293,7 +299,10 @@ async fn a_streaming_call_gets_unavailable_when_cutover_stops() {
         (proxy, left)
     });
     let status = loop {
-        match timeout(PATIENCE, ticks.message()).await.expect("the stream was not ended") {
+        match timeout(PATIENCE, ticks.message())
+            .await
+            .expect("the stream was not ended")
+        {
             Ok(Some(_)) => {}
             Ok(None) => panic!("the stream ended without a status"),
             Err(status) => break status,
@@ -313,7 +322,10 @@ async fn a_call_whose_backend_refuses_connections_goes_to_another() {
     let proxy = tokio::task::block_in_place(|| Proxy::start(backends));
     let mut client = proxy.client().await;
     for i in 0..6 {
-        let reply = timeout(PATIENCE, client.echo(&i.to_string(), 0)).await.unwrap().unwrap();
+        let reply = timeout(PATIENCE, client.echo(&i.to_string(), 0))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(reply.version, "v1");
     }
 }
@@ -326,7 +338,9 @@ async fn a_backend_speaking_garbage_gives_a_grpc_status() {
     let garbage = tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
         while let Ok((mut stream, _)) = listener.accept().await {
-            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\nnot http/2 at all\n").await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 400 Bad Request\r\n\r\nnot http/2 at all\n")
+                .await;
         }
     });
     let proxy = tokio::task::block_in_place(|| Proxy::start(vec![Backend::new(addr, "grpc-bad", 1)]));

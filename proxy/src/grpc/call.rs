@@ -134,7 +134,11 @@ impl CutoverProxy {
                 }
                 Sent::Ended(reason) => reason,
             };
-            tracing::debug!(instance = backend.instance(), reason = reason.as_str(), "gRPC call closed");
+            tracing::debug!(
+                instance = backend.instance(),
+                reason = reason.as_str(),
+                "gRPC call closed"
+            );
             metric.closed(reason.as_str());
             return Ok(true);
         }
@@ -229,7 +233,13 @@ fn to_request(head: &RequestHeader, fallback_authority: &str, body: RequestBody)
         .uri
         .authority()
         .map(|a| a.as_str().to_owned())
-        .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| fallback_authority.to_owned());
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     parts.uri = Uri::builder()

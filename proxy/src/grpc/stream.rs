@@ -3,8 +3,8 @@
 //! with `grpc-status: 14` between two messages when the notice says so,
 //! and with a status when the backend fails mid-call.
 
-use http_body_util::BodyExt;
 use http_body::Body as _;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -29,13 +29,22 @@ pub(super) async fn run(
         Err(e) => {
             tracing::debug!(error = %e, "gRPC response head cannot be forwarded");
             upload.abort();
-            end_call(session, Status::Internal, "the backend's response head cannot be forwarded").await;
+            end_call(
+                session,
+                Status::Internal,
+                "the backend's response head cannot be forwarded",
+            )
+            .await;
             return CloseReason::Error;
         }
     };
     // A Trailers-Only answer (the status in the head) ends here.
     let trailers_only = body.is_end_stream();
-    if session.write_response_header(Box::new(head), trailers_only).await.is_err() {
+    if session
+        .write_response_header(Box::new(head), trailers_only)
+        .await
+        .is_err()
+    {
         upload.abort();
         return CloseReason::Client;
     }

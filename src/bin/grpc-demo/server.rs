@@ -27,7 +27,10 @@ pub fn router(version: &str, instance: &str) -> Router {
     let version: Arc<str> = version.into();
     let http1 = Router::new()
         .route("/health", get(|| async { "ok\n" }))
-        .route("/proto", get(|req: Request| async move { format!("{:?}", req.version()) }))
+        .route(
+            "/proto",
+            get(|req: Request| async move { format!("{:?}", req.version()) }),
+        )
         .route("/ws", get(websocket))
         .with_state(Arc::clone(&version));
     tonic::service::Routes::new(Demo::new(&version, instance))
@@ -41,18 +44,21 @@ async fn websocket(ws: WebSocketUpgrade, State(version): State<Arc<str>>) -> Res
 
 /// Greets with the version, then echoes text until the client closes.
 async fn echo(mut socket: WebSocket, version: Arc<str>) {
-    if socket.send(Message::Text(format!("hello from {version}").into())).await.is_err() {
+    if socket
+        .send(Message::Text(format!("hello from {version}").into()))
+        .await
+        .is_err()
+    {
         return;
     }
     while let Some(Ok(message)) = socket.recv().await {
-        match message {
-            Message::Text(text) => {
-                if socket.send(Message::Text(text)).await.is_err() {
-                    return;
-                }
-            }
+        let echoed = match message {
+            Message::Text(text) => socket.send(Message::Text(text)).await,
             Message::Close(_) => return,
-            _ => {}
+            _ => Ok(()),
+        };
+        if echoed.is_err() {
+            return;
         }
     }
 }
