@@ -330,6 +330,48 @@ async fn a_call_whose_backend_refuses_connections_goes_to_another() {
     }
 }
 
+/// An HTTP/2 backend that refuses every stream (`RST_STREAM(REFUSED_STREAM)`:
+/// "not processed, safe to retry"); counts the streams it refused.
+async fn refusing_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&refused);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let count = Arc::clone(&count);
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(stream).await else { return };
+                while let Some(Ok((_request, mut respond))) = conn.accept().await {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                }
+            });
+        }
+    });
+    (addr, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_stream_is_refused_goes_to_another_backend() {
+    let live = DemoBackend::start("v1").await;
+    let (refusing, refused) = refusing_backend().await;
+    let backends = vec![Backend::new(refusing, "grpc-refusing", 1), backend(&live, 2)];
+    let proxy = tokio::task::block_in_place(|| Proxy::start(backends));
+    let mut client = proxy.client().await;
+    for i in 0..6 {
+        let reply = timeout(PATIENCE, client.echo(&i.to_string(), 0)).await.unwrap().unwrap();
+        assert_eq!(reply.message, i.to_string());
+    }
+    assert!(refused.load(Ordering::SeqCst) > 0, "the refusing backend was tried");
+
+    // With nowhere else to go, the client is told the call was refused
+    // (UNAVAILABLE for tonic, safe to retry).
+    proxy.publish(vec![Backend::new(refusing, "grpc-refusing", 3)]);
+    let status = timeout(PATIENCE, client.echo("x", 0)).await.unwrap().unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_speaking_garbage_gives_a_grpc_status() {
     // Accepts, answers with bytes that are not HTTP/2, closes.

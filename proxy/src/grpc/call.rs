@@ -122,8 +122,10 @@ impl CutoverProxy {
                     if upload.replayable() && self.retry(ctx, backend.generation()) {
                         continue;
                     }
-                    let (status, message) = failure_status(&e);
-                    end_call(session, status, message).await;
+                    // Not processed, and nowhere else to go: the client may
+                    // retry it as safely (gRPC clients retry a refused
+                    // stream transparently; SPEC §4).
+                    session.shutdown_with_reason(h2::Reason::REFUSED_STREAM);
                     return Ok(true);
                 }
                 Sent::Failed(e) => {

@@ -26,7 +26,10 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// The backend's shared HTTP/2 connection, if one is open.
 #[derive(Default)]
 pub struct H2Slot {
-    conn: tokio::sync::Mutex<Option<Sender>>,
+    conn: std::sync::Mutex<Option<Sender>>,
+    /// Held while connecting, so concurrent calls wait for one connect
+    /// instead of racing to open several.
+    connecting: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for H2Slot {
@@ -51,11 +54,13 @@ impl H2Slot {
     /// or it closed. Concurrent calls wait for one connect, never race
     /// to open several.
     pub(crate) async fn sender(&self, addr: SocketAddr, connect_timeout: Duration) -> Result<Sender, ConnectError> {
-        let mut slot = self.conn.lock().await;
-        if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
-            return Ok(sender.clone());
+        if let Some(sender) = self.open() {
+            return Ok(sender);
         }
-        *slot = None;
+        let _connecting = self.connecting.lock().await;
+        if let Some(sender) = self.open() {
+            return Ok(sender); // another call connected meanwhile
+        }
         let deadline = crate::time::after(connect_timeout);
         let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
             .await
@@ -74,15 +79,26 @@ impl H2Slot {
                 tracing::debug!(%addr, error = %e, "HTTP/2 backend connection ended");
             }
         });
-        *slot = Some(sender.clone());
+        *self.lock() = Some(sender.clone());
         Ok(sender)
+    }
+
+    /// The shared connection, if it is still open.
+    fn open(&self) -> Option<Sender> {
+        let mut slot = self.lock();
+        if slot.as_ref().is_some_and(Sender::is_closed) {
+            *slot = None;
+        }
+        slot.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Sender>> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Forgets the shared connection: calls still on it keep it open;
     /// hyper closes it once the last one ends.
     pub(crate) fn release(&self) {
-        if let Ok(mut slot) = self.conn.try_lock() {
-            *slot = None;
-        }
+        *self.lock() = None;
     }
 }
