@@ -69,6 +69,8 @@ async fn echo(mut socket: WebSocket, version: Arc<str>) {
 pub async fn serve(listener: TcpListener, router: Router, accepted: Arc<AtomicUsize>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors, most likely: let some close.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
         accepted.fetch_add(1, Ordering::SeqCst);
