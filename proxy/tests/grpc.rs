@@ -145,6 +145,30 @@ async fn a_unary_call_reaches_the_h2c_backend_through_the_proxy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_is_held_until_a_backend_is_ready_and_gets_unavailable_when_none_comes() {
+    let demo = DemoBackend::start("v1").await;
+    let proxy = tokio::task::block_in_place(|| Proxy::start(Vec::new()));
+    let mut client = proxy.client().await;
+    let mut held_client = client.clone();
+    let held = tokio::spawn(async move { held_client.echo("held", 0).await });
+    wait_for(|| proxy.metric("cutover_held_requests{app=\"grpc\"}") == 1.0).await;
+    proxy.publish(vec![backend(&demo, 1)]);
+    let reply = timeout(PATIENCE, held).await.unwrap().unwrap().unwrap();
+    assert_eq!(reply.version, "v1");
+
+    // No backend within the hold timeout: UNAVAILABLE, saying why.
+    let mut builder = RouteTable::builder();
+    builder.app(AppId(0), "grpc", Vec::new(), proxy.metrics.app("grpc"));
+    builder.upstream(AppId(0), UpstreamProtocol::H2c);
+    builder.hold_timeout(Duration::from_millis(200));
+    builder.route(HostMatch::Any, "/", AppId(0)).unwrap();
+    proxy.handle.publish(builder.build());
+    let status = timeout(PATIENCE, client.echo("nobody", 0)).await.unwrap().unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("no ready backend"), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_unary_calls_share_one_upstream_connection() {
     let demo = DemoBackend::start("v1").await;
     let proxy = tokio::task::block_in_place(|| Proxy::start(vec![backend(&demo, 1)]));
@@ -341,7 +365,9 @@ async fn refusing_backend() -> (SocketAddr, Arc<AtomicUsize>) {
         while let Ok((stream, _)) = listener.accept().await {
             let count = Arc::clone(&count);
             tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(stream).await else { return };
+                let Ok(mut conn) = h2::server::handshake(stream).await else {
+                    return;
+                };
                 while let Some(Ok((_request, mut respond))) = conn.accept().await {
                     count.fetch_add(1, Ordering::SeqCst);
                     respond.send_reset(h2::Reason::REFUSED_STREAM);
@@ -360,7 +386,10 @@ async fn a_call_whose_stream_is_refused_goes_to_another_backend() {
     let proxy = tokio::task::block_in_place(|| Proxy::start(backends));
     let mut client = proxy.client().await;
     for i in 0..6 {
-        let reply = timeout(PATIENCE, client.echo(&i.to_string(), 0)).await.unwrap().unwrap();
+        let reply = timeout(PATIENCE, client.echo(&i.to_string(), 0))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(reply.message, i.to_string());
     }
     assert!(refused.load(Ordering::SeqCst) > 0, "the refusing backend was tried");
