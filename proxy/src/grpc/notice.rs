@@ -16,6 +16,8 @@
 //! ```text
 //! Open ─drain/stop─▶ Due(at) ─at─▶ Grace(at + close_grace) ─▶ end at a boundary
 //!                             └──▶ Answering ─response head─▶ Grace
+//!        (a call whose request ended during its grace, with no head yet,
+//!         goes back to Answering)
 //! ```
 
 use tokio::sync::watch;
@@ -115,6 +117,11 @@ impl Notice {
                 None
             }
             State::Due(_, reason) => {
+                self.state = State::Answering(reason);
+                None
+            }
+            // Its request ended meanwhile: now it is being answered.
+            State::Grace(_, reason) if !call.streaming() => {
                 self.state = State::Answering(reason);
                 None
             }
@@ -240,6 +247,24 @@ mod tests {
         let start = Instant::now();
         assert_eq!(notice.next(STREAMING).await, Some(CloseReason::Drain));
         assert!(start.elapsed() >= Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_stream_that_ends_during_its_grace_is_then_being_answered() {
+        let (drain, rx) = watch::channel(false);
+        let (_stop, stop_rx) = watch::channel(false);
+        let mut notice = Notice::new(rx, stop_rx, settings());
+        drain.send_replace(true);
+        let sending = Call {
+            head_sent: false,
+            request_open: true,
+            at_boundary: true,
+        };
+        assert_eq!(notice.next(sending).await, None); // drain seen
+        assert_eq!(notice.next(sending).await, None); // notice point: grace
+        assert_eq!(notice.next(ANSWERING).await, None); // grace over, request done
+        let waited = tokio::time::timeout(Duration::from_secs(3600), notice.next(ANSWERING)).await;
+        assert!(waited.is_err(), "a call being answered was ended");
     }
 
     #[tokio::test(start_paused = true)]

@@ -196,6 +196,22 @@ impl DemoClient {
         Ok(self.grpc.unary(Request::new(request), path, codec).await?.into_inner())
     }
 
+    /// A method the server does not have (it answers Trailers-Only,
+    /// UNIMPLEMENTED).
+    pub async fn missing(&mut self) -> Result<EchoReply, Status> {
+        self.grpc
+            .ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("channel not ready: {e}")))?;
+        let path = http::uri::PathAndQuery::from_static("/demo.Demo/Missing");
+        let codec = ProstCodec::<EchoRequest, EchoReply>::default();
+        Ok(self
+            .grpc
+            .unary(Request::new(EchoRequest::default()), path, codec)
+            .await?
+            .into_inner())
+    }
+
     /// `Ticks`: the stream of ticks.
     pub async fn ticks(&mut self, interval_ms: u32) -> Result<tonic::Streaming<Tick>, Status> {
         self.grpc
