@@ -335,6 +335,70 @@ pub async fn history(args: AdminArgs, app: Option<String>) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cutover certs [--reload] [--json]`.
+pub async fn certs(args: AdminArgs, reload: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::new(&args)?;
+    let body = if reload {
+        let (status, answer) = client.post_json("/certificates/reload", Bytes::new()).await?;
+        if !status.is_success() {
+            eprintln!("certificate reload refused ({status}); the certificates in use stay:");
+            for line in answer["error"].as_str().unwrap_or("unknown error").lines() {
+                eprintln!("  {line}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        answer
+    } else {
+        client.get_json("/certificates").await?
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    } else {
+        if reload {
+            println!("certificate files reloaded");
+        }
+        print!("{}", render_certs(&body));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The human table of `cutover certs`.
+fn render_certs(body: &Value) -> String {
+    let empty = Vec::new();
+    let certs = body["certificates"].as_array().unwrap_or(&empty);
+    if certs.is_empty() {
+        return "no certificates (proxy.tls has no certificates, or cutover started without it)\n".to_string();
+    }
+    let mut out = format!(
+        "{:<30} {:<6} {:<21} {:<36} {}\n",
+        "HOST", "SOURCE", "EXPIRES", "ISSUER", "STATE"
+    );
+    for cert in certs {
+        let state = match cert["acme"].as_object() {
+            None => format!("file {}", cert["cert"].as_str().unwrap_or("-")),
+            Some(acme) => {
+                let mut state = acme.get("state").and_then(Value::as_str).unwrap_or("?").to_string();
+                if let Some(next) = acme.get("next_attempt").and_then(Value::as_str) {
+                    state.push_str(&format!(", next attempt {next}"));
+                }
+                if let Some(error) = acme.get("last_error").and_then(Value::as_str) {
+                    state.push_str(&format!(", last error: {error}"));
+                }
+                state
+            }
+        };
+        out.push_str(&format!(
+            "{:<30} {:<6} {:<21} {:<36} {}\n",
+            cert["host"].as_str().unwrap_or("?"),
+            cert["source"].as_str().unwrap_or("?"),
+            cert["not_after"].as_str().unwrap_or("-"),
+            cert["issuer"].as_str().unwrap_or("-"),
+            state,
+        ));
+    }
+    out
+}
+
 fn started_ids(deployments: &Value) -> Vec<String> {
     deployments
         .as_array()

@@ -76,6 +76,19 @@ enum Command {
         #[command(flatten)]
         admin: client::AdminArgs,
     },
+    /// Certificates in use: hosts, source (file or ACME), issuer, expiry,
+    /// renewal state.
+    Certs {
+        /// Read the certificate files again first (after renewing them in
+        /// place); a bad file is refused and the ones in use stay.
+        #[arg(long)]
+        reload: bool,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: client::AdminArgs,
+    },
     /// Show apps, instances and their state.
     Status {
         #[command(flatten)]
@@ -120,6 +133,7 @@ fn main() -> ExitCode {
             run_async(client::push(admin, file, deploy_strategy, no_wait))
         }
         Command::History { app, admin } => run_async(client::history(admin, app)),
+        Command::Certs { reload, json, admin } => run_async(client::certs(admin, reload, json)),
     }
 }
 
@@ -146,8 +160,18 @@ fn run_async(fut: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -
 
 /// `cutover validate`: every problem on its own line, exit 1 if any.
 fn validate(path: &std::path::Path) -> ExitCode {
-    match config::load(path) {
-        Ok(config) => {
+    // The certificate files are checked too: they are read at start and on
+    // every push, and a bad one is refused like any bad config.
+    let loaded = config::load(path).and_then(|config| {
+        cutover_control::certs::check_files(&config, &path.display().to_string())
+            .map(|warnings| (config, warnings))
+            .map_err(ConfigError::Invalid)
+    });
+    match loaded {
+        Ok((config, warnings)) => {
+            for warning in warnings {
+                eprintln!("{}: warning: {warning}", path.display());
+            }
             println!(
                 "{}: ok ({} app{}, {} route{})",
                 path.display(),

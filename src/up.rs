@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use cutover_control::admin::{self, AdminState};
+use cutover_control::certs::CertManager;
 use cutover_control::config::{self, Config};
 use cutover_control::deploy::metrics::DeployMetrics;
 use cutover_control::deploy::{boot, Controller};
@@ -22,6 +23,7 @@ use cutover_control::journal::{AppSource, Journal};
 use cutover_control::metrics::StateCollector;
 use cutover_control::routing::Routing;
 use cutover_control::supervisor::{self, Supervisor};
+use cutover_proxy::tls::Challenges;
 use cutover_proxy::{DataPlane, DataPlaneConfig, Limits, ProxyMetrics, ProxySettings, RouteTable, TableHandle};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -34,6 +36,18 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    // Certificate files are part of the config: a bad one stops `up` before
+    // anything starts, with the problems `cutover validate` prints.
+    let certs = match CertManager::new(&config, &path.display().to_string()) {
+        Ok(certs) => certs,
+        Err(problems) => {
+            crate::print_config_error(&config::ConfigError::Invalid(problems));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    for warning in certs.warnings() {
+        tracing::warn!("{warning}");
+    }
     // One cutover per state_dir, before anything touches it (the orphan
     // reaper would stop a running cutover's live instances).
     let _state_lock = match cutover_control::state_lock::acquire(&config.state_dir) {
@@ -62,6 +76,10 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     let registry = prometheus::Registry::new();
     let metrics = ProxyMetrics::new(&registry).context("cannot register metrics")?;
     let deploy_metrics = DeployMetrics::new(&registry).context("cannot register metrics")?;
+    certs.register_metrics(&registry).context("cannot register metrics")?;
+    // One set of pending ACME challenges: the data plane answers them, the
+    // ACME service fills them.
+    let challenges = Arc::new(Challenges::new());
     // Deployments a killed predecessor left unfinished are closed before
     // anything is restored, so staged changes they deployed are gone.
     boot::close_interrupted(&journal, &deploy_metrics);
@@ -103,6 +121,8 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
             h2c: config.proxy.h2c,
             redirect_http: config.proxy.tls.as_ref().is_some_and(|tls| tls.redirect_http),
             hsts: config.proxy.tls.as_ref().map_or(Duration::ZERO, |tls| tls.hsts),
+            certs: certs.store(),
+            challenges: Arc::clone(&challenges),
             ..ProxySettings::default()
         },
         grace: config::timing::shutdown_grace(&config),
@@ -148,7 +168,7 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     controller.restore_staged(restored.staged);
     if restored.config.apps != config.apps || restored.config.routes != config.routes {
         // deploy.yaml changed while cutover was down: apply it like a push.
-        match controller.push(&source, None) {
+        match controller.push(&source, None, &certs) {
             Ok(report) => tracing::info!(
                 deployments = ?report.deployments,
                 staged = ?report.staged,
@@ -160,6 +180,14 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         }
     }
 
+    // === ACME ===
+    // The ACME service (`certs::acme`) starts here, after the data plane
+    // (which answers its http-01 challenges from `challenges`) and before
+    // the admin API. It serves what it obtains through `certs.install_acme`
+    // and `certs.remove_acme`, reports its hosts' states through
+    // `certs.set_acme_report`, and follows pushes (route hosts,
+    // `proxy.tls.acme`) on `certs.pushed_config()`.
+
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_controller = Arc::clone(&controller);
     let admin_state = Arc::new(AdminState {
@@ -169,6 +197,7 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         started: Instant::now(),
         listen: config.admin.listen,
         allowed_origins: config.admin.allowed_origins.clone(),
+        certs,
     });
     let admin_task = tokio::spawn(async move {
         axum::serve(admin_listener, admin::router(admin_state))
@@ -180,6 +209,7 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
 
     tracing::info!(
         proxy = %list(&config.proxy.listen),
+        tls = %config.proxy.tls.as_ref().map_or_else(String::new, |tls| list(&tls.listen)),
         admin = %config.admin.listen,
         apps = config.apps.len(),
         config = %path.display(),

@@ -4,6 +4,7 @@
 //! backends' drain signals.
 //!
 //! - [`config`]: `deploy.yaml` → validated [`config::Config`].
+//! - [`certs`]: certificate files and the certificates the TLS listeners serve.
 //! - [`supervisor`]: instances as child processes, readiness, restarts.
 //! - [`routing`]: serving instances → route tables.
 //! - [`deploy`]: the rollout controller (rolling, stopstart, push, staging).
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod certs;
 pub mod config;
 pub mod deploy;
 pub mod hooks;

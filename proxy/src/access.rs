@@ -18,10 +18,12 @@ pub(crate) fn log(session: &Session, ctx: &RequestCtx, status: u16, elapsed: Dur
         return;
     }
     let req = session.req_header();
+    // HTTP/2 names the host in `:authority` (in the URI), not `Host`.
     let host = req
         .headers
         .get(http::header::HOST)
         .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
         .unwrap_or("");
     let backend = ctx.claim.as_ref().map(|c| c.backend());
     let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());

@@ -15,6 +15,7 @@
 mod app;
 mod clock;
 mod gate;
+mod preface;
 mod stream;
 
 use std::sync::Arc;
@@ -25,8 +26,9 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
-pub use app::LimitedApp;
+pub use app::{LimitedApp, Listeners};
 pub use gate::{ConnectionGate, ConnectionSlot};
+pub use preface::H2_PREFACE;
 
 use crate::service::Limits;
 use clock::HeadClock;

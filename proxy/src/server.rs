@@ -15,15 +15,17 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::listening::Service;
 use tokio::sync::Notify;
 
 use crate::handle::TableHandle;
-use crate::limits::{ConnectionGate, LimitedApp};
+use crate::limits::{ConnectionGate, LimitedApp, Listeners};
 use crate::metrics::ProxyMetrics;
 use crate::service::{CutoverProxy, ProxySettings};
+use crate::tls::{HandshakeMetrics, TlsAcceptor};
 
 /// What the data plane listens on and how it runs.
 #[derive(Debug, Clone)]
@@ -53,27 +55,34 @@ pub enum DataPlaneError {
     Thread(std::io::Error),
     #[error("cannot create the connection metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 /// A running data plane.
 pub struct DataPlane {
     table: Arc<TableHandle>,
     gate: Arc<ConnectionGate>,
+    handshakes: HandshakeMetrics,
     stop: Arc<Notify>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl DataPlane {
-    /// Starts pingora on `config.listen`, serving the tables of `table`.
-    /// Returns once every listener accepts connections.
+    /// Starts pingora on `config.listen` (plain) and `config.tls_listen`
+    /// (TLS, certificates from `config.settings.certs`), serving the tables
+    /// of `table`. Returns once every listener accepts connections.
     pub fn start(
-        config: DataPlaneConfig,
+        mut config: DataPlaneConfig,
         table: Arc<TableHandle>,
         metrics: &ProxyMetrics,
     ) -> Result<Self, DataPlaneError> {
         // pingora panics on a bind failure; check first for a clear error.
-        for addr in &config.listen {
+        for addr in config.listen.iter().chain(&config.tls_listen) {
             TcpListener::bind(addr).map_err(|source| DataPlaneError::Bind { addr: *addr, source })?;
+        }
+        if let Some(first) = config.tls_listen.first() {
+            config.settings.https_port = first.port();
         }
 
         let mut conf = ServerConf {
@@ -89,20 +98,35 @@ impl DataPlane {
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
 
-        let limits = config.settings.limits;
-        let gate = Arc::new(ConnectionGate::new(limits.max_connections)?);
-        let proxy = CutoverProxy::new(Arc::clone(&table), config.settings.clone(), metrics);
-        // pingora's proxy app, behind `proxy.limits` (see `limits`).
-        let app = LimitedApp::new(
-            with_h2c(
-                pingora::proxy::http_proxy(&server.configuration, proxy),
-                config.settings.h2c,
-            ),
-            limits,
-            Arc::clone(&gate),
-        );
+        let settings = &config.settings;
+        let limits = settings.limits;
+        let handshakes = HandshakeMetrics::new()?;
+        // Built once: the resolvers read the stores at every handshake.
+        let acceptor = match config.tls_listen.is_empty() {
+            true => None,
+            false => Some(Arc::new(TlsAcceptor::new(
+                Arc::clone(&settings.certs),
+                Arc::clone(&settings.challenges),
+                settings.http2,
+                handshakes.clone(),
+            )?)),
+        };
+        let listeners = Listeners::new(&config.listen, &config.tls_listen, acceptor, settings.h2c);
+        let gate = Arc::new(ConnectionGate::new(limits.max_connections, listeners.addrs())?);
+        let proxy = CutoverProxy::new(Arc::clone(&table), settings.clone(), metrics);
+        let mut http = pingora::proxy::http_proxy(&server.configuration, proxy);
+        // `h2c` stays off in pingora: `LimitedApp` reads the preface itself,
+        // under the head deadline (pingora's own peek has no timeout).
+        let mut options = HttpServerOptions::default();
+        options.h2c = false;
+        options.h2_idle_timeout = Some(limits.keepalive_timeout);
+        http.server_options = Some(options);
+        // pingora's proxy app, behind `proxy.limits` and our TLS (see
+        // `limits` and `tls::acceptor`). TLS listeners are plain TCP ones
+        // to pingora: the app tells them apart by local address.
+        let app = LimitedApp::new(http, limits, Arc::clone(&gate), listeners);
         let mut service = Service::new("cutover proxy".to_owned(), app);
-        for addr in &config.listen {
+        for addr in config.listen.iter().chain(&config.tls_listen) {
             service.add_tcp(&addr.to_string());
         }
         server.add_service(service);
@@ -118,12 +142,13 @@ impl DataPlane {
             })
             .map_err(DataPlaneError::Thread)?;
 
-        for addr in &config.listen {
+        for addr in config.listen.iter().chain(&config.tls_listen) {
             wait_listening(*addr)?;
         }
         Ok(Self {
             table,
             gate,
+            handshakes,
             stop,
             thread: Some(thread),
         })
@@ -135,9 +160,12 @@ impl DataPlane {
     }
 
     /// Registers the client connection metrics
-    /// (`cutover_connections_refused_total`, `cutover_client_connections`).
+    /// (`cutover_connections_refused_total`,
+    /// `cutover_client_connections{listener}`,
+    /// `cutover_tls_handshakes_total{result}`).
     pub fn register_metrics(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
-        self.gate.register(registry)
+        self.gate.register(registry)?;
+        self.handshakes.register(registry)
     }
 
     /// The gate counting client connections (`proxy.limits.max_connections`).
@@ -165,14 +193,6 @@ impl DataPlane {
     pub fn is_running(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
-}
-
-/// HTTP/2 prior knowledge on plain listeners when `proxy.h2c` is on.
-fn with_h2c<SV>(mut app: pingora::proxy::HttpProxy<SV>, h2c: bool) -> pingora::proxy::HttpProxy<SV> {
-    let mut options = pingora::apps::HttpServerOptions::default();
-    options.h2c = h2c;
-    app.server_options = Some(options);
-    app
 }
 
 /// pingora's shutdown trigger: resolves when [`DataPlane::shutdown`] asks.

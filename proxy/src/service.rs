@@ -140,12 +140,26 @@ impl ProxyHttp for CutoverProxy {
         }
     }
 
+    fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
+        // pingora's default: response compression, disabled.
+        modules.add_module(pingora::modules::http::compression::ResponseCompressionBuilder::enable(
+            0,
+        ));
+        crate::tls::https::add_modules(modules, self.settings.hsts);
+    }
+
     async fn early_request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<()> {
+        // First, so that every answer from here on gets HSTS over TLS.
+        crate::tls::https::on_request(session);
         crate::limits::on_request_head(session, &self.settings.limits).await
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if let Some(answered) = self.acme_http01(session).await {
+            return answered.map(|()| true);
+        }
+        // After http-01: an ACME validation is never redirected.
+        if let Some(answered) = crate::tls::https::redirect(session, &self.settings).await {
             return answered.map(|()| true);
         }
         let req = session.req_header();
@@ -431,7 +445,7 @@ pub(crate) fn add_forwarded_headers(
     upstream: &mut RequestHeader,
     trusted: &[ipnet::IpNet],
 ) -> Result<()> {
-    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    let tls = crate::tls::https::is_tls(session);
     let peer = forwarded::Peer {
         addr: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
         proto: if tls { "https" } else { "http" },

@@ -46,6 +46,10 @@ pub struct ProxySettings {
     /// `Strict-Transport-Security: max-age` on TLS answers; zero: not sent
     /// (`proxy.tls.hsts`).
     pub hsts: Duration,
+    /// The port `redirect_http` sends clients to (left out of the
+    /// `Location` when 443). [`DataPlane::start`](crate::DataPlane::start)
+    /// sets it to the first TLS listener's port.
+    pub https_port: u16,
 }
 
 /// What one client may hold (`proxy.limits`, SPEC §4a "Limits").
@@ -86,6 +90,7 @@ impl Default for ProxySettings {
             h2c: false,
             redirect_http: false,
             hsts: Duration::ZERO,
+            https_port: 443,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The admin HTTP API (SPEC §5): JSON, bearer token when configured,
-//! Prometheus text at `/metrics`. Browsers are not trusted callers: every
+//! Prometheus text at `/metrics`, certificates at `/certificates`.
+//! Browsers are not trusted callers: every
 //! request passes [`guard`] (Host, Origin, token, Content-Type) before any
 //! handler runs, and every error is JSON ([`errors`]).
 
@@ -21,11 +22,13 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
+use crate::certs::CertManager;
 use crate::config::Strategy;
 use crate::deploy::record::Deployment;
 use crate::deploy::{Controller, DeployError};
 use crate::supervisor::AppStatus;
 
+mod certificates;
 mod deployments;
 mod errors;
 pub mod guard;
@@ -42,6 +45,8 @@ pub struct AdminState {
     pub listen: SocketAddr,
     /// `admin.allowed_origins`: a request with any other `Origin` gets 403.
     pub allowed_origins: Vec<String>,
+    /// The certificates in use (`/certificates`, and pushes that change them).
+    pub certs: Arc<CertManager>,
 }
 
 /// A JSON error answer: `{"error": "..."}` with a status code (and, for
@@ -108,6 +113,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/deploy", post(deploy))
         .route("/push", post(push))
+        .route("/certificates", get(certificates::list))
+        .route("/certificates/reload", post(certificates::reload))
         .route("/deployments", get(deployments::list))
         .route("/deployments/{id}", get(deployments::one))
         .route("/deployments/{id}/events", get(deployments::events))
@@ -204,7 +211,7 @@ async fn push(
     })?;
     let source = std::str::from_utf8(&body)
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the pushed config is not UTF-8 text"))?;
-    let report = state.controller.push(source, query.deploy_strategy)?;
+    let report = state.controller.push(source, query.deploy_strategy, &state.certs)?;
     let status = if report.deployments.is_empty() {
         StatusCode::OK
     } else {

@@ -1,8 +1,9 @@
 //! Applying a pushed config: compare it with what runs, then deploy (or
 //! stage) changed apps, start added ones, retire removed ones, and swap
-//! the table for route and proxy-setting changes. A config that does not
-//! validate, or that conflicts with a running deployment, changes nothing
-//! (see [`super::gate`]).
+//! the table for route and proxy-setting changes, swap the certificates
+//! when their files changed. A config that does not validate (certificate
+//! files included), or that conflicts with a running deployment, changes
+//! nothing (see [`super::gate`]).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,8 @@ use serde::Serialize;
 
 use super::drain::drain_and_stop;
 use super::{Controller, DeployError, Started};
-use crate::config::{AppConfig, ConfigError, Strategy};
+use crate::certs::CertManager;
+use crate::config::{AppConfig, ConfigError, Problems, Strategy};
 use crate::journal::AppSource;
 
 /// What a push did.
@@ -34,28 +36,25 @@ pub struct PushReport {
 
 impl Controller {
     /// Applies the config text `source`. `strategy` overrides the apps'
-    /// `deploy_strategy` for the deployments it starts.
-    pub fn push(self: &Arc<Self>, source: &str, strategy: Option<Strategy>) -> Result<PushReport, DeployError> {
+    /// `deploy_strategy` for the deployments it starts. Changed certificate
+    /// files are loaded into `certs` (all good, or nothing changes).
+    pub fn push(
+        self: &Arc<Self>,
+        source: &str,
+        strategy: Option<Strategy>,
+        certs: &CertManager,
+    ) -> Result<PushReport, DeployError> {
         let new = self.parse(source, "deploy.yaml").map_err(|e| match e {
-            ConfigError::Invalid(problems) => DeployError::InvalidConfig(
-                problems
-                    .0
-                    .iter()
-                    .map(|p| {
-                        p.to_string()
-                            .trim_start_matches("deploy.yaml:")
-                            .trim_start()
-                            .to_string()
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            ),
+            ConfigError::Invalid(problems) => invalid(&problems),
             other => DeployError::InvalidConfig(other.to_string()),
         })?;
         let gate = self.exclusive();
         gate.refuse_when_stopping("push")?;
         let old = self.lock_active().config.clone();
         let mut report = PushReport::default();
+        // Certificate files are read and checked under the gate, before
+        // anything changes: a bad one refuses the push like a bad config.
+        let mut certs_plan = certs.prepare(&old.proxy, &new.proxy).map_err(|p| invalid(&p))?;
 
         // Every conflict is checked before anything changes.
         let mut changed = Vec::new();
@@ -96,6 +95,7 @@ impl Controller {
                 .warnings
                 .push("proxy.listen and proxy.threads apply at the next start of cutover".into());
         }
+        report.warnings.append(&mut certs_plan.warnings);
         if new.admin != old.admin {
             report
                 .warnings
@@ -163,6 +163,10 @@ impl Controller {
             }
         }
 
+        // The new certificates (if any) in one store swap; the ACME service
+        // sees the pushed hosts.
+        certs.commit(certs_plan, &new);
+
         // Added apps start first, so routes to them have instances to hold for.
         for name in &report.added {
             self.metrics.app_configured(name);
@@ -215,6 +219,24 @@ impl Controller {
             active.staged.insert(app.name.clone(), (app, source));
         }
     }
+}
+
+/// A refused config's problems, one per line, without the file name (the
+/// pusher knows which file it sent).
+fn invalid(problems: &Problems) -> DeployError {
+    DeployError::InvalidConfig(
+        problems
+            .0
+            .iter()
+            .map(|p| {
+                p.to_string()
+                    .trim_start_matches("deploy.yaml:")
+                    .trim_start()
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
 }
 
 /// A removed app's name, held while its instances drain and stop; released

@@ -8,7 +8,14 @@
 //! `max_connections` are open, puts its stream under a [`HeadClock`], and
 //! runs the same keep-alive loop itself so it knows when each response is
 //! finished (the start of the keep-alive idle time).
+//!
+//! It also terminates TLS on the TLS listeners (told apart by the
+//! connection's local address), after the gate and under the head clock
+//! (see [`crate::tls::acceptor`] for why not in pingora's listener), and
+//! tells HTTP/2 apart: ALPN `h2`, or with `proxy.h2c` the preface on a
+//! plain listener, read under the same deadline ([`super::preface`]).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,29 +26,87 @@ use pingora::server::ShutdownWatch;
 
 use super::clock::HeadClock;
 use super::gate::ConnectionGate;
+use super::preface::{sniff, Replay, Sniffed};
 use super::stream::LimitedStream;
 use super::{keepalive_secs, CONNECTION};
 use crate::service::Limits;
+use crate::tls::acceptor::TlsAcceptor;
 
-/// A pingora HTTP app (`A`) behind `proxy.limits`.
+/// The listeners one app serves, and how each speaks.
+pub struct Listeners {
+    /// Every listen address: the plain ones, then the TLS ones. A
+    /// connection's listener is its index here (the gate's too).
+    addrs: Vec<SocketAddr>,
+    /// How many of `addrs` are plain.
+    plain: usize,
+    /// Terminates TLS on the TLS listeners.
+    tls: Option<Arc<TlsAcceptor>>,
+    /// HTTP/2 prior knowledge on plain listeners (`proxy.h2c`).
+    h2c: bool,
+}
+
+impl Listeners {
+    /// `plain` and `tls` listen addresses; `acceptor` is required when
+    /// `tls` is not empty (a TLS listener without one closes every
+    /// connection).
+    pub fn new(plain: &[SocketAddr], tls: &[SocketAddr], acceptor: Option<Arc<TlsAcceptor>>, h2c: bool) -> Self {
+        Self {
+            addrs: plain.iter().chain(tls).copied().collect(),
+            plain: plain.len(),
+            tls: acceptor,
+            h2c,
+        }
+    }
+
+    /// Every listen address, in the gate's order.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The listener a connection with local address `local` came in on:
+    /// the exact address, else a wildcard one (`0.0.0.0`, `[::]`) on its
+    /// port.
+    fn of(&self, local: SocketAddr) -> Option<usize> {
+        let exact = self.addrs.iter().position(|a| *a == local);
+        exact.or_else(|| {
+            self.addrs
+                .iter()
+                .position(|a| a.ip().is_unspecified() && a.port() == local.port())
+        })
+    }
+}
+
+/// A pingora HTTP app (`A`) behind `proxy.limits`, terminating TLS on the
+/// TLS listeners.
 pub struct LimitedApp<A> {
     inner: Arc<A>,
     limits: Limits,
     gate: Arc<ConnectionGate>,
+    listeners: Listeners,
 }
 
 impl<A> LimitedApp<A> {
-    /// Wraps `inner`; `gate` admits its connections.
-    pub fn new(inner: A, limits: Limits, gate: Arc<ConnectionGate>) -> Self {
+    /// Wraps `inner`; `gate` admits its connections, indexed like
+    /// `listeners`.
+    pub fn new(inner: A, limits: Limits, gate: Arc<ConnectionGate>, listeners: Listeners) -> Self {
         Self {
             inner: Arc::new(inner),
             limits,
             gate,
+            listeners,
         }
     }
 }
 
 impl<A: HttpServerApp + Send + Sync + 'static> LimitedApp<A> {
+    /// pingora's HTTP/2 path (its blanket `ServerApp`), for a stream that
+    /// reports ALPN `h2` and replays the preface. HTTP/2 has its own
+    /// per-stream handling in pingora; idle connections close after
+    /// `h2_idle_timeout` (set to `keepalive_timeout` by the server).
+    async fn serve_h2(&self, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        ServerApp::process_new(&self.inner, stream, shutdown).await
+    }
+
     /// pingora's HTTP/1 keep-alive loop (`apps/mod.rs`), plus the clock.
     async fn serve_h1(&self, stream: Stream, clock: Arc<HeadClock>, shutdown: &ShutdownWatch) {
         let mut session = ServerSession::new_http1(stream);
@@ -70,22 +135,56 @@ impl<A: HttpServerApp + Send + Sync + 'static> LimitedApp<A> {
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LimitedApp<A> {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        // Refused: dropping the stream closes it before anything is read.
-        let Some(_slot) = self.gate.try_enter() else {
+        let listener = match self.listeners.addrs.len() {
+            // One listener (the common plain set-up): no getsockname.
+            1 => Some(0),
+            _ => stream
+                .get_socket_digest()
+                .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied())
+                .and_then(|local| self.listeners.of(local)),
+        };
+        let Some(listener) = listener else {
+            tracing::warn!("a connection on an address that is no listener of ours; closed");
+            return None;
+        };
+        // Refused: dropping the stream closes it before anything is read
+        // (before any TLS handshake too).
+        let Some(_slot) = self.gate.try_enter(listener) else {
             tracing::debug!("connection refused: proxy.limits.max_connections are open");
             return None;
         };
-        let h1 = !matches!(stream.selected_alpn_proto(), Some(ALPN::H2 | ALPN::Custom(_)))
-            && !self.inner.server_options().is_some_and(|o| o.h2c);
-        if !h1 {
-            // HTTP/2 has its own per-stream handling in pingora; only the
-            // connection count applies.
-            return ServerApp::process_new(&self.inner, stream, shutdown).await;
-        }
+        // The clock starts at accept: the TLS handshake, the h2c preface
+        // and the first head all fall within `header_timeout` of it.
         let clock = Arc::new(HeadClock::new(
             self.limits.header_timeout,
             self.limits.keepalive_timeout,
         ));
+        let deadline = clock.first_head_deadline();
+        let mut stream = stream;
+        if listener >= self.listeners.plain {
+            let acceptor = self.listeners.tls.as_ref()?;
+            stream = Box::new(acceptor.accept(stream, deadline).await.ok()?);
+            if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+                // pingora's HTTP/2 handshake waits for the preface with no
+                // timeout: read it here, under the deadline.
+                let Sniffed::H2(preface) = sniff(&mut stream, deadline).await else {
+                    tracing::debug!("TLS client chose h2 but sent no HTTP/2 preface in time; closed");
+                    return None;
+                };
+                return self
+                    .serve_h2(Box::new(Replay::new(stream, preface, None)), shutdown)
+                    .await;
+            }
+        } else if self.listeners.h2c {
+            match sniff(&mut stream, deadline).await {
+                Sniffed::H2(preface) => {
+                    let stream = Box::new(Replay::new(stream, preface, Some(ALPN::H2)));
+                    return self.serve_h2(stream, shutdown).await;
+                }
+                Sniffed::Other(read) => stream = Box::new(Replay::new(stream, read, None)),
+                Sniffed::Gone => return None,
+            }
+        }
         let stream: Stream = Box::new(LimitedStream::new(stream, Arc::clone(&clock)));
         CONNECTION
             .scope(Arc::clone(&clock), self.serve_h1(stream, clock, shutdown))
@@ -96,5 +195,22 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LimitedApp<A> {
     async fn cleanup(&self) {
         // Wakes keep-alive connections parked in `read_request` at shutdown.
         self.inner.http_cleanup().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_belongs_to_its_exact_listener_else_the_wildcard_on_its_port() {
+        let plain: Vec<SocketAddr> = vec!["127.0.0.1:8080".parse().unwrap(), "0.0.0.0:8081".parse().unwrap()];
+        let tls: Vec<SocketAddr> = vec!["[::]:8443".parse().unwrap()];
+        let listeners = Listeners::new(&plain, &tls, None, false);
+        assert_eq!(listeners.of("127.0.0.1:8080".parse().unwrap()), Some(0));
+        assert_eq!(listeners.of("10.1.2.3:8081".parse().unwrap()), Some(1));
+        assert_eq!(listeners.of("[::ffff:127.0.0.1]:8443".parse().unwrap()), Some(2));
+        assert_eq!(listeners.of("127.0.0.2:8080".parse().unwrap()), None);
+        assert_eq!(listeners.plain, 2, "index 2 and above are TLS listeners");
     }
 }

@@ -71,6 +71,16 @@ impl HeadClock {
         self.phase.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The deadline of the first head, fixed at accept (`None`: no limit).
+    /// The TLS handshake and the h2c preface must be done by then too.
+    pub(crate) fn first_head_deadline(&self) -> Option<Instant> {
+        match *self.lock() {
+            Phase::Idle { head_until, .. } => head_until,
+            Phase::Head { until, .. } => until,
+            Phase::Request => None,
+        }
+    }
+
     /// The current phase.
     pub(crate) fn phase(&self) -> Phase {
         *self.lock()

@@ -39,14 +39,33 @@ const HOP_BY_HOP: [HeaderName; 10] = [
 pub enum RequestError {
     #[error("too many tokens in the Connection header")]
     TooManyNominations,
+    #[error("an HTTP/2 request needs a valid :authority or Host")]
+    BadAuthority,
 }
 
 /// The head for the backend: `client`'s, without hop-by-hop headers, as
 /// HTTP/1.1, with the connection headers `kind` needs. The request has no
 /// body (only bodiless requests are taken over), so its framing headers go
-/// too.
+/// too. An HTTP/2 request's `:authority` becomes `Host` (RFC 9113 §8.3.1);
+/// its other pseudo-headers are not headers at all in pingora's head, and
+/// the request line carries the path and query only.
 pub fn for_backend(client: &RequestHeader, kind: Kind) -> std::result::Result<RequestHeader, RequestError> {
     let mut request = client.clone();
+    if client.version == Version::HTTP_2 {
+        if let Some(authority) = client.uri.authority() {
+            let host = http::HeaderValue::from_str(authority.as_str()).map_err(|_| RequestError::BadAuthority)?;
+            request
+                .insert_header(header::HOST, host)
+                .map_err(|_| RequestError::BadAuthority)?;
+        }
+        if !request.headers.contains_key(header::HOST) {
+            return Err(RequestError::BadAuthority);
+        }
+        if let Some(target) = client.uri.path_and_query() {
+            let target = http::Uri::try_from(target.as_str()).map_err(|_| RequestError::BadAuthority)?;
+            request.set_uri(target);
+        }
+    }
     request.set_version(Version::HTTP_11);
     let mut nominated: [Option<HeaderName>; MAX_NOMINATIONS] = std::array::from_fn(|_| None);
     let tokens = client
@@ -135,6 +154,35 @@ mod tests {
         assert!(req.headers.get("upgrade").is_none());
         assert!(req.headers.get("x-secret").is_none());
         assert!(req.headers.get("proxy-authorization").is_none());
+    }
+
+    #[test]
+    fn an_http2_request_becomes_an_http11_head_with_host_from_authority() {
+        // As pingora's HTTP/2 server builds it: from the request's parts.
+        let (parts, ()) = http::Request::builder()
+            .method("GET")
+            .uri("https://app.example:8443/events?x=1")
+            .version(Version::HTTP_2)
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut h2 = RequestHeader::from(parts);
+        h2.append_header("accept", "text/event-stream").unwrap();
+        let req = for_backend(&h2, Kind::Sse).unwrap();
+        assert_eq!(req.version, Version::HTTP_11);
+        assert_eq!(req.headers["host"], "app.example:8443");
+        let wire = pingora::protocols::http::v1::client::http_req_header_to_wire(&req).unwrap();
+        let wire = String::from_utf8(wire.to_vec()).unwrap();
+        assert!(wire.starts_with("GET /events?x=1 HTTP/1.1\r\n"), "{wire}");
+        assert!(
+            !wire.contains(':') || !wire.lines().any(|l| l.starts_with(':')),
+            "{wire}"
+        );
+        assert_eq!(
+            wire.matches("host:").count() + wire.matches("Host:").count(),
+            1,
+            "{wire}"
+        );
     }
 
     #[test]
