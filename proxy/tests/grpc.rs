@@ -142,6 +142,7 @@ async fn a_unary_call_reaches_the_h2c_backend_through_the_proxy() {
     let reply = timeout(PATIENCE, client.echo("hi", 0)).await.unwrap().unwrap();
     assert_eq!(reply.message, "hi");
     assert_eq!(reply.version, "v1");
+    assert_eq!(reply.forwarded_proto, "http", "forwarded headers are set");
     // The backend's own status, in a Trailers-Only answer, passes as is.
     let status = timeout(PATIENCE, client.missing()).await.unwrap().unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");

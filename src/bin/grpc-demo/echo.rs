@@ -43,6 +43,9 @@ pub struct EchoReply {
     pub version: String,
     #[prost(string, tag = "3")]
     pub instance: String,
+    /// The `X-Forwarded-Proto` the call arrived with (what the proxy set).
+    #[prost(string, tag = "4")]
+    pub forwarded_proto: String,
 }
 
 /// `demo.TickRequest`.
@@ -95,6 +98,12 @@ impl UnaryService<EchoRequest> for EchoCall {
     fn call(&mut self, request: Request<EchoRequest>) -> Self::Future {
         let demo = self.0.clone();
         Box::pin(async move {
+            let forwarded_proto = request
+                .metadata()
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
             let request = request.into_inner();
             if request.delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(u64::from(request.delay_ms))).await;
@@ -103,6 +112,7 @@ impl UnaryService<EchoRequest> for EchoCall {
                 message: request.message,
                 version: demo.version.to_string(),
                 instance: demo.instance.to_string(),
+                forwarded_proto,
             }))
         })
     }
