@@ -7,6 +7,7 @@
 //! the replay safe. Then [`super::stream`] takes the response.
 
 use std::error::Error as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderName};
@@ -20,6 +21,7 @@ use super::body::{RequestBody, Upload};
 use super::notice::{self, Call, Notice};
 use super::pool::Sender;
 use super::{end_call, stream, Status, KIND};
+use crate::backend::InflightGuard;
 use crate::hold::Refusal;
 use crate::longlived::CloseReason;
 use crate::service::{add_forwarded_headers, CutoverProxy, RequestCtx};
@@ -71,36 +73,16 @@ impl CutoverProxy {
         drop(table);
         let mut upload = Upload::new(!session.is_body_done());
         loop {
-            let claim = match self.claim(app, ctx).await {
-                Ok(claim) => claim,
-                Err(refusal) => {
-                    ctx.refusal = Some(refusal);
-                    end_call(session, Status::Unavailable, refusal_message(refusal)).await;
-                    return Ok(true);
-                }
+            let Some((claim, sender)) = self.grpc_backend(app, session, ctx).await else {
+                return Ok(true); // answered: no backend
             };
             let backend = Arc::clone(claim.backend());
-            let sender = match backend.h2().sender(backend.addr(), self.settings.connect_timeout).await {
-                Ok(sender) => sender,
-                Err(e) => {
-                    tracing::debug!(instance = backend.instance(), error = %e, "gRPC backend connect failed");
-                    if let Some(metrics) = &ctx.metrics {
-                        metrics.connect_error();
-                    }
-                    drop(claim);
-                    if !self.retry(ctx, backend.generation()) {
-                        end_call(session, Status::Unavailable, "the app failed to answer").await;
-                        return Ok(true);
-                    }
-                    continue;
-                }
-            };
             ctx.claim = Some(claim);
             let Some(body) = upload.attempt() else {
                 end_call(session, Status::Unavailable, "the app failed to answer").await;
                 return Ok(true);
             };
-            let request = match to_request(&head, &backend.addr().to_string(), body) {
+            let request = match to_request(&head, backend.addr(), body) {
                 Ok(request) => request,
                 Err(e) => {
                     tracing::debug!(error = %e, "gRPC request cannot be built");
@@ -143,6 +125,43 @@ impl CutoverProxy {
             );
             metric.closed(reason.as_str());
             return Ok(true);
+        }
+    }
+
+    /// Claims a backend (held while none is ready) and gets its HTTP/2
+    /// connection, another backend when connecting fails. `None`: the call
+    /// was answered with a status instead.
+    async fn grpc_backend(
+        &self,
+        app: crate::AppId,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Option<(InflightGuard, Sender)> {
+        loop {
+            let claim = match self.claim(app, ctx).await {
+                Ok(claim) => claim,
+                Err(refusal) => {
+                    ctx.refusal = Some(refusal);
+                    end_call(session, Status::Unavailable, refusal_message(refusal)).await;
+                    return None;
+                }
+            };
+            let backend = claim.backend();
+            match backend.h2().sender(backend.addr(), self.settings.connect_timeout).await {
+                Ok(sender) => return Some((claim, sender)),
+                Err(e) => {
+                    tracing::debug!(instance = backend.instance(), error = %e, "gRPC backend connect failed");
+                    if let Some(metrics) = &ctx.metrics {
+                        metrics.connect_error();
+                    }
+                    let generation = backend.generation();
+                    drop(claim);
+                    if !self.retry(ctx, generation) {
+                        end_call(session, Status::Unavailable, "the app failed to answer").await;
+                        return None;
+                    }
+                }
+            }
         }
     }
 
@@ -229,7 +248,7 @@ fn upstream_head(session: &Session, trusted: &[ipnet::IpNet]) -> Result<RequestH
 
 /// The HTTP/2 request: the head's path on the client's authority (the
 /// `Host`, else the backend's address), `http` scheme (h2c).
-fn to_request(head: &RequestHeader, fallback_authority: &str, body: RequestBody) -> Result<http::Request<RequestBody>> {
+fn to_request(head: &RequestHeader, backend: SocketAddr, body: RequestBody) -> Result<http::Request<RequestBody>> {
     let mut parts = head.as_owned_parts();
     let authority = parts
         .uri
@@ -242,7 +261,7 @@ fn to_request(head: &RequestHeader, fallback_authority: &str, body: RequestBody)
                 .and_then(|h| h.to_str().ok())
                 .map(str::to_owned)
         })
-        .unwrap_or_else(|| fallback_authority.to_owned());
+        .unwrap_or_else(|| backend.to_string());
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     parts.uri = Uri::builder()
         .scheme("http")
@@ -317,7 +336,8 @@ mod tests {
         let mut head = RequestHeader::build("POST", b"/demo.Echo/Say?x=1", None).unwrap();
         head.insert_header("host", "api.example").unwrap();
         let (_tx, rx) = tokio::sync::mpsc::channel(1);
-        let request = to_request(&head, "127.0.0.1:1", RequestBody::new(VecDeque::new(), rx)).unwrap();
+        let backend = "127.0.0.1:1".parse().unwrap();
+        let request = to_request(&head, backend, RequestBody::new(VecDeque::new(), rx)).unwrap();
         assert_eq!(request.uri().to_string(), "http://api.example/demo.Echo/Say?x=1");
         assert_eq!(request.version(), Version::HTTP_2);
         assert!(request.headers().get("host").is_none());
