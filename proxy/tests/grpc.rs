@@ -405,6 +405,68 @@ async fn a_call_whose_stream_is_refused_goes_to_another_backend() {
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
 }
 
+/// An HTTP/2 backend that answers every call with a head and one `Tick`,
+/// then resets the stream (`reset`) or drops the whole connection.
+async fn breaking_backend(reset: bool) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(stream).await else {
+                    return;
+                };
+                let Some(Ok((_request, mut respond))) = conn.accept().await else {
+                    return;
+                };
+                let head = http::Response::builder()
+                    .header("content-type", "application/grpc")
+                    .body(())
+                    .unwrap();
+                let mut body = respond.send_response(head, false).unwrap();
+                let tick = prost::Message::encode_to_vec(&echo::Tick {
+                    n: 0,
+                    version: "broken".into(),
+                });
+                let mut framed = vec![0];
+                framed.extend_from_slice(&(tick.len() as u32).to_be_bytes());
+                framed.extend_from_slice(&tick);
+                body.send_data(framed.into(), false).unwrap();
+                // Let the connection flush the message, then break.
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(200),
+                    std::future::poll_fn(|cx| conn.poll_closed(cx)),
+                )
+                .await;
+                if reset {
+                    body.send_reset(h2::Reason::INTERNAL_ERROR);
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(200),
+                        std::future::poll_fn(|cx| conn.poll_closed(cx)),
+                    )
+                    .await;
+                }
+                drop(conn);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_failing_mid_call_gives_a_grpc_status_after_the_messages_it_sent() {
+    for (reset, expected) in [(true, tonic::Code::Internal), (false, tonic::Code::Unavailable)] {
+        let addr = breaking_backend(reset).await;
+        let proxy = tokio::task::block_in_place(|| Proxy::start(vec![Backend::new(addr, "grpc-broken", 1)]));
+        let mut client = proxy.client().await;
+        let mut ticks = timeout(PATIENCE, client.ticks(10)).await.unwrap().unwrap();
+        let tick = timeout(PATIENCE, ticks.message()).await.unwrap().unwrap().unwrap();
+        assert_eq!(tick.version, "broken");
+        let status = timeout(PATIENCE, ticks.message()).await.unwrap().unwrap_err();
+        assert_eq!(status.code(), expected, "reset: {reset}: {status:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_speaking_garbage_gives_a_grpc_status() {
     // Accepts, answers with bytes that are not HTTP/2, closes.
