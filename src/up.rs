@@ -87,7 +87,7 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     let table = TableHandle::new(RouteTable::default());
     let routing = Routing::new(Arc::clone(&table), metrics.clone());
     let serving = &restored.config;
-    routing.configure(&serving.routes, &serving.proxy, serving.apps.keys().map(String::as_str));
+    routing.configure(&serving.routes, &serving.proxy, serving.apps.values());
     for app in serving.apps.keys() {
         deploy_metrics.app_configured(app);
     }

@@ -11,9 +11,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use cutover_proxy::{AppId, AppMetrics, HostMatch, LongLivedSettings, ProxyMetrics, RouteTable, TableHandle};
+use cutover_proxy::{
+    AppId, AppMetrics, HostMatch, LongLivedSettings, ProxyMetrics, RouteTable, TableHandle, UpstreamProtocol,
+};
 
-use crate::config::{HostPattern, ProxyConfig, RouteConfig};
+use crate::config::{AppConfig, HostPattern, ProxyConfig, RouteConfig, Upstream};
 use crate::supervisor::instance::{Instance, OnChange};
 
 /// The control plane's side of the route table.
@@ -38,6 +40,44 @@ struct AppRouting {
     id: AppId,
     metrics: Arc<AppMetrics>,
     serving: Vec<Arc<Instance>>,
+    upstream: UpstreamProtocol,
+}
+
+/// An app as [`Routing::configure`] takes it: its config (name and
+/// `upstream`), or only its name (upstream `http1`).
+pub trait RoutedApp<'a> {
+    /// The app's name.
+    fn name(&self) -> &'a str;
+    /// How the proxy speaks to its instances.
+    fn upstream(&self) -> UpstreamProtocol;
+}
+
+impl<'a> RoutedApp<'a> for &'a str {
+    fn name(&self) -> &'a str {
+        self
+    }
+
+    fn upstream(&self) -> UpstreamProtocol {
+        UpstreamProtocol::Http1
+    }
+}
+
+impl<'a> RoutedApp<'a> for &'a AppConfig {
+    fn name(&self) -> &'a str {
+        &self.name
+    }
+
+    fn upstream(&self) -> UpstreamProtocol {
+        upstream_protocol(self.upstream)
+    }
+}
+
+/// The data plane's view of `apps.*.upstream`.
+pub fn upstream_protocol(upstream: Upstream) -> UpstreamProtocol {
+    match upstream {
+        Upstream::Http1 => UpstreamProtocol::Http1,
+        Upstream::H2c => UpstreamProtocol::H2c,
+    }
 }
 
 impl Routing {
@@ -66,12 +106,19 @@ impl Routing {
     }
 
     /// Sets the routes, the proxy settings that live in the table
-    /// (`hold_timeout`, `long_lived`) and the apps that exist; apps no
+    /// (`hold_timeout`, `long_lived`) and the apps that exist with their
+    /// `upstream` (given their configs; names alone mean `http1`); apps no
     /// longer named lose their slot and their metric series. Does not
     /// publish.
-    pub fn configure<'a>(&self, routes: &[RouteConfig], proxy: &ProxyConfig, apps: impl IntoIterator<Item = &'a str>) {
+    pub fn configure<'a, A: RoutedApp<'a>>(
+        &self,
+        routes: &[RouteConfig],
+        proxy: &ProxyConfig,
+        apps: impl IntoIterator<Item = A>,
+    ) {
         let mut state = self.lock();
-        let wanted: Vec<&str> = apps.into_iter().collect();
+        let apps: Vec<A> = apps.into_iter().collect();
+        let wanted: Vec<&str> = apps.iter().map(RoutedApp::name).collect();
         let gone: Vec<String> = state
             .apps
             .keys()
@@ -93,8 +140,14 @@ impl Routing {
                         id,
                         metrics,
                         serving: Vec::new(),
+                        upstream: UpstreamProtocol::Http1,
                     },
                 );
+            }
+        }
+        for app in &apps {
+            if let Some(slot) = state.apps.get_mut(app.name()) {
+                slot.upstream = app.upstream();
             }
         }
         state.routes = routes.to_vec();
@@ -141,6 +194,7 @@ impl Routing {
             self.metrics
                 .serving_instances(name, backends.iter().map(|b| b.instance().to_string()).collect());
             builder.app(app.id, name.as_str(), backends, Arc::clone(&app.metrics));
+            builder.upstream(app.id, app.upstream);
         }
         for route in &state.routes {
             let Some(app) = state.apps.get(&route.app) else {

@@ -20,6 +20,8 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+use crate::grpc::pool::H2Slot;
+
 /// One instance of an app, as the data plane sees it.
 #[derive(Debug)]
 pub struct Backend {
@@ -33,8 +35,12 @@ pub struct Backend {
     /// Flips to true when draining starts: long-lived connections (which
     /// cannot move) listen to it to send their close notice.
     drain_signal: watch::Sender<bool>,
-    /// WebSocket and SSE connections on this backend right now.
+    /// WebSocket, SSE and gRPC connections on this backend right now.
     long_lived: AtomicU64,
+    /// The HTTP/2 connection gRPC calls share (h2c apps only; empty
+    /// otherwise). Per backend, so per process generation: it can never
+    /// reach another process on the same address.
+    h2: H2Slot,
 }
 
 impl Backend {
@@ -52,6 +58,7 @@ impl Backend {
             idle: Notify::new(),
             drain_signal: watch::channel(false).0,
             long_lived: AtomicU64::new(0),
+            h2: H2Slot::default(),
         })
     }
 
@@ -98,6 +105,13 @@ impl Backend {
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
         self.drain_signal.send_replace(true);
+        // Calls on it finish; no new one can claim this backend.
+        self.h2.release();
+    }
+
+    /// The HTTP/2 connection gRPC calls to this backend share.
+    pub(crate) fn h2(&self) -> &H2Slot {
+        &self.h2
     }
 
     /// Resolves to `true` once the backend drains (see

@@ -13,6 +13,8 @@
 //! - [`forwarded`]: the X-Forwarded-* headers, trusted proxies.
 //! - [`service`]: the pingora `ProxyHttp` hooks (the request path).
 //! - [`longlived`]: WebSocket and SSE: taken over, tracked, closed with notice.
+//! - [`grpc`]: gRPC calls to h2c apps: taken over, multiplexed on one
+//!   connection per backend, ended with status 14 when their backend drains.
 //! - [`tls`]: certificates by SNI, pending ACME challenges.
 //! - [`limits`]: `proxy.limits`: connection limit, head deadline, keep-alive
 //!   timeout, head size and `Host` checks.
@@ -26,6 +28,7 @@
 pub mod access;
 pub mod backend;
 pub mod forwarded;
+pub mod grpc;
 pub mod handle;
 mod hold;
 pub mod limits;
@@ -48,4 +51,4 @@ pub use router::{AppId, DuplicateRoute, HostMatch, Router};
 pub use server::{DataPlane, DataPlaneConfig, DataPlaneError};
 pub use service::CutoverProxy;
 pub use settings::{Limits, ProxySettings};
-pub use table::{AppEntry, RouteTable, RouteTableBuilder};
+pub use table::{AppEntry, RouteTable, RouteTableBuilder, UpstreamProtocol};

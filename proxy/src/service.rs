@@ -34,6 +34,7 @@ use crate::longlived::{CloseReason, Kind};
 use crate::metrics::{AppMetrics, ProxyMetrics};
 use crate::router::AppId;
 pub use crate::settings::{Limits, ProxySettings};
+use crate::table::UpstreamProtocol;
 
 /// The proxy service.
 pub struct CutoverProxy {
@@ -55,7 +56,7 @@ impl CutoverProxy {
             held: AtomicUsize::new(0),
         }
     }
-    fn peer_for(&self, claim: &InflightGuard) -> HttpPeer {
+    fn peer_for(&self, claim: &InflightGuard, upstream: UpstreamProtocol) -> HttpPeer {
         let backend = claim.backend();
         let mut peer = HttpPeer::new(backend.addr(), false, String::new());
         // A new process behind the same address gets a new generation, so a
@@ -63,6 +64,12 @@ impl CutoverProxy {
         peer.group_key = backend.generation();
         peer.options.connection_timeout = Some(self.settings.connect_timeout);
         peer.options.idle_timeout = Some(self.settings.upstream_idle_timeout);
+        if upstream == UpstreamProtocol::H2c {
+            // Prior knowledge on a plain connection; several streams share
+            // one connection (pingora's default is 1 stream each).
+            peer.options.alpn = pingora::protocols::ALPN::H2;
+            peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+        }
         peer
     }
 
@@ -75,6 +82,9 @@ impl CutoverProxy {
         ctx.attempts < self.settings.max_attempts
     }
 }
+
+/// Streams pingora may open on one pooled h2c connection.
+const H2_STREAMS_PER_CONNECTION: usize = 100;
 
 /// Per-request state.
 pub struct RequestCtx {
@@ -169,6 +179,9 @@ impl ProxyHttp for CutoverProxy {
                     respond(session, 400, Bytes::from(format!("bad request: {problem}\n")), false).await?;
                     return Ok(true);
                 }
+                if self.is_grpc_call(session, id) {
+                    return self.take_over_grpc(session, ctx).await;
+                }
                 match Kind::of(session.req_header(), session.is_upgrade_req()) {
                     // The takeover path serves only requests without a body
                     // (SPEC §4a "Framing"): it forwards heads, never bodies.
@@ -214,7 +227,12 @@ impl ProxyHttp for CutoverProxy {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream_peer without a route"))?;
         match self.claim(app, ctx).await {
             Ok(claim) => {
-                let peer = self.peer_for(&claim);
+                let upstream = self
+                    .table
+                    .load()
+                    .app(app)
+                    .map_or(UpstreamProtocol::Http1, |a| a.upstream());
+                let peer = self.peer_for(&claim, upstream);
                 ctx.claim = Some(claim);
                 Ok(Box::new(peer))
             }

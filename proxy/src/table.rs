@@ -29,12 +29,36 @@ pub struct RouteTable {
     apps: Vec<Option<AppEntry>>,
 }
 
+/// How the proxy speaks to an app's instances (`apps.*.upstream`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, one request per pooled connection at a time.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge on a plain connection (gRPC and other
+    /// HTTP/2 backends): many streams share one connection. WebSocket and
+    /// SSE requests still reach the instance over HTTP/1.1 on the same
+    /// port (the takeover path speaks HTTP/1.1).
+    H2c,
+}
+
+impl UpstreamProtocol {
+    /// The config spelling (`http1`, `h2c`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2c => "h2c",
+        }
+    }
+}
+
 /// One app's ready backends and metric handles.
 #[derive(Debug)]
 pub struct AppEntry {
     name: Arc<str>,
     backends: Vec<Arc<Backend>>,
     metrics: Arc<AppMetrics>,
+    upstream: UpstreamProtocol,
     /// Rotates the starting point of the least-in-flight scan, so ties
     /// (the common case: all idle) spread round-robin.
     cursor: AtomicUsize,
@@ -107,6 +131,12 @@ impl AppEntry {
         &self.metrics
     }
 
+    /// How the proxy speaks to this app's instances.
+    #[inline]
+    pub fn upstream(&self) -> UpstreamProtocol {
+        self.upstream
+    }
+
     /// Picks the backend with the fewest requests in flight, skipping the
     /// generations in `exclude` (backends this request already failed on),
     /// and claims it.
@@ -152,6 +182,9 @@ pub struct RouteTableBuilder {
     long_lived: Option<LongLivedSettings>,
     router: Router,
     apps: Vec<Option<AppEntry>>,
+    /// Set apart from `apps` so [`RouteTableBuilder::upstream`] may come
+    /// before or after [`RouteTableBuilder::app`].
+    upstreams: Vec<(AppId, UpstreamProtocol)>,
 }
 
 impl RouteTableBuilder {
@@ -172,8 +205,16 @@ impl RouteTableBuilder {
             name: name.into(),
             backends,
             metrics,
+            upstream: UpstreamProtocol::Http1,
             cursor: AtomicUsize::new(0),
         });
+        self
+    }
+
+    /// Sets how the proxy speaks to an app's instances (default:
+    /// [`UpstreamProtocol::Http1`]).
+    pub fn upstream(&mut self, id: AppId, protocol: UpstreamProtocol) -> &mut Self {
+        self.upstreams.push((id, protocol));
         self
     }
 
@@ -196,7 +237,12 @@ impl RouteTableBuilder {
     }
 
     /// The finished table (generation 0 until published).
-    pub fn build(self) -> RouteTable {
+    pub fn build(mut self) -> RouteTable {
+        for (id, protocol) in self.upstreams {
+            if let Some(Some(entry)) = self.apps.get_mut(id.0 as usize) {
+                entry.upstream = protocol;
+            }
+        }
         RouteTable {
             generation: 0,
             hold_timeout: self.hold_timeout,
@@ -262,6 +308,20 @@ mod tests {
         a.start_draining();
         assert!(table.app(AppId(0)).unwrap().pick(&[]).is_none());
         assert_eq!(a.inflight(), 0);
+    }
+
+    #[test]
+    fn upstream_protocol_is_per_app_in_any_order() {
+        let metrics = ProxyMetrics::new(&prometheus::Registry::new()).unwrap();
+        let mut b = RouteTable::builder();
+        b.upstream(AppId(1), UpstreamProtocol::H2c);
+        b.app(AppId(0), "web", vec![], metrics.app("web"));
+        b.app(AppId(1), "grpc", vec![], metrics.app("grpc"));
+        b.upstream(AppId(7), UpstreamProtocol::H2c); // no such app: ignored
+        let table = b.build();
+        assert_eq!(table.app(AppId(0)).unwrap().upstream(), UpstreamProtocol::Http1);
+        assert_eq!(table.app(AppId(1)).unwrap().upstream(), UpstreamProtocol::H2c);
+        assert!(table.app(AppId(7)).is_none());
     }
 
     #[test]

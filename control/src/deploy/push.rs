@@ -174,8 +174,7 @@ impl Controller {
         }
         // One table swap for routes, hold timeout and the set of apps.
         let routing = self.supervisor.routing();
-        let names: Vec<&str> = new.apps.keys().map(String::as_str).collect();
-        routing.configure(&new.routes, &new.proxy, names);
+        routing.configure(&new.routes, &new.proxy, new.apps.values());
         routing.publish();
         for name in &report.removed {
             self.metrics.app_removed(name);
