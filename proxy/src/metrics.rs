@@ -27,8 +27,8 @@ const CODES: usize = 500;
 /// reads 0 before the first request.
 const FIRST_CODE: u16 = 200;
 
-/// Every `kind` label.
-const KINDS: [Kind; 2] = [Kind::WebSocket, Kind::Sse];
+/// Every `kind` label: the takeover's kinds ([`Kind`]) and gRPC calls.
+const KINDS: [&str; 3] = ["websocket", "sse", crate::grpc::KIND];
 
 /// Every `reason` label.
 const REASONS: [CloseReason; 6] = [
@@ -44,7 +44,7 @@ const REASONS: [CloseReason; 6] = [
 /// above (the series at 0 would be missing for it).
 const _: fn(Kind, CloseReason) = |kind, reason| {
     match kind {
-        Kind::WebSocket | Kind::Sse => {}
+        Kind::WebSocket | Kind::Sse => debug_assert!(KINDS.contains(&kind.as_str())),
     }
     match reason {
         CloseReason::Drain
@@ -109,7 +109,7 @@ impl ProxyMetrics {
             long_lived_closed: IntCounterVec::new(
                 Opts::new(
                     "cutover_long_lived_closed_total",
-                    "Closed WebSocket and SSE connections, by app, kind and why they closed.",
+                    "Closed WebSocket and SSE connections and gRPC calls, by app, kind and why they closed.",
                 ),
                 &["app", "kind", "reason"],
             )?,
@@ -132,7 +132,7 @@ impl ProxyMetrics {
         for kind in KINDS {
             for reason in REASONS {
                 self.long_lived_closed
-                    .with_label_values(&[app, kind.as_str(), reason.as_str()]);
+                    .with_label_values(&[app, kind, reason.as_str()]);
             }
         }
         metrics
@@ -178,7 +178,7 @@ impl ProxyMetrics {
             for reason in REASONS {
                 let _ = self
                     .long_lived_closed
-                    .remove_label_values(&[app, kind.as_str(), reason.as_str()]);
+                    .remove_label_values(&[app, kind, reason.as_str()]);
             }
         }
         self.long_lived.forget(app);
@@ -248,7 +248,7 @@ impl LongLivedFamily {
         let view = IntGaugeVec::new(
             Opts::new(
                 "cutover_long_lived_connections",
-                "Open WebSocket and SSE connections, by app, instance and kind.",
+                "Open WebSocket and SSE connections and gRPC calls, by app, instance and kind.",
             ),
             &["app", "instance", "kind"],
         )?;
@@ -304,7 +304,7 @@ impl Collector for LongLivedFamily {
         for (app, instances) in lock(&self.serving).iter() {
             for instance in instances {
                 for kind in KINDS {
-                    view.with_label_values(&[app.as_str(), instance.as_str(), kind.as_str()]);
+                    view.with_label_values(&[app.as_str(), instance.as_str(), kind]);
                 }
             }
         }
@@ -424,6 +424,8 @@ mod tests {
             "cutover_held_requests{app=\"web\"} 0",
             "cutover_long_lived_connections{app=\"web\",instance=\"web-0\",kind=\"websocket\"} 0",
             "cutover_long_lived_connections{app=\"web\",instance=\"web-0\",kind=\"sse\"} 0",
+            "cutover_long_lived_connections{app=\"web\",instance=\"web-0\",kind=\"grpc\"} 0",
+            "cutover_long_lived_closed_total{app=\"web\",kind=\"grpc\",reason=\"drain\"} 0",
             "cutover_long_lived_closed_total{app=\"web\",kind=\"sse\",reason=\"drain\"} 0",
             "cutover_long_lived_closed_total{app=\"web\",kind=\"websocket\",reason=\"error\"} 0",
         ] {

@@ -32,7 +32,7 @@ pub async fn drain_and_stop(instances: &[Arc<Instance>], drain_timeout: Duration
                 if long_lived > 0 {
                     log.info(
                         Some(name),
-                        format!("notifying {long_lived} WebSocket/SSE connections (close 1012 / retry)"),
+                        format!("notifying {long_lived} long-lived connections (WebSocket 1012, SSE retry, gRPC status 14)"),
                     );
                 }
             }
