@@ -131,8 +131,7 @@ impl ProxyMetrics {
         metrics.ensure_code(FIRST_CODE);
         for kind in KINDS {
             for reason in REASONS {
-                self.long_lived_closed
-                    .with_label_values(&[app, kind, reason.as_str()]);
+                self.long_lived_closed.with_label_values(&[app, kind, reason.as_str()]);
             }
         }
         metrics

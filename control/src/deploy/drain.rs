@@ -32,7 +32,9 @@ pub async fn drain_and_stop(instances: &[Arc<Instance>], drain_timeout: Duration
                 if long_lived > 0 {
                     log.info(
                         Some(name),
-                        format!("notifying {long_lived} long-lived connections (WebSocket 1012, SSE retry, gRPC status 14)"),
+                        format!(
+                            "notifying {long_lived} long-lived connections (WebSocket 1012, SSE retry, gRPC status 14)"
+                        ),
                     );
                 }
             }
