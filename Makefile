@@ -11,7 +11,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ## C toolchain; the test runner is cargo-nextest; the metrics tests run a
 ## real Prometheus (Debian's prometheus package, which brings promtool);
 ## the ACME tests run a real ACME server (Debian's pebble package, which
-## brings pebble-challtestsrv).
+## brings pebble-challtestsrv); the TLS tests use curl (HTTP/2) and
+## openssl's s_client as real clients.
 deps:
 	@command -v cmake >/dev/null 2>&1 || { \
 		echo "installing cmake and a C toolchain (pingora builds zlib-ng with them)"; \
@@ -27,6 +28,9 @@ deps:
 	@command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 || { \
 		echo "installing pebble and pebble-challtestsrv (the ACME tests run a real ACME server)"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq pebble; }
+	@command -v curl >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 || { \
+		echo "installing curl and openssl (the TLS tests use them as clients)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq curl openssl; }
 
 build: deps
 	$(CARGO) build --release --bins
