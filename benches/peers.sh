@@ -13,6 +13,8 @@
 # access log written to a file, to measure the access log's cost;
 # `pingora` (with BASELINE=1) is a minimal pingora proxy with the same
 # settings (examples/pingora_baseline.rs): the floor under cutover.
+# `before` (with BEFORE=/path/to/an/older/cutover) is another build of
+# cutover, same settings, its own identical backend: a before/after run.
 # Output: a table of medians over rounds (req/s, p50, p99, errors, ratio to
 # cutover); raw wrk output goes to benches/results/peers-<variant>/.
 set -euo pipefail
@@ -72,7 +74,7 @@ http {
 }
 EOF
 
-start_cutover() { # name port admin accesslog
+start_cutover() { # name port admin accesslog [binary]
   cat > "$WORK/$1.yaml" <<EOF
 proxy: { listen: ["127.0.0.1:$2"], threads: $THREADS }
 admin: { listen: "127.0.0.1:$3" }
@@ -84,7 +86,7 @@ apps:
 routes:
   - { host: "*", path: /, app: backend }
 EOF
-  "$ROOT/target/release/cutover" up -c "$WORK/$1.yaml" --access-log "$4" > "$WORK/$1.log" 2>&1 &
+  "${5:-$ROOT/target/release/cutover}" up -c "$WORK/$1.yaml" --access-log "$4" > "$WORK/$1.log" 2>&1 &
   pids+=($!)
 }
 start_cutover cutover 18081 18181 off
@@ -154,8 +156,12 @@ GOMAXPROCS=1 caddy run --config "$WORK/Caddyfile" --adapter caddyfile > "$WORK/c
 pids+=($!)
 sleep 1
 
-declare -A PORTS=([direct]="${BACKEND##*:}" [cutover]=18081 [cutover+log]=18085 [haproxy]=18082 [nginx]=18083 [caddy]=18084 [pingora]=18086)
+declare -A PORTS=([direct]="${BACKEND##*:}" [cutover]=18081 [cutover+log]=18085 [haproxy]=18082 [nginx]=18083 [caddy]=18084 [pingora]=18086 [before]=18087)
 ORDER=(direct cutover cutover+log haproxy nginx caddy)
+if [ -n "${BEFORE:-}" ]; then
+  start_cutover before 18087 18187 off "$BEFORE"
+  ORDER+=(before)
+fi
 if [ -n "${BASELINE:-}" ]; then
   "$ROOT/target/release/examples/pingora_baseline" 127.0.0.1:18086 "$BACKEND" > "$WORK/pingora.log" 2>&1 &
   pids+=($!)
@@ -212,7 +218,7 @@ print(f"variant {sys.argv[2]}: wrk -t1, {sys.argv[3]} alternating rounds of {sys
 print(f"{'conns':>5}  {'peer':<12} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs cutover':>10}")
 for c in sorted({k[0] for k in by}):
     base = statistics.median(r[0] for r in by[(c, "cutover")])
-    for peer in ["direct", "cutover", "cutover+log", "pingora", "haproxy", "nginx", "caddy"]:
+    for peer in ["direct", "cutover", "before", "cutover+log", "pingora", "haproxy", "nginx", "caddy"]:
         runs = by.get((c, peer))
         if not runs:
             continue
