@@ -106,7 +106,7 @@ echo "backend (started by cutover): $BACKEND"
 cat > "$WORK/haproxy.cfg" <<EOF
 global
   nbthread 1
-  maxconn 20000
+  maxconn 9000
   tune.ssl.default-dh-param 2048
 defaults
   mode http
@@ -128,7 +128,7 @@ cat > "$WORK/nginx.conf" <<EOF
 worker_processes 1;
 error_log /dev/null crit;
 pid $WORK/nginx-peer.pid;
-events { worker_connections 20000; }
+events { worker_connections 9000; }
 http {
   access_log off;
   upstream b { server $BACKEND; keepalive 256; }
@@ -181,7 +181,7 @@ for variant in $VARIANTS; do
         h2)
           h2load -t1 -c"$H2_CONNS" -m100 -D"$DURATION" "https://localhost:$port/" > "$raw" 2>&1 || true
           rps=$(awk '/^finished in/ {gsub(",","",$4); print $4}' "$raw")
-          err=$(awk '/^requests:/ {print $8 + $10}' "$raw") ;;
+          err=$(awk '/^requests:/ {print $10 + $12 + $14}' "$raw") ;;
         *) echo "unknown variant $variant" >&2; exit 2 ;;
       esac
       echo -e "$variant\t$peer\t$round\t${rps:-0}\t${err:-0}" >> "$RESULTS"
