@@ -484,6 +484,14 @@ async fn first_chunk_problem(session: &mut Session) -> Option<String> {
 
 /// The request's host: the `Host` header, else the URI's authority.
 fn request_host(req: &RequestHeader) -> &str {
+    // HTTP/2 names the host in `:authority`, which pingora turns into the
+    // backend's `Host`; route on the same name (a differing `host` field
+    // must not pick another app than the backend sees, RFC 9113 §8.3.1).
+    if req.version == http::Version::HTTP_2 {
+        if let Some(authority) = req.uri.host() {
+            return authority;
+        }
+    }
     req.headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())

@@ -460,3 +460,28 @@ async fn an_event_stream_over_http2_reaches_the_backend_as_http11_and_gets_retry
     assert!(rest.contains("retry: "), "{rest}");
     assert!(body.is_end_stream());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_host_field_that_differs_from_authority_is_malformed_not_routed() {
+    let ca = Ca::new();
+    let edge = edge(&ca, |s| s.h2c = true).await;
+    let (h2, _) = h2_client(TcpStream::connect(edge.plain).await.unwrap()).await;
+    // `:authority` names a host with no route; a `host` field names one.
+    let request = http::Request::get("http://unrouted.test/")
+        .header("host", "a.test")
+        .body(())
+        .unwrap();
+    let status = tokio::time::timeout(WAIT, async {
+        let mut send = h2.ready().await.expect("h2 ready");
+        let (response, _) = send.send_request(request, true).expect("h2 request");
+        response.await.expect("h2 response").status()
+    })
+    .await
+    .expect("bounded");
+    // RFC 9113 §8.3.1: malformed (400), never routed by the host field
+    // to an app whose backend would then see `:authority`.
+    assert_eq!(
+        status, 400,
+        "routed on the host field while the backend would see :authority"
+    );
+}

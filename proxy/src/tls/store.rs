@@ -101,7 +101,15 @@ impl CertSet {
             return Some(key);
         }
         let (label, suffix) = sni.split_once('.')?;
-        if label.is_empty() {
+        // A wildcard stands for one DNS label: letters, digits, `-`, `_`.
+        // Anything else (`/`, `@`, `\`, ...) is not a host this certificate
+        // covers; the redirect builds a `Location` from it.
+        if label.is_empty()
+            || label.len() > 63
+            || !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return None;
         }
         self.wildcard.get(suffix)
@@ -201,6 +209,17 @@ mod tests {
         );
         assert!(set.resolve(".example.com").is_none());
         assert!(set.resolve("other.org").is_none(), "never another host's certificate");
+        for not_a_label in [
+            "1249763972/.example.com",
+            "a@b.example.com",
+            "a\\b.example.com",
+            "a b.example.com",
+        ] {
+            assert!(
+                set.resolve(not_a_label).is_none(),
+                "{not_a_label}: a wildcard covers one DNS label only"
+            );
+        }
     }
 
     #[test]
