@@ -28,9 +28,9 @@ deps:
 	@command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 || { \
 		echo "installing pebble and pebble-challtestsrv (the ACME tests run a real ACME server)"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq pebble; }
-	@command -v curl >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 || { \
-		echo "installing curl and openssl (the TLS tests use them as clients)"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq curl openssl; }
+	@command -v curl >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1 || { \
+		echo "installing curl, openssl and python3 (real clients, and an HTTP/1-only app, for the TLS and h2c tests)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq curl openssl python3; }
 
 build: deps
 	$(CARGO) build --release --bins

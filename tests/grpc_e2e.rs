@@ -117,3 +117,48 @@ fn a_streaming_call_open_during_a_deploy_ends_with_unavailable_and_a_new_call_re
     assert_eq!(tick.version, "v2");
     assert_eq!(runtime.block_on(client.echo("after", 0)).unwrap().version, "v2");
 }
+
+#[test]
+fn moving_an_app_from_http1_to_h2c_switches_protocol_with_its_instances() {
+    // An HTTP/1-only app (Python's http.server, which answers HTTP/2's
+    // preface with an error), pushed as the gRPC demo with `upstream: h2c`:
+    // the old instances must keep getting HTTP/1.1 until the table swap
+    // that brings in the new ones, so a load of requests both can answer
+    // (`/health`) sees no failure across the deploy.
+    let http1_only =
+        "mkdir -p www && echo ok > www/health && exec python3 -m http.server --bind 127.0.0.1 --directory www $PORT";
+    let cutover = Cutover::builder()
+        .app(
+            App::demo("grpc", "v1")
+                .command(&["sh", "-c", http1_only])
+                .yaml("drain_timeout: 10s")
+                .yaml("deploy_strategy: rolling"),
+        )
+        .route("*", "/", "grpc")
+        .proxy_yaml("long_lived: { spread: 500ms, close_grace: 500ms }")
+        .start();
+    let load = support::load::Load::start(
+        cutover.proxy,
+        support::load::LoadSpec {
+            keepalive_clients: 4,
+            fresh_clients: 2,
+            mix: vec![support::load::Req::Get("/health")],
+            timeout: Duration::from_secs(30),
+        },
+    );
+    load.wait_for_more(50, Duration::from_secs(20));
+    let old_command = format!("[\"sh\", \"-c\", {http1_only:?}]");
+    let pushed = cutover
+        .config_text()
+        .replacen(&old_command, &format!("[{:?}]\n    upstream: h2c", grpc_demo()), 1);
+    assert_ne!(pushed, cutover.config_text(), "the push changes the app");
+    let (code, out, err) = cutover.push(&pushed, &["--deploy-strategy", "rolling"]);
+    assert_eq!(code, 0, "{out}\n{err}\nlog:\n{}", cutover.log());
+    load.wait_for_more(50, Duration::from_secs(20));
+    let report = load.stop();
+    assert_eq!(report.failures(), 0, "{report:?}");
+    // The new version is reached over HTTP/2 now.
+    let proto = cutover.get("any.test", "/proto");
+    assert_eq!(proto.status, 200);
+    assert!(proto.text().contains("HTTP/2"), "{}", proto.text());
+}

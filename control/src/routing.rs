@@ -194,7 +194,16 @@ impl Routing {
             self.metrics
                 .serving_instances(name, backends.iter().map(|b| b.instance().to_string()).collect());
             builder.app(app.id, name.as_str(), backends, Arc::clone(&app.metrics));
-            builder.upstream(app.id, app.upstream);
+            // The protocol of the version that serves: a table swap only
+            // ever serves one version of an app (rolling swaps whole sets,
+            // stopstart serves nothing in between), so a push that moves
+            // an app to h2c changes the protocol with the swap that brings
+            // in the new instances, never under the old ones.
+            let upstream = app
+                .serving
+                .first()
+                .map_or(app.upstream, |instance| upstream_protocol(instance.spec().app.upstream));
+            builder.upstream(app.id, upstream);
         }
         for route in &state.routes {
             let Some(app) = state.apps.get(&route.app) else {

@@ -178,8 +178,9 @@ pub struct AppConfig {
     pub deploy_strategy: Strategy,
     /// Default false.
     pub manual_deployments: bool,
-    /// How cutover speaks to the app. Default `http1`. Not part of the
-    /// version: a change applies with a table swap.
+    /// How cutover speaks to the app. Default `http1`. Part of the version
+    /// (the binary must speak it): a change is deployed, and the table
+    /// switches protocol with the instances.
     pub upstream: Upstream,
 }
 
@@ -269,7 +270,7 @@ pub enum HostPattern {
 
 impl AppConfig {
     /// The app's version: a 12-hex-digit digest of its definition (command,
-    /// cwd, env, hooks; SPEC §3 "an app's version is its definition").
+    /// cwd, env, hooks, and `upstream: h2c`; SPEC §3 "an app's version is its definition").
     ///
     /// Stable across runs and builds (FNV-1a 64 over a length-prefixed
     /// encoding, no randomly seeded hasher), so the journal can compare
@@ -310,6 +311,13 @@ impl AppConfig {
                     digest.field(script.as_bytes());
                 }
             }
+        }
+        // The protocol the app speaks belongs to its binary: a change is a
+        // new version (deployed, so the table switches protocol with the
+        // instances). Only h2c is written, so every http1 app keeps the
+        // version earlier builds gave it.
+        if self.upstream == Upstream::H2c {
+            digest.field(b"upstream=h2c");
         }
         let hex = format!("{:016x}", digest.0);
         hex[..12].to_string()
@@ -397,6 +405,9 @@ mod tests {
         let mut cwd = web();
         cwd.cwd = PathBuf::from("/srv/other");
         assert_ne!(cwd.version(), base);
+        let mut h2c = web();
+        h2c.upstream = Upstream::H2c;
+        assert_ne!(h2c.version(), base, "the protocol belongs to the binary");
     }
 
     #[test]
@@ -407,7 +418,6 @@ mod tests {
         scaled.deploy_strategy = Strategy::Rolling;
         scaled.drain_timeout = Duration::from_secs(5);
         scaled.manual_deployments = true;
-        scaled.upstream = Upstream::H2c;
         assert_eq!(scaled.version(), base);
     }
 
