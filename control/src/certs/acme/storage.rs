@@ -387,7 +387,7 @@ mod tests {
     fn split(issued: &Issued) -> (Vec<u8>, Vec<u8>) {
         let text = std::str::from_utf8(&issued.stored_pem).unwrap();
         let at = text.find("-----BEGIN PRIVATE KEY-----").unwrap();
-        (text[..at].as_bytes().to_vec(), text[at..].as_bytes().to_vec())
+        (text.as_bytes()[..at].to_vec(), text.as_bytes()[at..].to_vec())
     }
 
     #[test]
