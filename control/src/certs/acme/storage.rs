@@ -274,10 +274,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AcmeError> {
         let _ = fs::remove_file(&tmp);
     }
     written.map_err(io)?;
-    // The rename is durable once the directory entry is.
+    // The rename is durable once the directory entry is. The new file is
+    // in place either way, so a failure here is only logged.
     if let Some(parent) = path.parent() {
-        if let Ok(dir) = fs::File::open(parent) {
-            let _ = dir.sync_all();
+        if let Err(e) = fs::File::open(parent).and_then(|dir| dir.sync_all()) {
+            tracing::warn!(dir = %parent.display(), error = %e, "cannot sync the directory after a rename");
         }
     }
     Ok(())
