@@ -225,8 +225,14 @@ async fn two_hosts_are_issued_and_a_restart_reuses_account_and_certificates() {
         );
         assert!(status.last_error.is_none());
         let acme = state.join("acme");
-        assert_eq!(mode(&acme.join("certs").join(format!("{host}.key"))), 0o600);
-        assert_eq!(mode(&acme.join("certs").join(format!("{host}.pem"))), 0o600);
+        let stored = acme.join("certs").join(format!("{host}.pem"));
+        assert_eq!(mode(&stored), 0o600);
+        let stored = std::fs::read(&stored).unwrap();
+        assert!(
+            rustls_pemfile::private_key(&mut &stored[..]).unwrap().is_some(),
+            "{host}: chain and key in one file"
+        );
+        assert!(!acme.join("certs").join(format!("{host}.key")).exists());
     }
     let acme = state.join("acme");
     assert_eq!(mode(&acme), 0o700);

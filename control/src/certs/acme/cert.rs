@@ -27,8 +27,8 @@ pub struct Issued {
     pub not_after: SystemTime,
     /// The leaf's issuer, as an RFC 4514 string.
     pub issuer: String,
-    pub(super) chain_pem: Vec<u8>,
-    pub(super) key_pem: Vec<u8>,
+    /// What is stored: the chain (leaf first), then the key, in PEM.
+    pub(super) stored_pem: Vec<u8>,
 }
 
 impl std::fmt::Debug for Issued {
@@ -45,12 +45,12 @@ impl std::fmt::Debug for Issued {
 impl Issued {
     /// Checks that the chain's leaf names `host`, that `key` matches it and
     /// that its validity makes sense, and reads its validity and issuer.
+    /// `stored_pem` is the same chain and key as PEM, chain first.
     pub(super) fn new(
         host: &str,
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
-        chain_pem: Vec<u8>,
-        key_pem: Vec<u8>,
+        stored_pem: Vec<u8>,
     ) -> Result<Self, AcmeError> {
         let leaf = chain
             .first()
@@ -72,9 +72,42 @@ impl Issued {
             not_before: facts.not_before,
             not_after: facts.not_after,
             issuer: facts.issuer,
-            chain_pem,
-            key_pem,
+            stored_pem,
         })
+    }
+
+    /// Refuses a newly issued certificate that must not replace the one
+    /// served: expired, not valid yet (beyond [`CLOCK_SKEW`]), or already
+    /// due for renewal, which would order again at once and then in a
+    /// loop. Either the CA or this machine's clock is wrong; the attempt
+    /// fails and is retried with back-off, the old certificate serving.
+    pub(super) fn check_fresh(&self, now: SystemTime) -> Result<(), AcmeError> {
+        let at = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+        if self.not_after <= now {
+            return Err(AcmeError::Certificate(format!(
+                "the issued certificate expired at {} (this machine's clock says {}); not installed",
+                at(self.not_after),
+                at(now)
+            )));
+        }
+        if self.not_before > now.checked_add(CLOCK_SKEW).unwrap_or(now) {
+            return Err(AcmeError::Certificate(format!(
+                "the issued certificate is not valid before {} (this machine's clock says {}); not installed",
+                at(self.not_before),
+                at(now)
+            )));
+        }
+        if self.renew_at() <= now {
+            return Err(AcmeError::Certificate(format!(
+                "the issued certificate is already due for renewal ({} to {}, renewal at {}; \
+                 this machine's clock says {}); not installed",
+                at(self.not_before),
+                at(self.not_after),
+                at(self.renew_at()),
+                at(now)
+            )));
+        }
+        Ok(())
     }
 
     /// When to renew: once a third of the lifetime remains (SPEC §8).
@@ -82,6 +115,10 @@ impl Issued {
         renew_at(self.not_before, self.not_after)
     }
 }
+
+/// How far ahead of this machine's clock a new certificate's notBefore
+/// may be: clocks differ by seconds, rarely by minutes.
+pub(super) const CLOCK_SKEW: Duration = Duration::from_secs(300);
 
 /// notBefore + ⅔ of the lifetime.
 pub(super) fn renew_at(not_before: SystemTime, not_after: SystemTime) -> SystemTime {
@@ -183,23 +220,64 @@ pub fn tls_alpn01_cert(host: &str, key_authorization_digest: &[u8]) -> Result<Ar
 pub(super) mod tests {
     use super::*;
 
-    /// A self-signed certificate for `host`, as if issued.
+    /// A self-signed certificate for `host`, as if issued, valid from an
+    /// hour ago for a year.
     pub(crate) fn self_signed(host: &str) -> Issued {
+        let now = SystemTime::now();
+        valid_between(
+            host,
+            now - Duration::from_secs(3600),
+            now + Duration::from_secs(365 * 86_400),
+        )
+    }
+
+    /// A self-signed certificate for `host`, as if issued, valid from
+    /// `not_before` to `not_after` (to the second).
+    pub(crate) fn valid_between(host: &str, not_before: SystemTime, not_after: SystemTime) -> Issued {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-        let cert = CertificateParams::new(vec![host.to_owned()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        let chain_pem = cert.pem().into_bytes();
-        let key_pem = key.serialize_pem().into_bytes();
+        let mut params = CertificateParams::new(vec![host.to_owned()]).unwrap();
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
+        let cert = params.self_signed(&key).unwrap();
+        let chain_pem = cert.pem();
+        let key_pem = key.serialize_pem();
         Issued::new(
             host,
-            storage::parse_chain(&chain_pem).unwrap(),
-            storage::parse_key(&key_pem).unwrap(),
-            chain_pem,
-            key_pem,
+            storage::parse_chain(chain_pem.as_bytes()).unwrap(),
+            storage::parse_key(key_pem.as_bytes()).unwrap(),
+            storage::bundle(chain_pem.as_bytes(), key_pem.as_bytes()),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn an_issued_certificate_expired_not_yet_valid_or_already_due_is_refused() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let hour = Duration::from_secs(3600);
+        let day = Duration::from_secs(86_400);
+        let cases = [
+            // Expired (a CA clock far behind, a replayed response).
+            ("expired", now - 90 * day, now - hour, "expired at"),
+            // Not valid for another hour: clients would refuse it.
+            ("future", now + hour, now + 90 * day, "not valid before"),
+            // Valid, but a third of its lifetime is already gone: installing
+            // it would order again at once, forever.
+            ("due", now - 60 * day, now + 29 * day, "already due for renewal"),
+        ];
+        for (what, not_before, not_after, error) in cases {
+            let issued = valid_between("a.test", not_before, not_after);
+            let err = issued.check_fresh(now).expect_err(what);
+            assert!(matches!(err, AcmeError::Certificate(_)), "{what}: {err}");
+            assert!(err.to_string().contains(error), "{what}: {err}");
+        }
+        for (what, not_before, not_after) in [
+            ("fresh", now - hour, now + 90 * day),
+            ("notBefore within the clock skew", now + CLOCK_SKEW, now + 90 * day),
+            ("short but fresh", now, now + Duration::from_secs(30)),
+        ] {
+            let issued = valid_between("a.test", not_before, not_after);
+            issued.check_fresh(now).unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
     }
 
     #[test]
@@ -241,10 +319,9 @@ pub(super) mod tests {
         assert!(!issued.issuer.is_empty());
         let err = Issued::new(
             "b.test",
-            storage::parse_chain(&issued.chain_pem).unwrap(),
-            storage::parse_key(&issued.key_pem).unwrap(),
-            issued.chain_pem.clone(),
-            issued.key_pem.clone(),
+            storage::parse_chain(&issued.stored_pem).unwrap(),
+            storage::parse_key(&issued.stored_pem).unwrap(),
+            issued.stored_pem.clone(),
         )
         .unwrap_err();
         assert!(err.to_string().contains("not b.test"), "{err}");

@@ -98,8 +98,7 @@ pub(super) async fn obtain(
         host,
         chain,
         PrivateKeyDer::Pkcs8(request.key_der),
-        chain_pem.into_bytes(),
-        request.key_pem.into_bytes(),
+        storage::bundle(chain_pem.as_bytes(), request.key_pem.as_bytes()),
     )
 }
 

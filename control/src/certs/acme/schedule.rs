@@ -122,6 +122,8 @@ impl AcmeService {
             .map_err(|_| AcmeError::Config("the ACME service must be started inside a tokio runtime".into()))?;
         let client = BoundedClient::new(config.ca_roots.as_deref(), timing.request_timeout)?;
         let storage = Storage::new(state_dir);
+        // Left by a cutover killed mid-write; they may hold private keys.
+        storage.remove_temp_files();
         let hosts = normalize(hosts);
         let context = Arc::new(Context {
             config,
@@ -310,11 +312,9 @@ impl Context {
             let issued = issued?;
             // fsync off the runtime's worker threads.
             let storage = self.storage.clone();
-            let stored = issued.clone();
-            tokio::task::spawn_blocking(move || storage.save_cert(&stored))
+            tokio::task::spawn_blocking(move || keep(&storage, issued, SystemTime::now()))
                 .await
-                .map_err(|e| AcmeError::Storage(format!("writing the certificate: {e}")))??;
-            Ok(issued)
+                .map_err(|e| AcmeError::Storage(format!("writing the certificate: {e}")))?
         };
         match tokio::time::timeout(self.timing.order_deadline, work).await {
             Ok(result) => result,
@@ -323,6 +323,15 @@ impl Context {
             )),
         }
     }
+}
+
+/// Stores a newly issued certificate, once it is fit to replace the one
+/// served (and stored): one that is expired, not yet valid or already due
+/// for renewal is this attempt's failure, neither stored nor installed.
+fn keep(storage: &Storage, issued: Issued, now: SystemTime) -> Result<Issued, AcmeError> {
+    issued.check_fresh(now)?;
+    storage.save_cert(&issued)?;
+    Ok(issued)
 }
 
 /// The wait before the next attempt after `failures` failures in a row:
@@ -537,6 +546,72 @@ mod tests {
             .to_vec(),
         );
         assert_eq!(hosts, ["a.test", "b-1.test"]);
+    }
+
+    /// A certificate the CA issued already expired, not yet valid or
+    /// already due for renewal is a failed attempt: not stored (the one
+    /// stored before stays), not installed, retried with back-off.
+    #[test]
+    fn a_stale_issued_certificate_is_a_failure_and_the_stored_one_stays() {
+        let state = std::env::temp_dir().join(format!("cutover-acme-keep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state);
+        let storage = Storage::new(&state);
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        let served = crate::certs::acme::cert::tests::self_signed("a.test");
+        keep(&storage, served.clone(), now).unwrap();
+        let due = crate::certs::acme::cert::tests::valid_between("a.test", now - 60 * day, now + 29 * day);
+        let err = keep(&storage, due, now).unwrap_err();
+        assert!(err.to_string().contains("already due for renewal"), "{err}");
+        let stored = storage.load_cert("a.test", now).unwrap();
+        assert_eq!(
+            stored.key.cert, served.key.cert,
+            "the previous certificate is still stored"
+        );
+
+        let context = Context {
+            config: config(None),
+            storage,
+            client: BoundedClient::new(None, Duration::from_secs(1)).unwrap(),
+            challenges: Arc::new(Challenges::new()),
+            installer: Arc::new(Nowhere),
+            timing: Timing {
+                retry_first: Duration::from_secs(60),
+                retry_max: Duration::from_secs(3600),
+                ..Timing::default()
+            },
+            account: tokio::sync::Mutex::new(None),
+        };
+        let mut entry = Entry {
+            current: None,
+            due: now,
+            failures: 0,
+            running: None,
+            attempt: 1,
+            last_error: None,
+        };
+        context.install(&mut entry, &served);
+        finish(&context, "a.test", &mut entry, Err(err));
+        assert_eq!(entry.failures, 1, "counted in the back-off");
+        assert!(
+            entry.due >= now + Duration::from_secs(30),
+            "backed off, not ordered again at once"
+        );
+        assert_eq!(
+            entry.current.as_ref().unwrap().not_after,
+            served.not_after,
+            "still serving"
+        );
+        let status = Arc::new(Mutex::new(BTreeMap::new()));
+        publish(&status, &BTreeMap::from([("a.test".to_owned(), entry)]));
+        let status = StatusReport(status).hosts();
+        assert_eq!(status[0].state, AcmeState::Failed);
+        assert!(status[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("already due for renewal"));
+        let _ = std::fs::remove_dir_all(&state);
     }
 
     struct Nowhere;

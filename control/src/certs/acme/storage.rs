@@ -6,15 +6,21 @@
 //! state_dir/acme/              0700
 //!   account.json               0600  {"directory": url, "credentials": …}
 //!   certs/                     0700
-//!     <host>.pem               0600  chain, leaf first
-//!     <host>.key               0600  PKCS#8 private key
+//!     <host>.pem               0600  chain (leaf first), then the PKCS#8 key
 //! ```
 //!
-//! Every write goes to a temporary file created 0600 in the same directory,
-//! is synced, then renamed over the old one: a crash leaves the old file or
-//! the new one, never half of either. The key is written before the chain,
-//! so a crash between the two leaves a chain that does not match its key,
-//! which loading refuses (and a new order replaces).
+//! Every write goes to a temporary file (`<name>.tmp<pid>`) created 0600 in
+//! the same directory, is synced, then renamed over the old one, and the
+//! directory is synced: a crash leaves the old file or the new one, never
+//! half of either. Chain and key share one file so that they are replaced
+//! together by that one rename; a crash never leaves a key next to another
+//! certificate's chain, and the previous certificate keeps serving until
+//! the new one is complete. Temporary files a killed cutover left behind
+//! are removed at start-up ([`Storage::remove_temp_files`]).
+//!
+//! Earlier builds kept the key apart, in `<host>.key`, next to a chain-only
+//! `<host>.pem`; that pair is still read (a `<host>.pem` without a key), and
+//! the `.key` file is removed once the host's certificate is next saved.
 
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::Write;
@@ -65,10 +71,46 @@ impl Storage {
         self.dir.join("account.json")
     }
 
-    /// Where the chain and the key of `host` are kept.
-    pub fn cert_paths(&self, host: &str) -> (PathBuf, PathBuf) {
-        let certs = self.dir.join("certs");
-        (certs.join(format!("{host}.pem")), certs.join(format!("{host}.key")))
+    /// Where the chain and the key of `host` are kept, in one file.
+    pub fn cert_path(&self, host: &str) -> PathBuf {
+        self.dir.join("certs").join(format!("{host}.pem"))
+    }
+
+    /// Where earlier builds kept the key of `host`, next to a chain-only
+    /// [`cert_path`](Self::cert_path).
+    fn legacy_key_path(&self, host: &str) -> PathBuf {
+        self.dir.join("certs").join(format!("{host}.key"))
+    }
+
+    /// Removes the temporary files (`<name>.tmp<pid>`) that a cutover
+    /// killed in the middle of a write left in `state_dir/acme/` and its
+    /// `certs/`: they may hold a private key. Those of a process still
+    /// running (a cutover handing over to this one may be saving) are
+    /// left alone. Nothing else is touched.
+    pub fn remove_temp_files(&self) {
+        for dir in [self.dir.clone(), self.dir.join("certs")] {
+            let Ok(listing) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in listing.flatten() {
+                let name = entry.file_name();
+                let Some(pid) = name.to_str().and_then(temp_file_pid) else {
+                    continue;
+                };
+                if pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() {
+                    continue;
+                }
+                let path = entry.path();
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "removed a temporary file left by a killed cutover")
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover temporary file")
+                    }
+                }
+            }
+        }
     }
 
     /// The stored account, if there is one for `directory`. An account of
@@ -111,14 +153,22 @@ impl Storage {
     /// names `host` and has not expired. Anything else is `None` (logged):
     /// a new order replaces it.
     pub(super) fn load_cert(&self, host: &str, now: SystemTime) -> Option<Issued> {
-        let (pem_path, key_path) = self.cert_paths(host);
         let loaded = (|| -> Result<Option<Issued>, AcmeError> {
-            let (Some(chain_pem), Some(key_pem)) = (read_bounded(&pem_path)?, read_bounded(&key_path)?) else {
+            let Some(pem) = read_bounded(&self.cert_path(host))? else {
                 return Ok(None);
             };
-            let chain = parse_chain(&chain_pem)?;
-            let key = parse_key(&key_pem)?;
-            let issued = Issued::new(host, chain, key, chain_pem, key_pem)?;
+            let stored_pem = if has_key(&pem)? {
+                pem
+            } else {
+                // An earlier build's layout: the key in its own file.
+                let Some(key_pem) = read_bounded(&self.legacy_key_path(host))? else {
+                    return Ok(None);
+                };
+                bundle(&pem, &key_pem)
+            };
+            let chain = parse_chain(&stored_pem)?;
+            let key = parse_key(&stored_pem)?;
+            let issued = Issued::new(host, chain, key, stored_pem)?;
             Ok(Some(issued))
         })();
         match loaded {
@@ -135,14 +185,23 @@ impl Storage {
         }
     }
 
+    /// Replaces the stored certificate of `host`, chain and key together.
     pub(super) fn save_cert(&self, issued: &Issued) -> Result<(), AcmeError> {
-        let (pem_path, key_path) = self.cert_paths(&issued.host);
+        let path = self.cert_path(&issued.host);
         self.ensure_dir(&self.dir)?;
-        if let Some(parent) = pem_path.parent() {
+        if let Some(parent) = path.parent() {
             self.ensure_dir(parent)?;
         }
-        write_atomic(&key_path, &issued.key_pem)?;
-        write_atomic(&pem_path, &issued.chain_pem)
+        write_atomic(&path, &issued.stored_pem)?;
+        // An earlier build's key: no longer read now that the `.pem` holds
+        // one, and a private key better not left lying around.
+        let legacy = self.legacy_key_path(&issued.host);
+        if let Err(e) = fs::remove_file(&legacy) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %legacy.display(), error = %e, "cannot remove the old key file");
+            }
+        }
+        Ok(())
     }
 
     /// Creates `dir` 0700 if missing, and narrows it to 0700 if it exists
@@ -179,6 +238,17 @@ fn read_bounded(path: &Path) -> Result<Option<Vec<u8>>, AcmeError> {
     Ok(Some(bytes))
 }
 
+/// The pid in a temporary file name of [`write_atomic`] (`<name>.tmp<pid>`,
+/// `<name>` one of the files kept here), `None` for any other name.
+fn temp_file_pid(name: &str) -> Option<u32> {
+    let (stem, pid) = name.rsplit_once(".tmp")?;
+    let ours = stem == "account.json" || stem.ends_with(".pem") || stem.ends_with(".key");
+    if !ours || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
 /// Writes `bytes` to `path` atomically, the file mode 0600 from its
 /// creation on (never readable by others, not even for a moment).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AcmeError> {
@@ -204,13 +274,32 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AcmeError> {
         let _ = fs::remove_file(&tmp);
     }
     written.map_err(io)?;
-    // The rename is durable once the directory entry is.
+    // The rename is durable once the directory entry is. The new file is
+    // in place either way, so a failure here is only logged.
     if let Some(parent) = path.parent() {
-        if let Ok(dir) = fs::File::open(parent) {
-            let _ = dir.sync_all();
+        if let Err(e) = fs::File::open(parent).and_then(|dir| dir.sync_all()) {
+            tracing::warn!(dir = %parent.display(), error = %e, "cannot sync the directory after a rename");
         }
     }
     Ok(())
+}
+
+/// What [`Storage::save_cert`] writes: the chain, then the key.
+pub(super) fn bundle(chain_pem: &[u8], key_pem: &[u8]) -> Vec<u8> {
+    let mut pem = Vec::with_capacity(chain_pem.len() + key_pem.len() + 1);
+    pem.extend_from_slice(chain_pem);
+    if !pem.is_empty() && !pem.ends_with(b"\n") {
+        pem.push(b'\n');
+    }
+    pem.extend_from_slice(key_pem);
+    pem
+}
+
+/// Whether a PEM file holds a private key.
+fn has_key(pem: &[u8]) -> Result<bool, AcmeError> {
+    rustls_pemfile::private_key(&mut &pem[..])
+        .map(|key| key.is_some())
+        .map_err(|e| AcmeError::Certificate(format!("PEM: {e}")))
 }
 
 /// Every certificate of a PEM chain, leaf first.
@@ -281,32 +370,152 @@ mod tests {
         fs::remove_dir_all(&state).unwrap();
     }
 
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Splits a stored bundle into the chain and the key, as an earlier
+    /// build stored them.
+    fn split(issued: &Issued) -> (Vec<u8>, Vec<u8>) {
+        let text = std::str::from_utf8(&issued.stored_pem).unwrap();
+        let at = text.find("-----BEGIN PRIVATE KEY-----").unwrap();
+        (text.as_bytes()[..at].to_vec(), text.as_bytes()[at..].to_vec())
+    }
+
     #[test]
     fn a_stored_certificate_is_loaded_only_while_valid_and_for_its_host() {
         let state = temp_dir("load");
         let storage = Storage::new(&state);
         let issued = cert::tests::self_signed("a.test");
         storage.save_cert(&issued).unwrap();
-        let (pem, key) = storage.cert_paths("a.test");
-        for path in [&pem, &key] {
-            assert_eq!(fs::metadata(path).unwrap().permissions().mode() & 0o777, 0o600);
-        }
+        let path = storage.cert_path("a.test");
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(
+            names(&state.join("acme/certs")),
+            ["a.test.pem"],
+            "chain and key in one file"
+        );
         let loaded = storage
             .load_cert("a.test", SystemTime::now())
             .expect("valid stored certificate");
         assert_eq!(loaded.key.cert, issued.key.cert);
+        assert_eq!(loaded.stored_pem, issued.stored_pem, "round trip");
         assert!(storage.load_cert("a.test", issued.not_after).is_none(), "expired");
 
         // Stored under another host's name: refused.
-        let (other_pem, other_key) = storage.cert_paths("b.test");
-        fs::copy(&pem, &other_pem).unwrap();
-        fs::copy(&key, &other_key).unwrap();
+        fs::copy(&path, storage.cert_path("b.test")).unwrap();
         assert!(storage.load_cert("b.test", SystemTime::now()).is_none());
 
         // A key that does not match the chain: refused.
         let other = cert::tests::self_signed("a.test");
-        fs::write(&key, &other.key_pem).unwrap();
+        let (chain, _) = split(&issued);
+        let (_, other_key) = split(&other);
+        fs::write(&path, bundle(&chain, &other_key)).unwrap();
         assert!(storage.load_cert("a.test", SystemTime::now()).is_none());
+        fs::remove_dir_all(&state).unwrap();
+    }
+
+    #[test]
+    fn an_earlier_builds_two_files_are_read_and_replaced_by_one() {
+        let state = temp_dir("legacy");
+        let storage = Storage::new(&state);
+        let old = cert::tests::self_signed("a.test");
+        let (chain, key) = split(&old);
+        let certs = state.join("acme/certs");
+        storage.ensure_dir(&certs).unwrap();
+        fs::write(certs.join("a.test.pem"), &chain).unwrap();
+        fs::write(certs.join("a.test.key"), &key).unwrap();
+        let loaded = storage
+            .load_cert("a.test", SystemTime::now())
+            .expect("the old layout loads");
+        assert_eq!(loaded.key.cert, old.key.cert);
+
+        let new = cert::tests::self_signed("a.test");
+        storage.save_cert(&new).unwrap();
+        assert_eq!(names(&certs), ["a.test.pem"], "the old key file is gone");
+        assert_eq!(mode(&certs.join("a.test.pem")), 0o600);
+        let loaded = storage.load_cert("a.test", SystemTime::now()).unwrap();
+        assert_eq!(loaded.key.cert, new.key.cert);
+        fs::remove_dir_all(&state).unwrap();
+    }
+
+    /// The states a cutover killed while saving can leave behind: at the
+    /// next start the certificate stored before (or the new one, once
+    /// renamed in place) still loads, and the temporary files are gone.
+    #[test]
+    fn a_write_torn_by_a_kill_leaves_a_valid_pair_and_no_temporary_file() {
+        let state = temp_dir("torn");
+        let storage = Storage::new(&state);
+        let certs = state.join("acme/certs");
+        let old = cert::tests::self_signed("a.test");
+        let new = cert::tests::self_signed("a.test");
+        // A pid that is not running: far above any pid_max.
+        let dead = "4294967295";
+
+        // Killed before the rename: the previous certificate (an earlier
+        // build's two files) and the new one half written.
+        let (chain, key) = split(&old);
+        storage.ensure_dir(&certs).unwrap();
+        fs::write(certs.join("a.test.pem"), &chain).unwrap();
+        fs::write(certs.join("a.test.key"), &key).unwrap();
+        fs::write(certs.join(format!("a.test.pem.tmp{dead}")), &new.stored_pem[..100]).unwrap();
+        fs::write(state.join(format!("acme/account.json.tmp{dead}")), b"{").unwrap();
+        // Not ours: left alone.
+        fs::write(certs.join("notes.tmp1"), b"x").unwrap();
+        fs::write(certs.join("a.test.pem.tmpx"), b"x").unwrap();
+        storage.remove_temp_files();
+        assert_eq!(
+            names(&certs),
+            ["a.test.key", "a.test.pem", "a.test.pem.tmpx", "notes.tmp1"]
+        );
+        assert_eq!(names(&state.join("acme")), ["certs"]);
+        let loaded = storage
+            .load_cert("a.test", SystemTime::now())
+            .expect("the previous certificate serves");
+        assert_eq!(loaded.key.cert, old.key.cert);
+
+        // Killed after the rename, before the old key file went: the new
+        // bundle is whole and wins over the stale key next to it.
+        fs::write(certs.join("a.test.pem"), &new.stored_pem).unwrap();
+        let loaded = storage
+            .load_cert("a.test", SystemTime::now())
+            .expect("the new certificate serves");
+        assert_eq!(loaded.key.cert, new.key.cert);
+        fs::remove_dir_all(&state).unwrap();
+    }
+
+    #[test]
+    fn only_write_atomic_temporary_names_are_recognised() {
+        assert_eq!(temp_file_pid("a.test.pem.tmp123"), Some(123));
+        assert_eq!(temp_file_pid("a.test.key.tmp9"), Some(9));
+        assert_eq!(temp_file_pid("account.json.tmp42"), Some(42));
+        for other in [
+            "a.test.pem",
+            "a.test.pem.tmp",
+            "a.test.pem.tmp1x",
+            "notes.tmp1",
+            "x.json.tmp1",
+            "a.tmp1.pem",
+        ] {
+            assert_eq!(temp_file_pid(other), None, "{other}");
+        }
+        // Our own are in use.
+        let state = temp_dir("own");
+        let storage = Storage::new(&state);
+        storage.ensure_dir(storage.dir()).unwrap();
+        let own = storage.dir().join(format!("account.json.tmp{}", std::process::id()));
+        fs::write(&own, b"{").unwrap();
+        storage.remove_temp_files();
+        assert!(own.exists());
         fs::remove_dir_all(&state).unwrap();
     }
 }
