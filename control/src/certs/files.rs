@@ -223,7 +223,17 @@ pub fn key_warnings(certificates: &[CertificateConfig]) -> Vec<String> {
 /// Reads a regular file of at most [`MAX_FILE_BYTES`].
 fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
     let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
-    let file = File::open(path).map_err(cannot)?;
+    // Non-blocking: opening a FIFO for reading would wait for a writer
+    // (and a push holds the deploy gate meanwhile). A regular file reads
+    // the same either way; anything else is refused below.
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(path)
+            .map_err(cannot)?
+    };
     let meta = file.metadata().map_err(cannot)?;
     if !meta.is_file() {
         return Err(format!(

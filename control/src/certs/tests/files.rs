@@ -127,6 +127,22 @@ fn unreadable_files_name_the_path_and_the_os_error() {
         found.iter().all(|p| p.message.contains("is not a regular file")),
         "{found:?}"
     );
+    // A FIFO with no writer: refused at once, not waited on.
+    let fifo = d.join("fifo.pem");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let config = CertificateConfig {
+        cert: fifo,
+        key: "/dev/zero".into(),
+        ..config
+    };
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(problems(&config));
+    });
+    let found = finished
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("a FIFO is refused, not waited on");
+    assert!(found.iter().all(|p| p.message.contains("is not a regular file")), "{found:?}");
 }
 
 #[test]
