@@ -65,6 +65,21 @@ pub fn for_backend(client: &RequestHeader, kind: Kind) -> std::result::Result<Re
             let target = http::Uri::try_from(target.as_str()).map_err(|_| RequestError::BadAuthority)?;
             request.set_uri(target);
         }
+        // HTTP/2 may split `cookie` into several fields; HTTP/1.1 allows
+        // one, so they are joined with "; " (RFC 9113 §8.2.3).
+        let cookies: Vec<&[u8]> = client
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        if cookies.len() > 1 {
+            let joined = cookies.join(&b"; "[..]);
+            let joined = http::HeaderValue::from_bytes(&joined).map_err(|_| RequestError::BadAuthority)?;
+            request
+                .insert_header(header::COOKIE, joined)
+                .map_err(|_| RequestError::BadAuthority)?;
+        }
     }
     request.set_version(Version::HTTP_11);
     let mut nominated: [Option<HeaderName>; MAX_NOMINATIONS] = std::array::from_fn(|_| None);
@@ -183,6 +198,22 @@ mod tests {
             1,
             "{wire}"
         );
+    }
+
+    #[test]
+    fn http2_cookie_fields_are_joined_into_one_http11_header() {
+        let (parts, ()) = http::Request::builder()
+            .uri("https://app.example/events")
+            .version(Version::HTTP_2)
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut h2 = RequestHeader::from(parts);
+        h2.append_header("cookie", "a=1").unwrap();
+        h2.append_header("cookie", "b=2").unwrap();
+        let req = for_backend(&h2, Kind::Sse).unwrap();
+        let cookies: Vec<_> = req.headers.get_all("cookie").iter().collect();
+        assert_eq!(cookies, ["a=1; b=2"]);
     }
 
     #[test]

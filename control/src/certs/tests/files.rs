@@ -142,7 +142,10 @@ fn unreadable_files_name_the_path_and_the_os_error() {
     let found = finished
         .recv_timeout(std::time::Duration::from_secs(10))
         .expect("a FIFO is refused, not waited on");
-    assert!(found.iter().all(|p| p.message.contains("is not a regular file")), "{found:?}");
+    assert!(
+        found.iter().all(|p| p.message.contains("is not a regular file")),
+        "{found:?}"
+    );
 }
 
 #[test]
