@@ -492,6 +492,72 @@ async fn deaf_call_ends_at_the_drain(head: bool) {
     sending.abort();
 }
 
+/// One `Tick` as a gRPC message (uncompressed, length-prefixed).
+fn tick_message(n: u64, version: &str) -> Vec<u8> {
+    let tick = prost::Message::encode_to_vec(&echo::Tick {
+        n,
+        version: version.into(),
+    });
+    let mut framed = vec![0];
+    framed.extend_from_slice(&(tick.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&tick);
+    framed
+}
+
+/// An HTTP/2 backend streaming one whole `Tick`, then half of a second
+/// one; the other half follows `pause` later (sent in two DATA frames).
+async fn halting_backend(pause: Duration) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(stream).await else {
+                    return;
+                };
+                let Some(Ok((_request, mut respond))) = conn.accept().await else {
+                    return;
+                };
+                let head = http::Response::builder()
+                    .header("content-type", "application/grpc")
+                    .body(())
+                    .unwrap();
+                let mut body = respond.send_response(head, false).unwrap();
+                body.send_data(tick_message(0, "halting").into(), false).unwrap();
+                let second = tick_message(1, "halting");
+                let (first_half, second_half) = second.split_at(second.len() / 2);
+                body.send_data(first_half.to_vec().into(), false).unwrap();
+                // The connection keeps running while the message waits.
+                let _ = tokio::time::timeout(pause, std::future::poll_fn(|cx| conn.poll_closed(cx))).await;
+                // The proxy may have reset the stream meanwhile.
+                let _ = body.send_data(second_half.to_vec().into(), false);
+                let _ = tokio::time::timeout(PATIENCE, std::future::poll_fn(|cx| conn.poll_closed(cx))).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_grace_ends_mid_message_gets_that_message_then_unavailable() {
+    // The half message outlasts the whole notice (spread + close_grace).
+    let addr = halting_backend(LONG_LIVED.spread + LONG_LIVED.close_grace + Duration::from_millis(500)).await;
+    let halting = Backend::new(addr, "grpc-halting", 1);
+    let proxy = tokio::task::block_in_place(|| Proxy::start(vec![Arc::clone(&halting)]));
+    let mut client = proxy.client().await;
+    let mut ticks = timeout(PATIENCE, client.ticks(10)).await.unwrap().unwrap();
+    let tick = timeout(PATIENCE, ticks.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!((tick.n, tick.version.as_str()), (0, "halting"));
+    halting.start_draining();
+    // The message in flight at the end of the grace still arrives whole.
+    let tick = timeout(PATIENCE, ticks.message()).await.unwrap();
+    let tick = tick.unwrap_or_else(|status| panic!("the message in flight was cut: {status:?}"));
+    assert_eq!(tick.map(|t| t.n), Some(1));
+    let status = timeout(PATIENCE, ticks.message()).await.unwrap().unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("restarting"), "{status:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_whose_backend_refuses_connections_goes_to_another() {
     let live = DemoBackend::start("v1").await;
