@@ -83,6 +83,11 @@ struct Proxy {
 impl Proxy {
     /// A data plane with HTTP/2 prior knowledge on its plain listener.
     fn start(backends: Vec<Arc<Backend>>) -> Self {
+        Self::start_with_grace(backends, Duration::from_secs(1))
+    }
+
+    /// The same, with pingora's backstop after shutdown at `grace`.
+    fn start_with_grace(backends: Vec<Arc<Backend>>, grace: Duration) -> Self {
         let registry = prometheus::Registry::new();
         let metrics = ProxyMetrics::new(&registry).unwrap();
         let handle = TableHandle::new(table(backends, &metrics));
@@ -95,7 +100,7 @@ impl Proxy {
                 h2c: true,
                 ..ProxySettings::default()
             },
-            grace: Duration::from_secs(1),
+            grace,
         };
         let data_plane = DataPlane::start(config, Arc::clone(&handle), &metrics).unwrap();
         Self {
@@ -340,6 +345,217 @@ async fn a_streaming_call_gets_unavailable_when_cutover_stops() {
     assert!(status.message().contains("shutting down"), "{status:?}");
     let (_proxy, left) = stopping.await.unwrap();
     assert_eq!(left, 0, "the call ended within the shutdown drain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unary_call_being_answered_when_cutover_stops_gets_its_answer() {
+    // Stopping alone, and stopping after a drain put the call past its
+    // notice point: either way the call is in the backend's hands.
+    for drain_first in [false, true] {
+        let demo = DemoBackend::start("v1").await;
+        let demo_backend = backend(&demo, 1);
+        // pingora's backstop must not cut the call before its answer.
+        let mut proxy =
+            tokio::task::block_in_place(|| Proxy::start_with_grace(vec![Arc::clone(&demo_backend)], PATIENCE));
+        let mut client = proxy.client().await;
+        let slow = tokio::spawn(async move { client.echo("slow", 1500).await });
+        wait_for(|| demo_backend.inflight() == 1).await;
+        if drain_first {
+            demo_backend.start_draining();
+            // Past the notice point (a shorter wait only tests less).
+            tokio::time::sleep(LONG_LIVED.spread + Duration::from_millis(100)).await;
+        }
+        let stopping = tokio::spawn(async move {
+            let left = proxy.data_plane.shutdown(PATIENCE).await;
+            (proxy, left)
+        });
+        let reply = timeout(PATIENCE, slow).await.unwrap().unwrap();
+        let reply = reply.unwrap_or_else(|status| panic!("drain first: {drain_first}: {status:?}"));
+        assert_eq!(reply.version, "v1");
+        let (_proxy, left) = timeout(PATIENCE, stopping).await.unwrap().unwrap();
+        assert_eq!(left, 0, "the call ended within the shutdown drain");
+    }
+}
+
+/// An HTTP/2 backend that takes every call (answering its head when
+/// `head`) and never reads its request body: it grants no flow-control
+/// window beyond the initial one.
+async fn deaf_backend(head: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(stream).await else {
+                    return;
+                };
+                // Held, never read: no WINDOW_UPDATE is ever sent.
+                let mut held = Vec::new();
+                while let Some(Ok((request, mut respond))) = conn.accept().await {
+                    let response = head.then(|| {
+                        let head = http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(())
+                            .unwrap();
+                        respond.send_response(head, false).unwrap()
+                    });
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    held.push((request, respond, response));
+                }
+            });
+        }
+    });
+    (addr, calls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stream_to_a_backend_that_stops_reading_still_gets_unavailable_at_the_drain() {
+    // Before the response head (the call is being sent) and after it.
+    for head in [false, true] {
+        deaf_call_ends_at_the_drain(head).await;
+    }
+}
+
+async fn deaf_call_ends_at_the_drain(head: bool) {
+    let (addr, calls) = deaf_backend(head).await;
+    let deaf = Backend::new(addr, "grpc-deaf", 1);
+    let proxy = tokio::task::block_in_place(|| Proxy::start(vec![Arc::clone(&deaf)]));
+
+    // A raw HTTP/2 client that sends request messages as fast as it may.
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (client, conn) = timeout(PATIENCE, h2::client::handshake(tcp)).await.unwrap().unwrap();
+    tokio::spawn(conn);
+    let mut client = timeout(PATIENCE, client.ready()).await.unwrap().unwrap();
+    let request = http::Request::post(format!("http://{}/demo.Demo/Upload", proxy.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut upload) = client.send_request(request, false).unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&sent);
+    let sending = tokio::spawn(async move {
+        let mut message = vec![0u8];
+        message.extend_from_slice(&16_000u32.to_be_bytes());
+        message.resize(5 + 16_000, 7);
+        let message = bytes::Bytes::from(message);
+        loop {
+            upload.reserve_capacity(message.len());
+            let Some(Ok(_)) = std::future::poll_fn(|cx| upload.poll_capacity(cx)).await else {
+                return;
+            };
+            if upload.send_data(message.clone(), false).is_err() {
+                return;
+            }
+            counted.fetch_add(message.len(), Ordering::SeqCst);
+        }
+    });
+
+    // Wait until the backend has the call and the upload is stuck: the
+    // backend's window, the proxy's queue and the client's window full.
+    wait_for(|| calls.load(Ordering::SeqCst) == 1).await;
+    let deadline = Instant::now() + PATIENCE;
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = sent.load(Ordering::SeqCst);
+        if now == last && now > 65_535 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the upload never stalled");
+        last = now;
+    }
+
+    deaf.start_draining();
+    let response = timeout(PATIENCE, response)
+        .await
+        .expect("the call was not ended at its notice")
+        .expect("a response, not a reset");
+    let status = match response.headers().get("grpc-status") {
+        Some(status) => status.clone(),
+        None => {
+            let mut body = response.into_body();
+            while let Some(data) = timeout(PATIENCE, body.data())
+                .await
+                .expect("the call was not ended at its notice")
+            {
+                let _ = data;
+            }
+            let trailers = timeout(PATIENCE, body.trailers()).await.unwrap().unwrap().unwrap();
+            trailers.get("grpc-status").unwrap().clone()
+        }
+    };
+    assert_eq!(status, "14", "head: {head}");
+    sending.abort();
+}
+
+/// One `Tick` as a gRPC message (uncompressed, length-prefixed).
+fn tick_message(n: u64, version: &str) -> Vec<u8> {
+    let tick = prost::Message::encode_to_vec(&echo::Tick {
+        n,
+        version: version.into(),
+    });
+    let mut framed = vec![0];
+    framed.extend_from_slice(&(tick.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&tick);
+    framed
+}
+
+/// An HTTP/2 backend streaming one whole `Tick`, then half of a second
+/// one; the other half follows `pause` later (sent in two DATA frames).
+async fn halting_backend(pause: Duration) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(stream).await else {
+                    return;
+                };
+                let Some(Ok((_request, mut respond))) = conn.accept().await else {
+                    return;
+                };
+                let head = http::Response::builder()
+                    .header("content-type", "application/grpc")
+                    .body(())
+                    .unwrap();
+                let mut body = respond.send_response(head, false).unwrap();
+                body.send_data(tick_message(0, "halting").into(), false).unwrap();
+                let second = tick_message(1, "halting");
+                let (first_half, second_half) = second.split_at(second.len() / 2);
+                body.send_data(first_half.to_vec().into(), false).unwrap();
+                // The connection keeps running while the message waits.
+                let _ = tokio::time::timeout(pause, std::future::poll_fn(|cx| conn.poll_closed(cx))).await;
+                // The proxy may have reset the stream meanwhile.
+                let _ = body.send_data(second_half.to_vec().into(), false);
+                let _ = tokio::time::timeout(PATIENCE, std::future::poll_fn(|cx| conn.poll_closed(cx))).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_grace_ends_mid_message_gets_that_message_then_unavailable() {
+    // The half message outlasts the whole notice (spread + close_grace).
+    let addr = halting_backend(LONG_LIVED.spread + LONG_LIVED.close_grace + Duration::from_millis(500)).await;
+    let halting = Backend::new(addr, "grpc-halting", 1);
+    let proxy = tokio::task::block_in_place(|| Proxy::start(vec![Arc::clone(&halting)]));
+    let mut client = proxy.client().await;
+    let mut ticks = timeout(PATIENCE, client.ticks(10)).await.unwrap().unwrap();
+    let tick = timeout(PATIENCE, ticks.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!((tick.n, tick.version.as_str()), (0, "halting"));
+    halting.start_draining();
+    // The message in flight at the end of the grace still arrives whole.
+    let tick = timeout(PATIENCE, ticks.message()).await.unwrap();
+    let tick = tick.unwrap_or_else(|status| panic!("the message in flight was cut: {status:?}"));
+    assert_eq!(tick.map(|t| t.n), Some(1));
+    let status = timeout(PATIENCE, ticks.message()).await.unwrap().unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("restarting"), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

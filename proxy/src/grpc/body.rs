@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
+use pingora::proxy::Session;
 use tokio::sync::mpsc;
 
 /// What the pump hands the body.
@@ -99,6 +100,8 @@ impl ReplayBuffer {
 #[derive(Debug)]
 pub(crate) struct Upload {
     tx: Option<mpsc::Sender<Chunk>>,
+    /// Room for the next chunk in `tx`'s queue, taken before reading it.
+    permit: Option<mpsc::OwnedPermit<Chunk>>,
     replay: ReplayBuffer,
     /// The client may still send.
     open: bool,
@@ -113,6 +116,7 @@ impl Upload {
     pub(crate) fn new(open: bool) -> Self {
         Self {
             tx: None,
+            permit: None,
             replay: ReplayBuffer::default(),
             open,
         }
@@ -130,6 +134,7 @@ impl Upload {
         let (tx, rx) = mpsc::channel(QUEUE);
         // A finished request: the body ends after the replay.
         self.tx = self.open.then_some(tx);
+        self.permit = None;
         Some(RequestBody::new(replay, rx))
     }
 
@@ -143,8 +148,29 @@ impl Upload {
         self.replay.release();
     }
 
-    /// Passes what the client sent on. `Err` when the client broke off.
-    pub(crate) async fn forward(&mut self, read: pingora::Result<Option<Bytes>>) -> Result<(), ()> {
+    /// Reads the client's next chunk once the backend can take it. The wait
+    /// for room happens here, in a `select!` arm, never in `forward`: a
+    /// backend that grants no flow-control window must not keep the call's
+    /// loop from its response, its notice and the client. The queue stays
+    /// bounded: one chunk is read per permit. Cancel-safe (a permit taken
+    /// is kept for the next read).
+    pub(crate) async fn read(&mut self, session: &mut Session) -> pingora::Result<Option<Bytes>> {
+        if self.permit.is_none() {
+            if let Some(tx) = &self.tx {
+                match tx.clone().reserve_owned().await {
+                    Ok(permit) => self.permit = Some(permit),
+                    // hyper dropped the body: the stream failed, and its
+                    // response says how. What the client sends is dropped.
+                    Err(_) => self.tx = None,
+                }
+            }
+        }
+        session.read_request_body().await
+    }
+
+    /// Passes what `read` got on, without waiting. `Err` when the client
+    /// broke off.
+    pub(crate) fn forward(&mut self, read: pingora::Result<Option<Bytes>>) -> Result<(), ()> {
         match read {
             // An empty read carries nothing, and an empty DATA frame
             // without END_STREAM counts against the backend's budget of
@@ -152,12 +178,10 @@ impl Upload {
             Ok(Some(chunk)) if chunk.is_empty() => Ok(()),
             Ok(Some(chunk)) => {
                 self.replay.keep(&chunk);
-                if let Some(tx) = &self.tx {
-                    if tx.send(Chunk::Data(chunk)).await.is_err() {
-                        // hyper dropped the body: the stream failed, and
-                        // its response says how.
-                        self.tx = None;
-                    }
+                // No permit: no body to feed (see `read`). A body dropped
+                // since drops the chunk: its response says why.
+                if let Some(permit) = self.permit.take() {
+                    permit.send(Chunk::Data(chunk));
                 }
                 Ok(())
             }
@@ -165,6 +189,7 @@ impl Upload {
                 // Dropping the sender ends the body: END_STREAM upstream.
                 self.open = false;
                 self.tx = None;
+                self.permit = None;
                 Ok(())
             }
             Err(_) => Err(()),
@@ -175,8 +200,15 @@ impl Upload {
     /// queue is full or the body already ended, dropping the response
     /// resets it: h2 cancels a stream nobody holds any more.)
     pub(crate) fn abort(&mut self) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.try_send(Chunk::Abort);
+        let tx = self.tx.take();
+        match (self.permit.take(), tx) {
+            (Some(permit), _) => {
+                permit.send(Chunk::Abort);
+            }
+            (None, Some(tx)) => {
+                let _ = tx.try_send(Chunk::Abort);
+            }
+            (None, None) => {}
         }
     }
 }

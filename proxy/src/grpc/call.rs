@@ -206,8 +206,8 @@ async fn send(
                     Err(e) => Sent::Failed(e),
                 };
             }
-            read = session.read_request_body(), if upload.open() => {
-                if upload.forward(read).await.is_err() {
+            read = upload.read(session), if upload.open() => {
+                if upload.forward(read).is_err() {
                     upload.abort();
                     return Sent::Ended(CloseReason::Client);
                 }

@@ -81,8 +81,9 @@ impl Notice {
     }
 
     /// Waits for the next signal or deadline and moves on. `Some(reason)`:
-    /// end the call now (it is at a boundary). Cancel-safe: use in
-    /// `select!`, with `call` as it is when the future is created.
+    /// end the call now (it is at a boundary). Pends forever when there is
+    /// nothing left to wait for. Cancel-safe: use in `select!`, with `call`
+    /// as it is when the future is created.
     pub async fn next(&mut self, call: Call) -> Option<CloseReason> {
         let deadline = match self.state {
             State::Due(at, _) | State::Grace(at, _) => Some(at),
@@ -106,6 +107,10 @@ impl Notice {
                 None
             }
             _ = sleep_until(deadline), if deadline.is_some() => self.deadline_passed(call),
+            // Nothing left to wait for (Answering once cutover's stop was
+            // seen, Ending): the call's own loop ends it; `next` must not
+            // return (a `None` would spin the loop) nor panic.
+            else => std::future::pending().await,
         }
     }
 
@@ -276,5 +281,82 @@ mod tests {
         assert_eq!(notice.next(STREAMING).await, None);
         assert_eq!(notice.next(STREAMING).await, None);
         assert_eq!(notice.next(STREAMING).await, Some(CloseReason::Shutdown));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_unary_call_in_the_backends_hands_at_shutdown_keeps_waiting() {
+        let (_drain, rx) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(false);
+        let mut notice = Notice::new(rx, stop_rx, settings());
+        stop.send_replace(true);
+        assert_eq!(notice.next(ANSWERING).await, None); // stop seen
+        assert_eq!(notice.next(ANSWERING).await, None); // notice point: answering
+        let waited = tokio::time::timeout(Duration::from_secs(3600), notice.next(ANSWERING)).await;
+        assert!(waited.is_err(), "a call being answered was ended");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_answered_after_a_drain_keeps_waiting_when_cutover_stops() {
+        let (drain, rx) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(false);
+        let mut notice = Notice::new(rx, stop_rx, settings());
+        drain.send_replace(true);
+        assert_eq!(notice.next(ANSWERING).await, None); // drain seen
+        assert_eq!(notice.next(ANSWERING).await, None); // notice point: answering
+        stop.send_replace(true);
+        assert_eq!(notice.next(ANSWERING).await, None); // stop seen
+        let waited = tokio::time::timeout(Duration::from_secs(3600), notice.next(ANSWERING)).await;
+        assert!(waited.is_err(), "a call being answered was ended");
+        assert_eq!(notice.reason(), Some(CloseReason::Shutdown));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_ending_mid_message_keeps_waiting() {
+        let (drain, rx) = watch::channel(false);
+        let (_stop, stop_rx) = watch::channel(false);
+        let mut notice = Notice::new(rx, stop_rx, settings());
+        drain.send_replace(true);
+        let mid = Call {
+            at_boundary: false,
+            ..STREAMING
+        };
+        for _ in 0..3 {
+            assert_eq!(notice.next(mid).await, None);
+        }
+        // Ending: the stream loop ends the call at the boundary, not the notice.
+        let waited = tokio::time::timeout(Duration::from_secs(3600), notice.next(mid)).await;
+        assert!(waited.is_err(), "the notice had nothing to wait for");
+        assert_eq!(notice.ending(), Some(CloseReason::Drain));
+    }
+
+    /// Every state, with every signal seen or not: `next` waits (or
+    /// moves on) and never finds all its branches disabled.
+    #[tokio::test(start_paused = true)]
+    async fn no_state_leaves_the_notice_without_anything_to_wait_for() {
+        let at = Instant::now() + Duration::from_secs(1);
+        let states = [
+            State::Open,
+            State::Due(at, CloseReason::Drain),
+            State::Answering(CloseReason::Drain),
+            State::Grace(at, CloseReason::Shutdown),
+            State::Ending(CloseReason::Drain),
+        ];
+        for state in states {
+            for drain_seen in [false, true] {
+                for shutdown_seen in [false, true] {
+                    let (_drain, rx) = watch::channel(false);
+                    let (_stop, stop_rx) = watch::channel(false);
+                    let mut notice = Notice::new(rx, stop_rx, settings());
+                    notice.state = state;
+                    notice.drain_seen = drain_seen;
+                    notice.shutdown_seen = shutdown_seen;
+                    let mid = Call {
+                        at_boundary: false,
+                        ..STREAMING
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(3600), notice.next(mid)).await;
+                }
+            }
+        }
     }
 }

@@ -110,8 +110,8 @@ pub(super) async fn run(
                     return reason;
                 }
             }
-            read = session.read_request_body(), if upload.open() => {
-                if upload.forward(read).await.is_err() {
+            read = upload.read(session), if upload.open() => {
+                if upload.forward(read).is_err() {
                     upload.abort();
                     return CloseReason::Client;
                 }
