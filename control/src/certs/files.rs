@@ -10,7 +10,6 @@
 //! them the way they print the rest of the config's.
 
 use std::fmt;
-use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
