@@ -499,7 +499,6 @@ fn request_host(req: &RequestHeader) -> &str {
         .unwrap_or("")
 }
 
-/// Writes a short plain-text response from the proxy itself.
 impl CutoverProxy {
     /// Answers a pending ACME `http-01` challenge (RFC 8555 §8.3) on a plain
     /// listener, before routing: no app sees it. `None` when the request is
@@ -528,6 +527,7 @@ impl CutoverProxy {
     }
 }
 
+/// Writes a short plain-text response from the proxy itself.
 pub(crate) async fn respond(session: &mut Session, code: u16, body: Bytes, retry_after: bool) -> Result<()> {
     let mut resp = ResponseHeader::build(code, Some(4))?;
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
