@@ -1,7 +1,7 @@
 #!/bin/bash
 # ab.sh (by hand): two cutover builds (BEFORE, AFTER: default this tree's release build), one worker each, the same nginx backend config, alternating wrk turns (1 s warm-up, 5 s measured); prints "conns build req/s" per turn. CONNS="16 64" ROUNDS=6 BEFORE=/path/to/old/cutover benches/ab.sh
 set -e
-W=/tmp/ab
+W=$(mktemp -d /tmp/cutover-ab.XXXXXX)
 cat > $W/backend.tmpl <<'E2'
 worker_processes 1;
 error_log /dev/null crit;
@@ -9,10 +9,10 @@ events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
   server { listen 127.0.0.1:@PORT@ backlog=4096; location = /health { return 200 "ok\n"; } location / { return 200 "hello from the backend\n"; } } }
 E2
-cat > $W/backend.sh <<'E2'
+cat > $W/backend.sh <<E2
 #!/bin/sh
-sed "s/@PORT@/$PORT/" /tmp/ab/backend.tmpl > /tmp/ab/backend-$PORT.conf
-exec nginx -p /tmp/ab -c /tmp/ab/backend-$PORT.conf -g "daemon off; pid /tmp/ab/backend-$PORT.pid;"
+sed "s/@PORT@/\$PORT/" $W/backend.tmpl > $W/backend-\$PORT.conf
+exec nginx -p $W -c $W/backend-\$PORT.conf -g "daemon off; pid $W/backend-\$PORT.pid;"
 E2
 chmod +x $W/backend.sh
 for n in new old; do
