@@ -65,9 +65,11 @@ fn up_obtains_and_serves_a_certificate_and_a_push_adds_a_host() {
         out.contains("a.test") && out.contains("acme") && out.contains("valid"),
         "{out}"
     );
-    let key_mode = std::fs::metadata(cutover.dir.path().join("state/acme/certs/a.test.key"))
-        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
-    assert_eq!(key_mode.ok(), Some(0o600), "ACME key files are 0600");
+    // The chain and its key, one file, readable by cutover's user only.
+    let stored = cutover.dir.path().join("state/acme/certs/a.test.pem");
+    let mode = std::fs::metadata(&stored).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
+    assert_eq!(mode.ok(), Some(0o600), "ACME key files are 0600");
+    assert!(std::fs::read_to_string(&stored).unwrap().contains("PRIVATE KEY"));
 
     // A push that routes a new host: it gets a certificate, no restart.
     let pushed = cutover.config_text().replace(
