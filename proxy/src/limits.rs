@@ -14,6 +14,7 @@
 
 mod app;
 mod clock;
+mod forward;
 mod gate;
 mod preface;
 mod stream;

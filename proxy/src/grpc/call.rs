@@ -23,24 +23,9 @@ use super::pool::Sender;
 use super::{end_call, stream, Status, KIND};
 use crate::backend::InflightGuard;
 use crate::hold::Refusal;
+use crate::longlived::request::HOP_BY_HOP;
 use crate::longlived::CloseReason;
 use crate::service::{add_forwarded_headers, CutoverProxy, RequestCtx};
-
-/// Never forwarded (SPEC §4a); HTTP/2 forbids most of them anyway. `TE`
-/// is set again to `trailers`, which gRPC requires.
-const HOP_BY_HOP: [HeaderName; 10] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    HeaderName::from_static("proxy-connection"),
-    HeaderName::from_static("http2-settings"),
-    // The body is streamed as it comes; hyper frames it.
-    header::CONTENT_LENGTH,
-];
 
 /// How an attempt ended before the response phase.
 enum Sent {
@@ -238,9 +223,13 @@ fn upstream_head(session: &Session, trusted: &[ipnet::IpNet]) -> Result<RequestH
         .filter(|name| *name != header::HOST)
         .take(32)
         .collect();
+    // Hop-by-hop headers never go on (SPEC §4a; HTTP/2 forbids most of
+    // them anyway), nor the length: hyper frames the streamed body. `TE` is
+    // set again to `trailers`, which gRPC requires.
     for name in nominated.iter().chain(HOP_BY_HOP.iter()) {
         head.remove_header(name);
     }
+    head.remove_header(&header::CONTENT_LENGTH);
     head.insert_header(header::TE, "trailers")?;
     add_forwarded_headers(session, &mut head, trusted)?;
     Ok(head)

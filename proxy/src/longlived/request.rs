@@ -21,7 +21,8 @@ use super::Kind;
 /// not a client (pingora's own limit is of the same order).
 const MAX_NOMINATIONS: usize = 32;
 
-const HOP_BY_HOP: [HeaderName; 10] = [
+/// Headers that never reach a backend, on any path (SPEC §4a).
+pub(crate) const HOP_BY_HOP: [HeaderName; 10] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::TE,
