@@ -22,7 +22,7 @@ use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorSource, ErrorType, Result};
+use pingora::{Error, ErrorSource, ErrorType, Result, RetryType};
 use tokio::time::Instant;
 
 use crate::backend::InflightGuard;
@@ -81,6 +81,14 @@ impl CutoverProxy {
         ctx.attempts += 1;
         ctx.attempts < self.settings.max_attempts
     }
+}
+
+/// Whether a backend connection dropped before any response byte: the
+/// failures pingora marks replayable on a reused connection (closed or reset
+/// while reading the response head), and a failed write of the request.
+fn dropped_before_answering(e: &Error) -> bool {
+    matches!(e.retry, RetryType::ReusedOnly)
+        || (*e.etype() == ErrorType::WriteError && *e.esource() == ErrorSource::Upstream)
 }
 
 /// Streams pingora may open on one pooled h2c connection.
@@ -333,13 +341,17 @@ impl ProxyHttp for CutoverProxy {
             e.set_retry(false);
             return e;
         }
-        // Same rule as pingora's default: only an idempotent request whose
-        // body is still fully buffered may be replayed, and then only when
-        // the failure was a stale reused connection.
+        // Only an idempotent request whose body is still fully buffered may
+        // be replayed. pingora replays it only on a stale *reused*
+        // connection; the same failure on a fresh one (the connection
+        // dropped before any response byte, which is what a killed instance
+        // does) is as safe to replay, as nginx's `proxy_next_upstream error`
+        // does. The next attempt prefers backends this request has not
+        // failed on, and `max_attempts` bounds one that kills them all.
         if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
             e.set_retry(false);
         } else {
-            e.retry.decide_reuse(client_reused);
+            e.retry.decide_reuse(client_reused || dropped_before_answering(&e));
         }
         if e.retry() {
             if self.note_failure(ctx, peer.group_key) {
