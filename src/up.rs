@@ -79,6 +79,21 @@ pub fn relaunch_args(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
 
 /// Runs `cutover up`.
 pub async fn run(start: Start) -> anyhow::Result<ExitCode> {
+    let taking_over = start.takeover.is_some();
+    match serve(start).await {
+        // A successor that fails exits at once: tearing its runtime down
+        // would drop the tasks of instances it adopted, and their pid files
+        // with them, while its predecessor serves on with those apps.
+        Err(e) if taking_over => {
+            tracing::error!(error = %format!("{e:#}"), "cutover failed");
+            eprintln!("cutover: {e:#}");
+            std::process::exit(1);
+        }
+        result => result,
+    }
+}
+
+async fn serve(start: Start) -> anyhow::Result<ExitCode> {
     let path = start.path.clone();
     // Taking over: the predecessor's listeners and lock first, so whatever
     // fails below is reported to it.
@@ -386,6 +401,7 @@ pub async fn run(start: Start) -> anyhow::Result<ExitCode> {
                     supervisor: &supervisor,
                     upgrades: &upgrades,
                     acme: &acme,
+                    run_dir: &run_dir,
                 };
                 let ended = old::run(&running, request, signals.stop()).await;
                 if let Some(name) = signals.stopped {

@@ -5,6 +5,7 @@
 //! 30 s run out) stops the new process and resumes supervision: this
 //! process serves on as if nothing happened.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cutover_control::certs::acme::AcmeDriver;
+use cutover_control::supervisor::orphans::reap_except;
 use cutover_control::supervisor::process::signal_group;
 use cutover_control::supervisor::Supervisor;
 use cutover_control::upgrade::{UpgradeLog, UpgradeOutcome, UpgradeRequest, Upgrades};
@@ -41,6 +43,8 @@ pub struct Running<'a> {
     pub upgrades: &'a Upgrades,
     /// The ACME driver: stopped before the successor starts its own.
     pub acme: &'a tokio::sync::Mutex<Option<AcmeDriver>>,
+    /// `state_dir/run`: the pid files.
+    pub run_dir: &'a Path,
 }
 
 /// How an attempt ended for this process.
@@ -59,7 +63,7 @@ pub async fn run(running: &Running<'_>, request: UpgradeRequest, stop: impl std:
     let mut attempt = Attempt {
         log: &log,
         child: None,
-        frozen: false,
+        frozen: None,
     };
     let result = tokio::select! {
         result = attempt.hand_over(running) => result,
@@ -96,7 +100,8 @@ pub async fn run(running: &Running<'_>, request: UpgradeRequest, stop: impl std:
 struct Attempt<'l> {
     log: &'l UpgradeLog,
     child: Option<Child>,
-    frozen: bool,
+    /// Set while the supervisor is frozen: the pids handed over.
+    frozen: Option<BTreeSet<u32>>,
 }
 
 impl Attempt<'_> {
@@ -150,8 +155,8 @@ impl Attempt<'_> {
             other => return Err(unexpected(&other, "its config and journal")),
         }
 
-        self.frozen = true;
         let instances = running.supervisor.freeze().await;
+        self.frozen = Some(instances.iter().map(|i| i.pid).collect());
         self.log.step(format!(
             "stopped supervising; {} running instance(s) to adopt",
             instances.len()
@@ -172,7 +177,7 @@ impl Attempt<'_> {
             acme.shutdown().await;
         }
         running.supervisor.release().await;
-        self.frozen = false;
+        self.frozen = None;
         // The child is not stopped when its handle goes: it is the server.
         self.child = None;
         if let Err(e) = channel.send(&Message::Released, &[]).await {
@@ -203,9 +208,18 @@ impl Attempt<'_> {
                 _ => tracing::error!("the new cutover did not exit after SIGKILL within 10s"),
             }
         }
-        if self.frozen {
+        if let Some(handed) = self.frozen.take() {
+            // The new process may have restarted an adopted instance that
+            // died meanwhile: anything marked with this state_dir that is
+            // not what was handed over goes before supervision resumes.
+            let run_dir = running.run_dir.to_path_buf();
+            let reaped = tokio::task::spawn_blocking(move || reap_except(&run_dir, &handed))
+                .await
+                .unwrap_or_default();
+            if !reaped.is_empty() {
+                self.log.step(format!("stopped what the new cutover had started: {}", reaped.join(", ")));
+            }
             running.supervisor.thaw().await;
-            self.frozen = false;
             self.log.step("supervising the apps again");
         }
     }
