@@ -45,7 +45,7 @@ pub mod tls;
 
 pub use backend::{Backend, InflightGuard, LongLivedGuard};
 pub use handle::TableHandle;
-pub use longlived::LongLivedSettings;
+pub use longlived::{LongLivedSettings, Stop};
 pub use metrics::{AppMetrics, ProxyMetrics};
 pub use router::{AppId, DuplicateRoute, HostMatch, Router};
 pub use server::{DataPlane, DataPlaneConfig, DataPlaneError};
