@@ -347,8 +347,12 @@ impl Instance {
         tracing::debug!(instance = %self.spec.name, state = state.name(), "instance state");
         let leaves_table = matches!(state, InstanceState::Stopping | InstanceState::Stopped)
             && self.state.borrow().ready_backend().is_some();
+        // Decided before the change: a change made while supervised is
+        // published even if a freeze comes in meanwhile (the freeze waits
+        // for this task's acknowledgement, which comes after).
+        let publish = self.mode() == Mode::Supervised || leaves_table;
         self.state.send_replace(state);
-        if self.mode() == Mode::Supervised || leaves_table {
+        if publish {
             on_change();
         }
     }
