@@ -196,7 +196,11 @@ async fn frozen_instances_run_on_unsupervised_and_released_ones_outlive_their_ta
     assert_eq!(f.pid_file("web-1"), Some(pids[1]), "its pid file still names it");
     assert!(get_health(instances[1].port().unwrap()).await, "and it still serves");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(instances[0].pid(), Some(pids[0]), "the dead one is not restarted after the release either");
+    assert_eq!(
+        instances[0].pid(),
+        Some(pids[0]),
+        "the dead one is not restarted after the release either"
+    );
     signal_group(pids[1], Signal::SIGKILL);
 }
 
@@ -238,7 +242,10 @@ async fn a_freeze_stops_a_starting_instance_and_its_post_start_hook() {
     assert_eq!(group_members(hook), 2, "the hook and its child run");
 
     let records = old.freeze().await;
-    assert!(records.is_empty(), "a starting instance is not handed over: {records:?}");
+    assert!(
+        records.is_empty(),
+        "a starting instance is not handed over: {records:?}"
+    );
     assert!(!alive(pid), "the freeze stopped the starting process");
     eventually("the hook's group is gone", || group_members(hook) == 0).await;
     assert_eq!(instances[0].pid(), None);
@@ -268,7 +275,10 @@ async fn a_new_supervisor_adopts_restarts_and_stops_the_released_instances() {
 
     let (new, table) = f.supervisor();
     let keep: BTreeSet<u32> = records.iter().map(|r| r.pid).collect();
-    assert!(reap_except(&f.dir.join("run"), &keep).is_empty(), "nothing else to reap");
+    assert!(
+        reap_except(&f.dir.join("run"), &keep).is_empty(),
+        "nothing else to reap"
+    );
     let adopted = new.adopt_app(f.app(), &records);
     assert_eq!(adopted.len(), 2);
     all_ready(&adopted).await;
@@ -289,7 +299,11 @@ async fn a_new_supervisor_adopts_restarts_and_stops_the_released_instances() {
     })
     .await;
     let restarted = adopted[0].pid().unwrap();
-    assert_eq!(stat(restarted).map(|s| s.1), Some(std::process::id()), "a child of the new one");
+    assert_eq!(
+        stat(restarted).map(|s| s.1),
+        Some(std::process::id()),
+        "a child of the new one"
+    );
     assert_eq!(f.pid_file("web-0"), Some(restarted));
     let log = std::fs::read_to_string(f.dir.join("logs/web-0.log")).unwrap();
     assert!(log.contains("adopted web-0"), "{log}");
@@ -302,7 +316,9 @@ async fn a_new_supervisor_adopts_restarts_and_stops_the_released_instances() {
     // stop_all stops the adopted process (whole group) and the restarted one.
     let still_adopted = records[1].pid;
     assert_eq!(group_members(still_adopted), 2);
-    tokio::time::timeout(WAIT, new.stop_all()).await.expect("stop_all returns");
+    tokio::time::timeout(WAIT, new.stop_all())
+        .await
+        .expect("stop_all returns");
     assert_eq!(group_members(still_adopted), 0, "the adopted group is stopped");
     assert!(!alive(restarted));
     assert_eq!(f.pid_file("web-1"), None, "the new owner removed the adopted pid file");
@@ -354,9 +370,23 @@ async fn records_that_are_not_ours_are_refused_and_fill_app_starts_the_rest() {
     };
     assert!(verify(&dead, &f.dir).is_err());
     // Another app, a pid file naming someone else.
-    let err = verify(&InstanceRecord { app: "api".into(), ..good.clone() }, &f.dir).unwrap_err();
+    let err = verify(
+        &InstanceRecord {
+            app: "api".into(),
+            ..good.clone()
+        },
+        &f.dir,
+    )
+    .unwrap_err();
     assert!(err.contains("CUTOVER_APP"), "{err}");
-    let err = verify(&InstanceRecord { pid: stranger, ..good.clone() }, &f.dir).unwrap_err();
+    let err = verify(
+        &InstanceRecord {
+            pid: stranger,
+            ..good.clone()
+        },
+        &f.dir,
+    )
+    .unwrap_err();
     assert!(err.contains("names pid"), "{err}");
     verify(&good, &f.dir).expect("the real record passes");
 
@@ -376,7 +406,9 @@ async fn records_that_are_not_ours_are_refused_and_fill_app_starts_the_rest() {
     assert_ne!(started[0].pid(), Some(good.pid));
     eventually("both routed", || routed(&table).len() == 2).await;
     assert!(new.fill_app("web").is_empty(), "complete: nothing more to start");
-    tokio::time::timeout(WAIT, new.stop_all()).await.expect("stop_all returns");
+    tokio::time::timeout(WAIT, new.stop_all())
+        .await
+        .expect("stop_all returns");
     assert!(!alive(good.pid));
     signal_group(stranger, Signal::SIGKILL);
 }

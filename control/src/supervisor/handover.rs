@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use super::adopt::{self, InstanceRecord};
-use super::instance::{Instance, InstanceSpec, Mode};
+use super::instance::{Instance, InstanceSpec, Mode, Role};
 use super::process::log_line;
 use super::task::LONGEST_WAIT;
 use super::{AppRuntime, Supervisor};
@@ -41,7 +41,10 @@ impl Supervisor {
         };
         let acked = join_all(instances.iter().map(|i| {
             let app = &i.spec().app;
-            let within = app.stop_timeout.saturating_add(app.health.timeout).saturating_add(ACK_GRACE);
+            let within = app
+                .stop_timeout
+                .saturating_add(app.health.timeout)
+                .saturating_add(ACK_GRACE);
             i.set_mode(Mode::Frozen, within.min(LONGEST_WAIT))
         }))
         .await;
@@ -144,7 +147,13 @@ impl Supervisor {
                 // It served already: a failed readiness check restarts it.
                 retry_first_start: true,
             };
-            adopted.push(self.start(spec, Some(adoption)));
+            let instance = self.start(spec, Some(adoption));
+            if record.role == Role::Clone {
+                // It serves as one of the app's own from now on, like a
+                // clone a failed rollback keeps.
+                instance.promote();
+            }
+            adopted.push(instance);
         }
         self.lock().insert(
             app.name.clone(),

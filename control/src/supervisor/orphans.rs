@@ -235,7 +235,11 @@ mod tests {
         assert_eq!(members(left), 0, "the rest is reaped");
         assert_eq!(members(adopted), 2, "a kept group is not signalled");
         assert_eq!(members(adopted_unfiled), 2);
-        assert_eq!(pidfile::read_pid(&dir.join("run/web-0.pid")), Some(adopted), "its pid file stays");
+        assert_eq!(
+            pidfile::read_pid(&dir.join("run/web-0.pid")),
+            Some(adopted),
+            "its pid file stays"
+        );
         assert!(!dir.join("run/web-1.pid").exists());
         signal_group(adopted, Signal::SIGKILL);
         signal_group(adopted_unfiled, Signal::SIGKILL);

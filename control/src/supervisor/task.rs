@@ -156,7 +156,9 @@ pub(super) async fn run(instance: Arc<Instance>, on_change: OnChange, adoption: 
             }
             End::Released => {
                 process.release();
-                pid_file.map(PidFile::keep);
+                if let Some(pid_file) = pid_file {
+                    pid_file.keep();
+                }
             }
         }
     }
@@ -208,8 +210,9 @@ async fn run_once(
                 &spec.log,
                 &format!(
                     "adopted {} (pid {pid}, port {port}) from the previous cutover; \
-                     not our child, so its exit status cannot be read"
-                , spec.name),
+                     not our child, so its exit status cannot be read",
+                    spec.name
+                ),
             );
             let pid_file = spec.pid_file.as_deref().map(|path| PidFile::adopt(path, pid));
             (process, port, pid_file)
@@ -323,7 +326,9 @@ async fn run_once(
         tracing::info!(instance = %spec.name, pid = process.pid(), "released to the next cutover; left running");
         log_line(&spec.log, "handed over to the next cutover; left running");
         process.release();
-        pid_file.map(PidFile::keep);
+        if let Some(pid_file) = pid_file {
+            pid_file.keep();
+        }
         return exit;
     }
     instance.set(InstanceState::Stopping, on_change);
