@@ -221,7 +221,7 @@ async fn thaw_restarts_what_died_while_frozen() {
     .await;
     let new_pid = instances[0].pid().unwrap();
     assert_eq!(f.pid_file("web-0"), Some(new_pid));
-    assert_eq!(routed(&table).len(), 1);
+    eventually("routed again", || routed(&table).len() == 1).await;
     old.stop_all().await;
     assert!(!alive(new_pid));
 }
@@ -266,9 +266,15 @@ async fn a_freeze_stops_a_starting_instance_and_its_post_start_hook() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_supervisor_adopts_restarts_and_stops_the_released_instances() {
     let f = fixture("adopt", 2, "");
+    let starts = f.dir.join("post_start.log");
+    let mut app = (*f.app()).clone();
+    app.hooks.post_start = Some(format!("echo \"$CUTOVER_INSTANCE\" >> {}", starts.display()));
+    let app = Arc::new(app);
+    let post_starts = || std::fs::read_to_string(&starts).unwrap_or_default().lines().count();
     let (old, _old_table) = f.supervisor();
-    let originals = old.start_app(f.app());
+    let originals = old.start_app(Arc::clone(&app));
     all_ready(&originals).await;
+    assert_eq!(post_starts(), 2);
     let records = old.freeze().await;
     assert_eq!(records.len(), 2);
     old.release().await;
@@ -279,16 +285,18 @@ async fn a_new_supervisor_adopts_restarts_and_stops_the_released_instances() {
         reap_except(&f.dir.join("run"), &keep).is_empty(),
         "nothing else to reap"
     );
-    let adopted = new.adopt_app(f.app(), &records);
+    let adopted = new.adopt_app(Arc::clone(&app), &records);
     assert_eq!(adopted.len(), 2);
     all_ready(&adopted).await;
+    assert_eq!(post_starts(), 2, "no post_start for an adopted instance");
     for (instance, record) in adopted.iter().zip(&records) {
         assert_eq!(instance.name(), record.name);
         assert_eq!(instance.pid(), Some(record.pid), "adopted, not restarted");
         assert_eq!(instance.port(), Some(record.port));
     }
     let expected: BTreeSet<(String, u16)> = records.iter().map(|r| (r.name.clone(), r.port)).collect();
-    assert_eq!(routed(&table), expected, "the adopted instances are in the new table");
+    // `ready()` returns as the state changes, the table follows at once.
+    eventually("the adopted instances in the new table", || routed(&table) == expected).await;
     assert_eq!(new.status()[0].instances.len(), 2);
 
     // Dies under the new supervisor: restarted as its own child.
@@ -299,6 +307,7 @@ async fn a_new_supervisor_adopts_restarts_and_stops_the_released_instances() {
     })
     .await;
     let restarted = adopted[0].pid().unwrap();
+    assert_eq!(post_starts(), 3, "a restart is a normal start");
     assert_eq!(
         stat(restarted).map(|s| s.1),
         Some(std::process::id()),
