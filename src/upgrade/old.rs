@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -217,7 +216,10 @@ impl Attempt<'_> {
                 .await
                 .unwrap_or_default();
             if !reaped.is_empty() {
-                self.log.step(format!("stopped what the new cutover had started: {}", reaped.join(", ")));
+                self.log.step(format!(
+                    "stopped what the new cutover had started: {}",
+                    reaped.join(", ")
+                ));
             }
             running.supervisor.thaw().await;
             self.log.step("supervising the apps again");

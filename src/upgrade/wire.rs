@@ -90,7 +90,7 @@ impl Channel {
         // SAFETY: an `OwnedFd` stays open and names the same descriptor
         // for as long as the `AsyncFd` owns it.
         let socket = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
-            .map_err(|e| e.cause)?;
+            .map_err(|e| e.into_parts().1)?;
         Ok(Channel { socket })
     }
 
