@@ -86,6 +86,13 @@ pub(crate) fn sockets(addrs: &[SocketAddr], inherited: InheritedListeners) -> Re
             // raises the backlog when it adopts the socket (`listen(65535)`).
             None => OwnedFd::from(TcpListener::bind(addr).map_err(|e| SocketsError::Bind(*addr, e))?),
         };
+        // pingora's adoption (`TcpSocket::from_std_stream`) assumes a
+        // non-blocking socket: a blocking one would block a runtime thread
+        // in accept(2). (The flag is the open file's: a predecessor's copy
+        // is non-blocking already.)
+        socket2::SockRef::from(&fd)
+            .set_nonblocking(true)
+            .map_err(|e| SocketsError::Bind(*addr, e))?;
         for_pingora.push((key, fd));
     }
     for (key, fd) in inherited {
