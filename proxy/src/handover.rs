@@ -176,12 +176,9 @@ impl<A: ServerApp + Send + Sync + 'static> Service for InheritingService<A> {
             }
         }
         let started = self.started.take();
-        let mut run = std::pin::pin!(AssertUnwindSafe(self.inner.start_service(
-            Some(fds),
-            shutdown,
-            listeners_per_fd
-        ))
-        .catch_unwind());
+        let mut run = std::pin::pin!(
+            AssertUnwindSafe(self.inner.start_service(Some(fds), shutdown, listeners_per_fd)).catch_unwind()
+        );
         // Every address is in the table, so building the listeners never
         // awaits a bind: the first poll either panics (pingora's `expect`
         // on a failed build), or pends in the accept loops it spawned.
@@ -256,7 +253,9 @@ mod tests {
         assert_eq!(check(at, &OwnedFd::from(udp)), Err("is not a stream socket".into()));
 
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        socket.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+        socket
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
         let at = socket.local_addr().unwrap().as_socket().unwrap();
         assert_eq!(check(at, &OwnedFd::from(socket)), Err("is not listening".into()));
     }

@@ -48,10 +48,10 @@ pub mod tls;
 
 pub use backend::{Backend, InflightGuard, LongLivedGuard};
 pub use handle::TableHandle;
+pub use handover::InheritedListeners;
 pub use longlived::{LongLivedSettings, Stop};
 pub use metrics::{AppMetrics, ProxyMetrics};
 pub use router::{AppId, DuplicateRoute, HostMatch, Router};
-pub use handover::InheritedListeners;
 pub use server::{DataPlane, DataPlaneConfig, DataPlaneError};
 pub use service::CutoverProxy;
 pub use settings::{Limits, ProxySettings};

@@ -91,7 +91,11 @@ impl DataPlane {
     /// Starts pingora on `config.listen` (plain) and `config.tls_listen`
     /// (TLS, certificates from `config.settings.certs`), serving the tables
     /// of `table`. Returns once every listener accepts connections.
-    pub fn start(config: DataPlaneConfig, table: Arc<TableHandle>, metrics: &ProxyMetrics) -> Result<Self, DataPlaneError> {
+    pub fn start(
+        config: DataPlaneConfig,
+        table: Arc<TableHandle>,
+        metrics: &ProxyMetrics,
+    ) -> Result<Self, DataPlaneError> {
         Self::start_inheriting(config, table, metrics, Vec::new())
     }
 

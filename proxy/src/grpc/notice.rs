@@ -294,7 +294,10 @@ mod tests {
         assert_eq!(notice.next(STREAMING).await, None);
         let reason = notice.next(STREAMING).await;
         assert_eq!(reason, Some(CloseReason::Upgrade));
-        assert_eq!(message(CloseReason::Upgrade), "cutover is restarting (upgrade): retry the call");
+        assert_eq!(
+            message(CloseReason::Upgrade),
+            "cutover is restarting (upgrade): retry the call"
+        );
     }
 
     #[tokio::test(start_paused = true)]
