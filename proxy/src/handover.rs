@@ -270,7 +270,9 @@ mod tests {
             (stray_addr.to_string(), OwnedFd::from(stray)),
             (taken_addr.to_string(), OwnedFd::from(taken)),
         ];
-        let got = sockets(&[taken_addr, taken_addr], inherited).ok().unwrap();
+        let Ok(got) = sockets(&[taken_addr, taken_addr], inherited) else {
+            panic!("a configured, inherited socket was refused");
+        };
         assert_eq!(got.for_pingora.len(), 1);
         assert_eq!(got.kept.len(), 1);
         // The stray socket is closed: its port refuses connections.
