@@ -629,3 +629,51 @@ async fn inherited_sockets_are_matched_checked_or_closed() {
         }
     }
 }
+
+/// A request held in the old process (no ready backend) is not failed by
+/// the hand-over: it waits, up to its hold timeout, and gets its answer
+/// when a backend comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_held_at_the_hand_over_keeps_waiting_for_its_backend() {
+    let side = Side::new("A").await;
+    let proxy = free_addr();
+    let table_with = |backends: Vec<Arc<Backend>>| {
+        let mut builder = RouteTable::builder();
+        builder.app(AppId(0), "web", backends, side.metrics.app("web"));
+        builder.route(HostMatch::Any, "/", AppId(0)).unwrap();
+        builder.build()
+    };
+    side.table.publish(table_with(Vec::new()));
+    let mut a = side.start(vec![proxy], Vec::new()).unwrap();
+
+    let mut reader = BufReader::new(bounded("a connect", TcpStream::connect(proxy)).await.unwrap());
+    reader
+        .get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    wait_until("the request to be held", || side.table.active_requests() == 1).await;
+
+    let handing_over = {
+        let table = Arc::clone(&side.table);
+        tokio::spawn(async move {
+            let left = a.hand_over(Duration::from_secs(10)).await;
+            assert!(!table.is_closing());
+            left
+        })
+    };
+    // Still held (not answered) well after the hand-over started.
+    let early = tokio::time::timeout(Duration::from_millis(300), read_answer(&mut reader)).await;
+    assert!(
+        early.is_err(),
+        "the held request was answered at the hand-over: {early:?}"
+    );
+
+    let http = spawn(|s| http_backend("A", s)).await;
+    side.table.publish(table_with(vec![Backend::new(http, "web-1", 9)]));
+    let answer = bounded("the held request's answer", read_answer(&mut reader))
+        .await
+        .expect("no answer");
+    assert_eq!((answer.status, answer.body.as_str()), (200, "A 0"));
+    assert_eq!(bounded("the hand-over", handing_over).await.unwrap(), 0);
+}
