@@ -677,3 +677,57 @@ async fn a_request_held_at_the_hand_over_keeps_waiting_for_its_backend() {
     assert_eq!((answer.status, answer.body.as_str()), (200, "A 0"));
     assert_eq!(bounded("the hand-over", handing_over).await.unwrap(), 0);
 }
+
+/// One HTTP/2 GET on `send`; the body.
+async fn h2_get(send: &h2::client::SendRequest<bytes::Bytes>) -> String {
+    bounded("an HTTP/2 answer", async {
+        let mut send = send.clone().ready().await.expect("h2 ready");
+        let request = http::Request::get("http://t/").body(()).unwrap();
+        let (response, _) = send.send_request(request, true).expect("h2 request");
+        let mut body = response.await.expect("h2 response").into_body();
+        let mut text = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.expect("h2 body");
+            let _ = body.flow_control().release_capacity(chunk.len());
+            text.extend_from_slice(&chunk);
+        }
+        String::from_utf8(text).unwrap()
+    })
+    .await
+}
+
+/// An HTTP/2 client of the old process gets GOAWAY: its connection ends
+/// gracefully, and a new one reaches the successor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http2_clients_get_goaway_at_a_hand_over() {
+    let (a_side, b_side) = (Side::new("A").await, Side::new("B").await);
+    let proxy = free_addr();
+    let start = |side: &Side, inherited: Vec<(String, OwnedFd)>| {
+        let mut config = side.config(vec![proxy]);
+        config.settings.h2c = true;
+        tokio::task::block_in_place(|| {
+            DataPlane::start_inheriting(config, Arc::clone(&side.table), &side.metrics, inherited)
+        })
+        .unwrap()
+    };
+    let mut a = start(&a_side, Vec::new());
+    let io = bounded("a connect", TcpStream::connect(proxy)).await.unwrap();
+    let (send, connection) = bounded("an h2c handshake", h2::client::handshake(io)).await.unwrap();
+    let connection = tokio::spawn(connection);
+    assert_eq!(h2_get(&send).await, "A 0");
+
+    let mut b = start(&b_side, a.listener_fds().unwrap());
+    assert_eq!(bounded("the hand-over", a.hand_over(Duration::from_secs(10))).await, 0);
+    let ended = bounded("the old connection to end", connection).await.unwrap();
+    assert!(
+        ended.is_ok(),
+        "the HTTP/2 connection did not end with GOAWAY: {ended:?}"
+    );
+    drop(send);
+
+    let io = bounded("a connect", TcpStream::connect(proxy)).await.unwrap();
+    let (send, connection) = bounded("an h2c handshake", h2::client::handshake(io)).await.unwrap();
+    tokio::spawn(connection);
+    assert_eq!(h2_get(&send).await, "B 0");
+    bounded("B's shutdown", b.shutdown(Duration::from_secs(5))).await;
+}
