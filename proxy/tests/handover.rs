@@ -696,6 +696,30 @@ async fn h2_get(send: &h2::client::SendRequest<bytes::Bytes>) -> String {
     .await
 }
 
+const GOAWAY: u8 = 0x7;
+
+/// The types of the HTTP/2 frames read until the connection ends
+/// (SETTINGS acknowledged on the way).
+async fn frame_types(stream: &mut TcpStream) -> Vec<u8> {
+    let mut types = Vec::new();
+    loop {
+        let mut header = [0u8; 9];
+        if stream.read_exact(&mut header).await.is_err() {
+            return types;
+        }
+        let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+        let mut payload = vec![0u8; length];
+        if stream.read_exact(&mut payload).await.is_err() {
+            return types;
+        }
+        let (kind, flags) = (header[3], header[4]);
+        types.push(kind);
+        if kind == 0x4 && flags & 0x1 == 0 {
+            let _ = stream.write_all(b"\0\0\0\x04\x01\0\0\0\0").await;
+        }
+    }
+}
+
 /// An HTTP/2 client of the old process gets GOAWAY: its connection ends
 /// gracefully, and a new one reaches the successor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -715,15 +739,23 @@ async fn http2_clients_get_goaway_at_a_hand_over() {
     let (send, connection) = bounded("an h2c handshake", h2::client::handshake(io)).await.unwrap();
     let connection = tokio::spawn(connection);
     assert_eq!(h2_get(&send).await, "A 0");
+    // The h2 client ends alike on GOAWAY and on a bare close: a raw client
+    // watches the frames.
+    let mut raw = bounded("a connect", TcpStream::connect(proxy)).await.unwrap();
+    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
 
     let mut b = start(&b_side, a.listener_fds().unwrap());
     assert_eq!(bounded("the hand-over", a.hand_over(Duration::from_secs(10))).await, 0);
     let ended = bounded("the old connection to end", connection).await.unwrap();
-    assert!(
-        ended.is_ok(),
-        "the HTTP/2 connection did not end with GOAWAY: {ended:?}"
-    );
+    assert!(ended.is_ok(), "the HTTP/2 connection failed: {ended:?}");
     drop(send);
+    let frames = bounded("the raw connection to end", frame_types(&mut raw)).await;
+    assert!(
+        frames.contains(&GOAWAY),
+        "no GOAWAY before the close: frame types {frames:?}"
+    );
 
     let io = bounded("a connect", TcpStream::connect(proxy)).await.unwrap();
     let (send, connection) = bounded("an h2c handshake", h2::client::handshake(io)).await.unwrap();
