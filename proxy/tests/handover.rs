@@ -746,6 +746,13 @@ async fn http2_clients_get_goaway_at_a_hand_over() {
     raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
         .await
         .unwrap();
+    // A's SETTINGS: the connection is A's (not waiting in the backlog,
+    // where B could take it).
+    let mut header = [0u8; 9];
+    bounded("A's SETTINGS", raw.read_exact(&mut header)).await.unwrap();
+    assert_eq!(header[3], 0x4, "the server's first frame is SETTINGS");
+    let mut payload = vec![0u8; u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize];
+    bounded("A's SETTINGS", raw.read_exact(&mut payload)).await.unwrap();
 
     let mut b = start(&b_side, a.listener_fds().unwrap());
     assert_eq!(bounded("the hand-over", a.hand_over(Duration::from_secs(10))).await, 0);
