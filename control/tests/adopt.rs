@@ -435,3 +435,69 @@ async fn with_nothing_adopted_fill_app_starts_every_instance() {
     new.stop_all().await;
     assert!(new.fill_app("nope").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_waiting_to_restart_stays_waiting_while_frozen() {
+    let f = fixture("backoff", 1, "");
+    let mut app = (*f.app()).clone();
+    app.command = cutover_control::config::Command::Shell("exit 1".into());
+    let (old, _table) = f.supervisor();
+    let instances = old.start_app(Arc::new(app));
+    let log = f.dir.join("logs/web-0.log");
+    let starts = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("starting web-0")
+            .count()
+    };
+    eventually("crash-looping", || starts() >= 2).await;
+    assert!(old.freeze().await.is_empty(), "nothing ready to hand over");
+    let frozen_at = starts();
+    tokio::time::sleep(Duration::from_millis(1500)).await; // > several backoffs
+    assert_eq!(starts(), frozen_at, "no restart while frozen");
+    assert_eq!(instances[0].pid(), None);
+    old.thaw().await;
+    eventually("restarting again after the thaw", || starts() > frozen_at).await;
+    old.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_process_not_ready_in_time_is_stopped_and_started_afresh() {
+    let f = fixture("unready", 1, "");
+    let mut app = (*f.app()).clone();
+    app.health.start_timeout = Duration::from_millis(500);
+    let app = Arc::new(app);
+    // Ours by every check, but it answers no health check.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let state_dir = f.dir.to_string_lossy().into_owned();
+    let port_text = port.to_string();
+    let mute = foreign(&[
+        ("CUTOVER_STATE_DIR", state_dir.as_str()),
+        ("CUTOVER_INSTANCE", "web-0"),
+        ("CUTOVER_APP", "web"),
+        ("PORT", port_text.as_str()),
+    ]);
+    std::fs::create_dir_all(f.dir.join("run")).unwrap();
+    std::fs::write(f.dir.join("run/web-0.pid"), format!("{mute}\n")).unwrap();
+    let record = InstanceRecord {
+        app: "web".into(),
+        name: "web-0".into(),
+        role: Role::Original,
+        pid: mute,
+        port,
+    };
+    let (new, table) = f.supervisor();
+    let adopted = new.adopt_app(app, &[record]);
+    assert_eq!(adopted.len(), 1);
+    eventually("the mute process stopped", || !alive(mute)).await;
+    eventually("started afresh and ready", || {
+        adopted[0].pid().is_some_and(|p| p != mute) && adopted[0].state().name() == "ready"
+    })
+    .await;
+    eventually("routed", || routed(&table).len() == 1).await;
+    new.stop_all().await;
+}

@@ -103,6 +103,14 @@ impl TableHandle {
         self.shutdown.subscribe()
     }
 
+    /// True once cutover shuts down or hands over: a response now should
+    /// carry `Connection: close`, so the client's next request opens a new
+    /// connection (to the successor, at a hand-over) instead of racing the
+    /// close of this one.
+    pub fn is_stopping(&self) -> bool {
+        *self.shutdown.borrow() != Stop::Running
+    }
+
     /// True after [`TableHandle::close`].
     pub fn is_closing(&self) -> bool {
         self.closing.load(Ordering::SeqCst)
@@ -151,5 +159,20 @@ mod tests {
         handle.close();
         rx.changed().await.unwrap();
         assert!(handle.is_closing());
+    }
+
+    #[test]
+    fn a_hand_over_stops_without_closing_and_a_shutdown_wins() {
+        let handle = TableHandle::new(RouteTable::default());
+        let stop = handle.shutdown_signal();
+        assert!(!handle.is_stopping());
+        handle.hand_over();
+        assert_eq!(*stop.borrow(), Stop::Upgrade);
+        assert!(handle.is_stopping());
+        assert!(!handle.is_closing(), "held requests must keep waiting");
+        handle.close();
+        assert_eq!(*stop.borrow(), Stop::Shutdown);
+        handle.hand_over();
+        assert_eq!(*stop.borrow(), Stop::Shutdown, "a shutdown under way stays one");
     }
 }

@@ -86,6 +86,13 @@ pub(crate) fn sockets(addrs: &[SocketAddr], inherited: InheritedListeners) -> Re
             // raises the backlog when it adopts the socket (`listen(65535)`).
             None => OwnedFd::from(TcpListener::bind(addr).map_err(|e| SocketsError::Bind(*addr, e))?),
         };
+        // pingora's adoption (`TcpSocket::from_std_stream`) assumes a
+        // non-blocking socket: a blocking one would block a runtime thread
+        // in accept(2). (The flag is the open file's: a predecessor's copy
+        // is non-blocking already.)
+        socket2::SockRef::from(&fd)
+            .set_nonblocking(true)
+            .map_err(|e| SocketsError::Bind(*addr, e))?;
         for_pingora.push((key, fd));
     }
     for (key, fd) in inherited {
@@ -263,7 +270,9 @@ mod tests {
             (stray_addr.to_string(), OwnedFd::from(stray)),
             (taken_addr.to_string(), OwnedFd::from(taken)),
         ];
-        let got = sockets(&[taken_addr, taken_addr], inherited).ok().unwrap();
+        let Ok(got) = sockets(&[taken_addr, taken_addr], inherited) else {
+            panic!("a configured, inherited socket was refused");
+        };
         assert_eq!(got.for_pingora.len(), 1);
         assert_eq!(got.kept.len(), 1);
         // The stray socket is closed: its port refuses connections.

@@ -200,9 +200,9 @@ impl DataPlane {
             Ok(Err(reason)) => DataPlaneError::Listeners(reason),
             Err(_) => DataPlaneError::NotListening,
         };
-        // Whatever pingora got going stops; the sockets close with it.
+        // Whatever pingora got going stops; the sockets close with it. The
+        // table is the caller's: left as it is.
         plane.stop.notify_one();
-        plane.table.close();
         plane.listeners.clear();
         Err(failure)
     }

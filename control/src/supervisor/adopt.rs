@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::instance::Role;
 use super::orphans::stat_of;
-use super::pidfile::{self, INSTANCE_VAR, STATE_DIR_VAR};
+use super::pidfile::{self, HOOK_VAR, INSTANCE_VAR, STATE_DIR_VAR};
 use super::ports::{self, PortLease};
 use super::process::Process;
 
@@ -91,6 +91,10 @@ pub fn verify(record: &InstanceRecord, state_dir: &Path) -> Result<(), String> {
             None => Err(format!("pid {pid} has no {var} (not an instance of this cutover)")),
         }
     };
+    // A hook of the instance (post_start) inherits its variables.
+    if pidfile::lookup(&environ, HOOK_VAR).is_some() {
+        return Err(format!("pid {pid} is a hook, not an instance"));
+    }
     expect(STATE_DIR_VAR, &state_dir.to_string_lossy())?;
     expect(INSTANCE_VAR, name)?;
     expect("CUTOVER_APP", &record.app)?;
