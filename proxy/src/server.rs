@@ -81,10 +81,10 @@ pub struct DataPlane {
     handshakes: HandshakeMetrics,
     stop: Arc<Notify>,
     thread: Option<JoinHandle<()>>,
-    /// Duplicates of the listening sockets, for a successor; emptied when
+    /// Duplicates of the listening sockets, for a successor; `None` once
     /// the data plane stops accepting, so a stopped data plane's sockets
     /// close (and refuse) as soon as pingora drops its own.
-    listeners: InheritedListeners,
+    listeners: Option<InheritedListeners>,
 }
 
 impl DataPlane {
@@ -193,7 +193,7 @@ impl DataPlane {
             handshakes,
             stop,
             thread: Some(thread),
-            listeners: sockets.kept,
+            listeners: Some(sockets.kept),
         };
         let failure = match started {
             Ok(Ok(())) => return Ok(plane),
@@ -203,7 +203,7 @@ impl DataPlane {
         // Whatever pingora got going stops; the sockets close with it. The
         // table is the caller's: left as it is.
         plane.stop.notify_one();
-        plane.listeners.clear();
+        plane.listeners = None;
         Err(failure)
     }
 
@@ -212,11 +212,11 @@ impl DataPlane {
     /// (which passes them to [`DataPlane::start_inheriting`]). An error once
     /// the data plane has stopped accepting.
     pub fn listener_fds(&self) -> std::io::Result<InheritedListeners> {
-        if self.listeners.is_empty() {
+        let Some(listeners) = &self.listeners else {
             return Err(std::io::Error::other("the data plane no longer listens"));
-        }
+        };
         // `try_clone` is `F_DUPFD_CLOEXEC`.
-        self.listeners
+        listeners
             .iter()
             .map(|(key, fd)| fd.try_clone().map(|dup| (key.clone(), dup)))
             .collect()
@@ -247,7 +247,7 @@ impl DataPlane {
     pub async fn shutdown(&mut self, drain: Duration) -> usize {
         self.stop.notify_one();
         self.table.close();
-        self.listeners.clear();
+        self.listeners = None;
         self.drain(drain).await
     }
 
@@ -266,7 +266,7 @@ impl DataPlane {
     pub async fn hand_over(&mut self, drain: Duration) -> usize {
         self.table.hand_over();
         self.stop.notify_one();
-        self.listeners.clear();
+        self.listeners = None;
         self.drain(drain).await
     }
 
