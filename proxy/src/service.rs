@@ -290,6 +290,22 @@ impl ProxyHttp for CutoverProxy {
         Ok(())
     }
 
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        _response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // pingora decides keep-alive when it reads a head; a response still
+        // running when this process stops accepting (a stop or a hand-over
+        // to a new cutover) must say `Connection: close` too, or its client
+        // sends the next request into a closing connection.
+        if self.table.is_stopping() {
+            session.set_keepalive(None);
+        }
+        Ok(())
+    }
+
     fn upstream_response_body_filter(
         &self,
         _session: &mut Session,
