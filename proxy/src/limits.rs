@@ -27,7 +27,7 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
-pub use app::{LimitedApp, Listeners};
+pub use app::{LimitedApp, Listeners, ParkedRelease};
 pub use gate::{ConnectionGate, ConnectionSlot};
 pub use preface::H2_PREFACE;
 

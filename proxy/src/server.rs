@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 
 use crate::handle::TableHandle;
 use crate::handover::{self, BadInheritedSocket, InheritedListeners, InheritingService, SocketsError};
-use crate::limits::{ConnectionGate, LimitedApp, Listeners};
+use crate::limits::{ConnectionGate, LimitedApp, Listeners, ParkedRelease};
 use crate::metrics::ProxyMetrics;
 use crate::service::{CutoverProxy, ProxySettings};
 use crate::tls::{HandshakeMetrics, TlsAcceptor};
@@ -80,6 +80,7 @@ pub struct DataPlane {
     gate: Arc<ConnectionGate>,
     handshakes: HandshakeMetrics,
     stop: Arc<Notify>,
+    parked: Arc<ParkedRelease>,
     thread: Option<JoinHandle<()>>,
     /// Duplicates of the listening sockets, for a successor; `None` once
     /// the data plane stops accepting, so a stopped data plane's sockets
@@ -164,7 +165,8 @@ impl DataPlane {
         // pingora's proxy app, behind `proxy.limits` and our TLS (see
         // `limits` and `tls::acceptor`). TLS listeners are plain TCP ones
         // to pingora: the app tells them apart by local address.
-        let app = LimitedApp::new(http, limits, Arc::clone(&gate), listeners);
+        let parked = Arc::new(ParkedRelease::default());
+        let app = LimitedApp::new(http, limits, Arc::clone(&gate), listeners, Arc::clone(&parked));
         let mut service = Service::new("cutover proxy".to_owned(), app);
         for (key, _) in &sockets.for_pingora {
             service.add_tcp(key);
@@ -192,6 +194,7 @@ impl DataPlane {
             gate,
             handshakes,
             stop,
+            parked,
             thread: Some(thread),
             listeners: Some(sockets.kept),
         };
@@ -202,6 +205,7 @@ impl DataPlane {
         };
         // Whatever pingora got going stops; the sockets close with it. The
         // table is the caller's: left as it is.
+        plane.parked.release();
         plane.stop.notify_one();
         plane.listeners = None;
         Err(failure)
@@ -245,6 +249,7 @@ impl DataPlane {
     /// waits up to `drain` for in-flight requests to finish. Returns how
     /// many were still active when it gave up (0 when drained).
     pub async fn shutdown(&mut self, drain: Duration) -> usize {
+        self.parked.release();
         self.stop.notify_one();
         self.table.close();
         self.listeners = None;
@@ -267,7 +272,15 @@ impl DataPlane {
         self.table.hand_over();
         self.stop.notify_one();
         self.listeners = None;
-        self.drain(drain).await
+        // Idle keep-alive connections stay until their next request is
+        // answered with `Connection: close` or the drain is over, whichever
+        // comes first; every connection gone ends the wait early.
+        let deadline = crate::time::after(drain);
+        while tokio::time::Instant::now() < deadline && (self.table.active_requests() > 0 || self.gate.open() > 0) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.parked.release();
+        self.drain(PARKED_GRACE).await
     }
 
     /// Waits up to `drain` for the active requests to end; how many are left.
@@ -287,6 +300,10 @@ impl DataPlane {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 }
+
+/// After a hand-over's drain, how long requests that were still running
+/// get once idle connections are released.
+const PARKED_GRACE: Duration = Duration::from_millis(200);
 
 /// pingora's shutdown trigger: resolves when [`DataPlane::shutdown`] asks.
 struct StopWatch(Arc<Notify>);

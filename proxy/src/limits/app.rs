@@ -83,17 +83,55 @@ pub struct LimitedApp<A> {
     limits: Limits,
     gate: Arc<ConnectionGate>,
     listeners: Listeners,
+    parked: Arc<ParkedRelease>,
+}
+
+/// When, after pingora stopped accepting, the keep-alive connections parked
+/// between two requests may be dropped. At a stop: at once. At a hand-over
+/// to a successor: not while their clients may still send a request on
+/// them (a request written just as its connection closes is lost, and a
+/// POST cannot be retried); pingora then answers that request with
+/// `Connection: close`, and [`crate::DataPlane::hand_over`] releases the
+/// rest once the drain is over (HAProxy's `idle-close-on-response`).
+#[derive(Debug)]
+pub struct ParkedRelease(tokio::sync::watch::Sender<bool>);
+
+impl Default for ParkedRelease {
+    fn default() -> Self {
+        Self(tokio::sync::watch::channel(false).0)
+    }
+}
+
+impl ParkedRelease {
+    /// Parked connections may go now.
+    pub fn release(&self) {
+        self.0.send_replace(true);
+    }
+
+    async fn released(&self) {
+        let mut released = self.0.subscribe();
+        let _ = released.wait_for(|r| *r).await;
+    }
 }
 
 impl<A> LimitedApp<A> {
     /// Wraps `inner`; `gate` admits its connections, indexed like
     /// `listeners`.
-    pub fn new(inner: A, limits: Limits, gate: Arc<ConnectionGate>, listeners: Listeners) -> Self {
+    /// `parked` says when keep-alive connections parked at a stop may be
+    /// dropped.
+    pub fn new(
+        inner: A,
+        limits: Limits,
+        gate: Arc<ConnectionGate>,
+        listeners: Listeners,
+        parked: Arc<ParkedRelease>,
+    ) -> Self {
         Self {
             inner: Arc::new(inner),
             limits,
             gate,
             listeners,
+            parked,
         }
     }
 }
@@ -193,7 +231,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LimitedApp<A> {
     }
 
     async fn cleanup(&self) {
-        // Wakes keep-alive connections parked in `read_request` at shutdown.
+        // Wakes keep-alive connections parked in `read_request` at shutdown,
+        // which drops them: once the data plane says so (see `ParkedRelease`).
+        self.parked.released().await;
         self.inner.http_cleanup().await;
     }
 }
