@@ -162,7 +162,11 @@ fn app_pids(admin: std::net::SocketAddr) -> BTreeMap<String, u64> {
 
 /// The pid in `state_dir/lock`: the cutover holding the state_dir.
 fn lock_pid(dir: &Path) -> Option<u32> {
-    std::fs::read_to_string(dir.join("state/lock")).ok()?.trim().parse().ok()
+    std::fs::read_to_string(dir.join("state/lock"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn alive(pid: u32) -> bool {
@@ -193,7 +197,9 @@ fn stop_current(config: &Path, pid: u32) {
     }
     let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
     if !wait_gone(pid, Duration::from_secs(30)) {
-        let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
     }
 }
 

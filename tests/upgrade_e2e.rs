@@ -545,8 +545,8 @@ async fn websocket_and_sse_clients_get_their_notices_and_reconnect_to_the_new_pr
 /// The data of the last event of an SSE body.
 fn last_event(body: &str) -> String {
     body.lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("data:"))
         .unwrap_or("")
         .trim()
         .to_string()
