@@ -139,6 +139,11 @@ pub fn wait_pid_change(cutover: &Cutover, old: u32, timeout: Duration) -> u32 {
             return pid;
         }
         assert!(
+            !cutover.cutover_processes().is_empty(),
+            "no cutover runs any more (the old one {old} exited without a successor); log:\n{}",
+            cutover.log()
+        );
+        assert!(
             Instant::now() < deadline,
             "cutover {old} was not replaced within {timeout:?}; log:\n{}",
             cutover.log()
