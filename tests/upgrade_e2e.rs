@@ -13,21 +13,18 @@ mod support;
 mod upgrade;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 use support::load::{Load, LoadReport, LoadSpec, Req};
 use support::{children_of, process_alive, App, Cutover};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use upgrade::{
-    app_pids, broken_binary, copy_of_cutover, exe_of, hanging_binary, marked_pids, parent_of, says_any, spawn_upgrade,
-    upgrades_total, wait_command, wait_exit, wait_hanging_pid, wait_pid_change,
+    app_pids, broken_binary, copy_of_cutover, exe_of, hanging_binary, last_event, long_lived, marked_pids, next_text,
+    parent_of, post_upgrade, says_any, spawn_upgrade, sse_read, until_close, upgrade_events, upgrades_total,
+    wait_command, wait_exit, wait_hanging_pid, wait_pid_change, ws_connect,
 };
 
 /// How long a `cutover upgrade` may take here, the 30 s a hanging binary
@@ -407,83 +404,6 @@ fn sigusr2_upgrades_to_the_running_binary() {
     assert_eq!(cutover.get("any", "/").status, 200);
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn ws_connect(proxy: SocketAddr) -> Ws {
-    let (ws, response) = tokio_tungstenite::connect_async(format!("ws://{proxy}/ws"))
-        .await
-        .expect("websocket through cutover");
-    assert_eq!(response.status(), 101);
-    ws
-}
-
-/// The next text message, within 10 s.
-async fn next_text(ws: &mut Ws) -> String {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a message in time")
-        {
-            Some(Ok(Message::Text(t))) => return t.to_string(),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
-}
-
-/// Reads until the server's close frame: (code, reason).
-async fn until_close(ws: &mut Ws, within: Duration) -> (u16, String) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .expect("a close frame in time")
-        {
-            Some(Ok(Message::Close(frame))) => {
-                return frame
-                    .map(|f| (u16::from(f.code), f.reason.to_string()))
-                    .unwrap_or((1005, String::new()))
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
-}
-
-/// Open long-lived connections of `kind` the running cutover counts.
-fn long_lived(cutover: &Cutover, kind: &str) -> f64 {
-    cutover
-        .metrics()
-        .iter()
-        .filter(|s| {
-            s.name == "cutover_long_lived_connections" && s.labels.get("kind").map(String::as_str) == Some(kind)
-        })
-        .map(|s| s.value)
-        .sum()
-}
-
-/// Reads an SSE response until `done` holds for what arrived so far, or
-/// the stream ends, or `timeout` passes; everything read.
-fn sse_read(proxy: SocketAddr, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
-    let mut stream = std::net::TcpStream::connect(proxy).expect("proxy accepts");
-    stream
-        .write_all(b"GET /events HTTP/1.1\r\nHost: sse\r\nAccept: text/event-stream\r\n\r\n")
-        .unwrap();
-    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let deadline = Instant::now() + timeout;
-    let mut seen = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while Instant::now() < deadline && !done(&String::from_utf8_lossy(&seen)) {
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => seen.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            Err(e) => panic!("the SSE stream failed: {e}"),
-        }
-    }
-    String::from_utf8_lossy(&seen).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_and_sse_clients_get_their_notices_and_reconnect_to_the_new_process() {
     let cutover = Cutover::builder()
@@ -542,30 +462,6 @@ async fn websocket_and_sse_clients_get_their_notices_and_reconnect_to_the_new_pr
     });
     assert_eq!(cutover.status_pid(), Some(new));
     ws.close(None).await.unwrap();
-}
-
-/// The data of the last event of an SSE body.
-fn last_event(body: &str) -> String {
-    body.lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("data:"))
-        .unwrap_or("")
-        .trim()
-        .to_string()
-}
-
-/// `POST /upgrade` with `body`; (status, JSON answer).
-fn post_upgrade(cutover: &Cutover, body: &str) -> (u16, Value) {
-    let answer = cutover.admin_post_json("/upgrade", body.as_bytes());
-    let json = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-    (answer.status, json)
-}
-
-/// The events of upgrade `id`, to their end.
-fn upgrade_events(cutover: &Cutover, id: &str) -> String {
-    let answer = cutover.admin_get(&format!("/upgrades/{id}/events"));
-    assert_eq!(answer.status, 200, "{}", answer.text());
-    answer.text()
 }
 
 #[test]

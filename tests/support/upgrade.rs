@@ -5,10 +5,17 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::support::{cutover_bin, marked_by, process_alive, prom, Cutover};
 
@@ -178,4 +185,105 @@ pub fn parent_of(pid: u32) -> Option<u32> {
         return None;
     }
     fields.get(1)?.parse().ok()
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn ws_connect(proxy: SocketAddr) -> Ws {
+    let (ws, response) = tokio_tungstenite::connect_async(format!("ws://{proxy}/ws"))
+        .await
+        .expect("websocket through cutover");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+/// The next text message, within 10 s.
+pub async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message in time")
+        {
+            Some(Ok(Message::Text(t))) => return t.to_string(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+/// Reads until the server's close frame: (code, reason).
+pub async fn until_close(ws: &mut Ws, within: Duration) -> (u16, String) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("a close frame in time")
+        {
+            Some(Ok(Message::Close(frame))) => {
+                return frame
+                    .map(|f| (u16::from(f.code), f.reason.to_string()))
+                    .unwrap_or((1005, String::new()))
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+/// Open long-lived connections of `kind` the running cutover counts.
+pub fn long_lived(cutover: &Cutover, kind: &str) -> f64 {
+    cutover
+        .metrics()
+        .iter()
+        .filter(|s| {
+            s.name == "cutover_long_lived_connections" && s.labels.get("kind").map(String::as_str) == Some(kind)
+        })
+        .map(|s| s.value)
+        .sum()
+}
+
+/// Reads an SSE response until `done` holds for what arrived so far, or
+/// the stream ends, or `timeout` passes; everything read.
+pub fn sse_read(proxy: SocketAddr, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
+    let mut stream = std::net::TcpStream::connect(proxy).expect("proxy accepts");
+    stream
+        .write_all(b"GET /events HTTP/1.1\r\nHost: sse\r\nAccept: text/event-stream\r\n\r\n")
+        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while Instant::now() < deadline && !done(&String::from_utf8_lossy(&seen)) {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) => panic!("the SSE stream failed: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// The data of the last event of an SSE body.
+pub fn last_event(body: &str) -> String {
+    body.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("data:"))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// `POST /upgrade` with `body`; (status, JSON answer).
+pub fn post_upgrade(cutover: &Cutover, body: &str) -> (u16, Value) {
+    let answer = cutover.admin_post_json("/upgrade", body.as_bytes());
+    let json = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+    (answer.status, json)
+}
+
+/// The events of upgrade `id`, to their end.
+pub fn upgrade_events(cutover: &Cutover, id: &str) -> String {
+    let answer = cutover.admin_get(&format!("/upgrades/{id}/events"));
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    answer.text()
 }
