@@ -419,3 +419,44 @@ async fn follow_all(client: &AdminClient, ids: &[String], no_wait: bool) -> anyh
     }
     Ok(crate::follow::exit_code(&outcomes))
 }
+
+/// `cutover upgrade [--binary PATH]`: asks the running cutover to replace
+/// itself, prints each step, exits 0 once the new process serves, 1 with
+/// the reason when the running one serves on.
+pub async fn upgrade(args: AdminArgs, binary: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::new(&args)?;
+    let binary = match binary {
+        // The server checks the path; a relative one means the caller's.
+        Some(path) => Some(std::path::absolute(&path).with_context(|| format!("bad path {}", path.display()))?),
+        None => None,
+    };
+    let before = client.get_json("/status").await?["pid"].as_u64();
+    let body = serde_json::json!({ "binary": binary });
+    let (status, answer) = client.post_json("/upgrade", Bytes::from(body.to_string())).await?;
+    if !status.is_success() {
+        let running = answer["id"]
+            .as_str()
+            .map(|id| format!(" (running: {id})"))
+            .unwrap_or_default();
+        bail!("{}{running}", answer["error"].as_str().unwrap_or("upgrade refused"));
+    }
+    let id = answer["id"]
+        .as_str()
+        .context("the admin API answered without an upgrade id")?;
+    match crate::follow::follow_upgrade(&client, id).await {
+        Ok(outcome) if outcome == "succeeded" => Ok(ExitCode::SUCCESS),
+        Ok(_) => Ok(ExitCode::FAILURE),
+        Err(e) => {
+            // The old process may have gone before its last event got out:
+            // the answer is whoever serves now.
+            let now = client.get_json("/status").await.ok().and_then(|s| s["pid"].as_u64());
+            match (before, now) {
+                (Some(before), Some(now)) if before != now => {
+                    println!("upgraded: cutover now runs as pid {now}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                _ => Err(e),
+            }
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Following deployments: `cutover deploy` and `cutover push` show each
 //! phase as it happens (a live progress line on a terminal, plain lines
-//! otherwise) and end with the outcome.
+//! otherwise) and end with the outcome; `cutover upgrade` shows each step
+//! of an upgrade of cutover itself.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -18,15 +19,39 @@ pub const EXIT_ROLLED_BACK: u8 = 2;
 
 /// Follows one deployment to its end; returns its outcome.
 pub async fn follow(client: &AdminClient, id: &str) -> anyhow::Result<String> {
-    let response = client.stream(&format!("/deployments/{id}/events")).await?;
+    let mut progress = Progress::new(id);
+    read_events(client, &format!("/deployments/{id}/events"), &mut progress)
+        .await?
+        .with_context(|| format!("the event stream of {id} ended before its outcome"))
+}
+
+/// Follows an upgrade of cutover itself: one line per step, then the
+/// outcome's message; returns the outcome.
+pub async fn follow_upgrade(client: &AdminClient, id: &str) -> anyhow::Result<String> {
+    read_events(client, &format!("/upgrades/{id}/events"), &mut UpgradeSteps)
+        .await?
+        .with_context(|| format!("the event stream of {id} ended before its outcome"))
+}
+
+/// What a follower does with each event of a stream.
+trait Follower {
+    /// Shows `event`; the outcome when it is the last one.
+    fn event(&mut self, event: &Value) -> Option<String>;
+    /// Called ten times a second (a live progress line's clock).
+    fn tick(&mut self) {}
+}
+
+/// Reads the server-sent events at `path` until `follower` sees an outcome
+/// (`Some`), or the stream ends without one (`None`).
+async fn read_events(client: &AdminClient, path: &str, follower: &mut impl Follower) -> anyhow::Result<Option<String>> {
+    let response = client.stream(path).await?;
     let mut body = response.into_body();
     let mut buffer = String::new();
-    let mut progress = Progress::new(id);
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
             frame = body.frame() => {
-                let Some(frame) = frame else { break };
+                let Some(frame) = frame else { return Ok(None) };
                 let frame = frame.context("the event stream broke")?;
                 let Some(data) = frame.data_ref() else { continue };
                 buffer.push_str(&String::from_utf8_lossy(data));
@@ -35,18 +60,32 @@ pub async fn follow(client: &AdminClient, id: &str) -> anyhow::Result<String> {
                     for line in block.lines() {
                         if let Some(json) = line.strip_prefix("data:") {
                             if let Ok(event) = serde_json::from_str::<Value>(json.trim_start()) {
-                                if let Some(outcome) = progress.event(&event) {
-                                    return Ok(outcome);
+                                if let Some(outcome) = follower.event(&event) {
+                                    return Ok(Some(outcome));
                                 }
                             }
                         }
                     }
                 }
             }
-            _ = ticker.tick() => progress.tick(),
+            _ = ticker.tick() => follower.tick(),
         }
     }
-    anyhow::bail!("the event stream of {id} ended before its outcome")
+}
+
+/// Prints an upgrade's steps as they come.
+struct UpgradeSteps;
+
+impl Follower for UpgradeSteps {
+    fn event(&mut self, event: &Value) -> Option<String> {
+        let message = event["message"].as_str().unwrap_or_default();
+        let outcome = event["outcome"].as_str().map(str::to_string);
+        match &outcome {
+            Some(outcome) => println!("upgrade {outcome}: {message}"),
+            None => println!("  {message}"),
+        }
+        outcome
+    }
 }
 
 /// The exit code for a set of outcomes: the worst one wins. `interrupted`
@@ -73,6 +112,16 @@ struct Progress {
     tty: bool,
     phase: Option<(String, Instant)>,
     frame: usize,
+}
+
+impl Follower for Progress {
+    fn event(&mut self, event: &Value) -> Option<String> {
+        Progress::event(self, event)
+    }
+
+    fn tick(&mut self) {
+        Progress::tick(self)
+    }
 }
 
 impl Progress {

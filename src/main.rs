@@ -4,7 +4,9 @@ mod access_log;
 mod client;
 mod follow;
 mod logging;
+mod notify;
 mod up;
+mod upgrade;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +34,20 @@ enum Command {
         /// Access log: off, stdout, or a file to append to.
         #[arg(long, default_value = "stdout", value_name = "off|stdout|FILE")]
         access_log: logging::AccessLog,
+        /// Set by a running cutover on the new binary it starts during an
+        /// upgrade: the descriptor of the hand-over channel.
+        #[arg(long, hide = true)]
+        takeover_fd: Option<i32>,
+    },
+    /// Replace the running cutover by a new binary without refusing a
+    /// connection or restarting an app. Exit 0 once the new process serves;
+    /// non-zero, with the old one serving on, otherwise.
+    Upgrade {
+        /// The new binary; default: the one the running cutover was started from.
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        #[command(flatten)]
+        admin: client::AdminArgs,
     },
     /// Check a config file: exit 0, or print every problem and exit 1.
     Validate {
@@ -106,7 +122,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config } => validate(&config),
-        Command::Up { config, access_log } => {
+        Command::Up {
+            config,
+            access_log,
+            takeover_fd,
+        } => {
+            // Read first: once a package manager replaced the file, the path
+            // names the new binary (what SIGUSR2 upgrades to).
+            let own_binary = std::env::current_exe().unwrap_or_default();
+            let takeover = match takeover_fd.map(upgrade::wire::take_child_fd).transpose() {
+                Ok(fd) => fd,
+                Err(e) => {
+                    eprintln!("cutover: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let _flush_on_exit = match logging::init(cli.log_format, &access_log) {
                 Ok(guard) => guard,
                 Err(e) => {
@@ -114,8 +144,14 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            run_async(up::run(config))
+            run_async(up::run(up::Start {
+                path: config,
+                relaunch: up::relaunch_args(std::env::args_os().skip(1)),
+                own_binary,
+                takeover,
+            }))
         }
+        Command::Upgrade { binary, admin } => run_async(client::upgrade(admin, binary)),
         Command::Status { admin, json, watch } => run_async(client::status(admin, json, watch)),
         Command::Deploy {
             app,

@@ -6,8 +6,17 @@
 //!    longest `drain_timeout`);
 //! 3. stop every instance (SIGTERM, SIGKILL after `stop_timeout`);
 //! 4. stop the admin API and exit.
+//!
+//! An upgrade (`cutover upgrade`, `POST /upgrade`, SIGUSR2) ends it the
+//! other way: the new process took the listeners and the apps, so this one
+//! stops its admin API, drains and exits without stopping any app
+//! ([`crate::upgrade`]). Started by such an upgrade (`--takeover-fd`), `up`
+//! inherits instead of binding and adopts instead of starting.
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use cutover_control::admin::{self, AdminState};
+use cutover_control::certs::acme::AcmeDriver;
 use cutover_control::certs::CertManager;
 use cutover_control::config::{self, Config};
 use cutover_control::deploy::metrics::DeployMetrics;
@@ -22,18 +32,86 @@ use cutover_control::deploy::{boot, Controller};
 use cutover_control::journal::{AppSource, Journal};
 use cutover_control::metrics::StateCollector;
 use cutover_control::routing::Routing;
-use cutover_control::supervisor::{self, Supervisor};
+use cutover_control::state_lock::{self, StateLock};
+use cutover_control::supervisor::{self, InstanceRecord, Supervisor};
+use cutover_control::upgrade::{UpgradeOutcome, Upgrades};
 use cutover_proxy::tls::Challenges;
 use cutover_proxy::{DataPlane, DataPlaneConfig, Limits, ProxyMetrics, ProxySettings, RouteTable, TableHandle};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
-/// Runs `cutover up` on the config at `path`.
-pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
+use crate::notify::{notify, NOTIFY_SOCKET};
+use crate::upgrade::new::{self, Predecessor};
+use crate::upgrade::old;
+
+/// How a new process waits for the instances it adopted to pass a probe
+/// before it serves (they normally answer the first one).
+const ADOPTED_READY_WITHIN: Duration = Duration::from_secs(10);
+
+/// What `cutover up` was started with.
+pub struct Start {
+    /// The config file.
+    pub path: PathBuf,
+    /// This process's arguments after the program name, without
+    /// `--takeover-fd`: what an upgrade starts the new binary with.
+    pub relaunch: Vec<OsString>,
+    /// The binary this process runs (the default upgrade target).
+    pub own_binary: PathBuf,
+    /// The hand-over channel, when a running cutover started this one.
+    pub takeover: Option<OwnedFd>,
+}
+
+/// `args` without any `--takeover-fd N` / `--takeover-fd=N`.
+pub fn relaunch_args(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
+    let mut kept = Vec::new();
+    let mut skip_value = false;
+    for arg in args {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        match arg.to_str() {
+            Some("--takeover-fd") => skip_value = true,
+            Some(a) if a.starts_with("--takeover-fd=") => {}
+            _ => kept.push(arg),
+        }
+    }
+    kept
+}
+
+/// Runs `cutover up`.
+pub async fn run(start: Start) -> anyhow::Result<ExitCode> {
+    let taking_over = start.takeover.is_some();
+    match serve(start).await {
+        // A successor that fails exits at once: tearing its runtime down
+        // would drop the tasks of instances it adopted, and their pid files
+        // with them, while its predecessor serves on with those apps.
+        Err(e) if taking_over => {
+            tracing::error!(error = %format!("{e:#}"), "cutover failed");
+            eprintln!("cutover: {e:#}");
+            std::process::exit(1);
+        }
+        result => result,
+    }
+}
+
+async fn serve(start: Start) -> anyhow::Result<ExitCode> {
+    let path = start.path.clone();
+    // Taking over: the predecessor's listeners and lock first, so whatever
+    // fails below is reported to it.
+    let mut predecessor = match start.takeover {
+        Some(fd) => match Predecessor::connect(fd).await {
+            Ok(predecessor) => Some(predecessor),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot take over from the running cutover");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+        None => None,
+    };
     let config = match config::load(&path) {
         Ok(config) => config,
         Err(e) => {
             crate::print_config_error(&e);
-            return Ok(ExitCode::FAILURE);
+            return Ok(give_up(predecessor.as_ref(), &format!("the config does not load: {e}")).await);
         }
     };
     // Certificate files are part of the config: a bad one stops `up` before
@@ -42,34 +120,45 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         Ok(certs) => certs,
         Err(problems) => {
             crate::print_config_error(&config::ConfigError::Invalid(problems));
-            return Ok(ExitCode::FAILURE);
+            return Ok(give_up(predecessor.as_ref(), "a certificate file is refused (see its log)").await);
         }
     };
     for warning in certs.warnings() {
         tracing::warn!("{warning}");
     }
+
     // One cutover per state_dir, before anything touches it (the orphan
-    // reaper would stop a running cutover's live instances).
-    let _state_lock = match cutover_control::state_lock::acquire(&config.state_dir) {
-        Ok(lock) => lock,
-        Err(e) => {
-            eprintln!("cutover: {e}");
-            return Ok(e.exit_code());
-        }
+    // reaper would stop a running cutover's live instances). A successor
+    // shares its predecessor's lock and takes it for itself once it owns
+    // the apps.
+    let mut state_lock = match &predecessor {
+        Some(_) => None,
+        None => match state_lock::acquire(&config.state_dir) {
+            Ok(lock) => Some(HeldLock::Locked(lock)),
+            Err(e) => {
+                eprintln!("cutover: {e}");
+                return Ok(e.exit_code());
+            }
+        },
     };
     if let Some(var) = &config.admin.token_env {
         supervisor::process::withhold_env(var); // no child sees the admin token
     }
+    supervisor::process::withhold_env(NOTIFY_SOCKET); // systemd's, not the apps'
     let token = admin_token(&config)?;
     let source = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let base_dir = config_dir(&path);
     std::fs::create_dir_all(config.state_dir.join("logs"))
         .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
+    let run_dir = config.state_dir.join("run");
 
-    // Whatever a killed predecessor left running goes first.
-    let reaped = supervisor::orphans::reap(&config.state_dir.join("run"));
-    if !reaped.is_empty() {
-        tracing::warn!(instances = ?reaped, "stopped instances left behind by a previous run");
+    // Whatever a killed predecessor left running goes first (a live
+    // predecessor's apps are adopted instead, below).
+    if predecessor.is_none() {
+        let reaped = supervisor::orphans::reap(&run_dir);
+        if !reaped.is_empty() {
+            tracing::warn!(instances = ?reaped, "stopped instances left behind by a previous run");
+        }
     }
     let journal = Arc::new(Journal::open(&config.state_dir)?);
 
@@ -93,13 +182,369 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     }
     routing.publish();
 
-    // Bind the admin listener before anything starts, so a taken port fails
-    // fast and leaves nothing behind.
-    let admin_listener = admin::bind(config.admin.listen)
-        .await
-        .with_context(|| format!("cannot listen on admin address {}", config.admin.listen))?;
+    // The admin listener: inherited, or bound before anything starts, so a
+    // taken port fails fast and leaves nothing behind.
+    let inherited_admin = match predecessor.as_mut().map(|p| p.admin_listener(config.admin.listen)) {
+        Some(Ok(listener)) => listener,
+        Some(Err(e)) => return Ok(give_up(predecessor.as_ref(), &format!("{e:#}")).await),
+        None => None,
+    };
+    let admin_listener = match inherited_admin {
+        Some(listener) => tokio::net::TcpListener::from_std(listener)?,
+        None => match admin::bind(config.admin.listen).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                let reason = format!("cannot listen on admin address {}: {e}", config.admin.listen);
+                if predecessor.is_some() {
+                    return Ok(give_up(predecessor.as_ref(), &reason).await);
+                }
+                bail!(reason);
+            }
+        },
+    };
+    // Kept for a later upgrade of this process.
+    let admin_fd = admin_listener.as_fd().try_clone_to_owned()?;
 
-    let data_plane_config = DataPlaneConfig {
+    let data_plane_config = data_plane_config(&config, &certs, &challenges);
+    let supervisor = Arc::new(Supervisor::new(Arc::clone(&routing), &config.state_dir));
+    registry
+        .register(Box::new(StateCollector::new(Arc::downgrade(&supervisor))?))
+        .context("cannot register metrics")?;
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+        .context("cannot register process metrics")?;
+
+    let data_plane = match &mut predecessor {
+        None => {
+            let data_plane = start_data_plane(data_plane_config, &table, &metrics, Vec::new()).await?;
+            for app in serving.apps.values() {
+                supervisor.start_app(Arc::new(app.clone()));
+            }
+            data_plane
+        }
+        Some(predecessor) => {
+            let records = match predecessor.prepared().await {
+                Ok(records) => records,
+                Err(e) => return Ok(give_up(Some(predecessor), &format!("{e:#}")).await),
+            };
+            adopt(&supervisor, serving, &run_dir, records).await;
+            let inherited = std::mem::take(&mut predecessor.proxy);
+            match start_data_plane(data_plane_config, &table, &metrics, inherited).await {
+                Ok(data_plane) => data_plane,
+                Err(e) => return Ok(give_up(Some(predecessor), &format!("{e:#}")).await),
+            }
+        }
+    };
+    let mut data_plane = data_plane;
+    data_plane
+        .register_metrics(&registry)
+        .context("cannot register metrics")?;
+
+    journal.update(|state| {
+        for (name, app) in &serving.apps {
+            state.current.entry(name.clone()).or_insert_with(|| AppSource {
+                version: app.version(),
+                config: restored.sources.get(name).cloned().unwrap_or_else(|| source.clone()),
+            });
+        }
+    })?;
+    let controller = Controller::new(
+        Arc::clone(&supervisor),
+        Arc::clone(&journal),
+        deploy_metrics,
+        base_dir,
+        restored.config.clone(),
+        restored.sources.clone(),
+    );
+    controller.restore_staged(restored.staged);
+    let deploy_yaml_changed = restored.config.apps != config.apps || restored.config.routes != config.routes;
+    if deploy_yaml_changed && predecessor.is_some() {
+        // An upgrade changes the binary, nothing else.
+        tracing::warn!("deploy.yaml differs from what the previous cutover served; `cutover push` applies it");
+    } else if deploy_yaml_changed {
+        // deploy.yaml changed while cutover was down: apply it like a push.
+        match controller.push(&source, None, &certs) {
+            Ok(report) => tracing::info!(
+                deployments = ?report.deployments,
+                staged = ?report.staged,
+                added = ?report.added,
+                removed = ?report.removed,
+                "deploy.yaml differs from the journal; applied it like a push"
+            ),
+            Err(e) => tracing::error!(error = %e, "cannot apply deploy.yaml's changes"),
+        }
+    }
+    let (upgrades, mut upgrade_requests) =
+        Upgrades::new(Arc::clone(&controller), start.own_binary.clone()).context("cannot register metrics")?;
+    upgrades.register(&registry).context("cannot register metrics")?;
+    // A successor takes no verb until its predecessor has exited: that one
+    // may still drain requests into the apps.
+    let takeover_guard = match &predecessor {
+        Some(p) => Some(
+            controller
+                .begin_upgrade(&format!("taking over from pid {}", p.pid))
+                .context("cannot mark the takeover")?,
+        ),
+        None => None,
+    };
+
+    // ACME (`certs::acme`): after the data plane, which answers its http-01
+    // and tls-alpn-01 challenges from `challenges`; it installs what it
+    // obtains through `certs`, reports its hosts' states to
+    // `/certificates`, and follows pushes (route hosts, `proxy.tls.acme`)
+    // on `certs.pushed_config()`. Nothing runs without `proxy.tls.acme`.
+    // A successor starts it once its predecessor stopped its own.
+    let acme = tokio::sync::Mutex::new(None::<AcmeDriver>);
+    if predecessor.is_none() {
+        *acme.lock().await = Some(AcmeDriver::start(Arc::clone(&certs), Arc::clone(&challenges)));
+    }
+
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_controller = Arc::clone(&controller);
+    let admin_state = Arc::new(AdminState {
+        controller,
+        registry,
+        token,
+        started: Instant::now(),
+        listen: config.admin.listen,
+        allowed_origins: config.admin.allowed_origins.clone(),
+        certs: Arc::clone(&certs),
+        upgrades: Arc::clone(&upgrades),
+        upgraded_from: predecessor.as_ref().map(|p| p.pid),
+    });
+    let admin_task = tokio::spawn(async move {
+        axum::serve(admin_listener, admin::router(admin_state))
+            .with_graceful_shutdown(async move {
+                let _ = admin_stopped.await;
+            })
+            .await
+    });
+
+    match predecessor.take() {
+        None => notify("READY=1"),
+        Some(mut predecessor) => {
+            let released = predecessor.ready().await;
+            // From here on this process owns the apps and the state_dir.
+            if let new::Released::Gone = released {
+                tracing::warn!(
+                    pid = predecessor.pid,
+                    "the previous cutover went away during the hand-over"
+                );
+            }
+            state_lock = predecessor.take_lock().map(|fd| {
+                // A second descriptor of the same open file: if taking the
+                // lock fails, this one still holds it.
+                let spare = fd.try_clone();
+                match (StateLock::inherit(fd, &config.state_dir), spare) {
+                    (Ok(lock), _) => HeldLock::Locked(lock),
+                    (Err(e), Ok(spare)) => {
+                        tracing::error!(error = %e, "cannot take the state_dir lock over; its file stays open, so it stays held");
+                        HeldLock::Raw(spare)
+                    }
+                    (Err(e), Err(dup)) => {
+                        tracing::error!(error = %e, %dup, "cannot take the state_dir lock over");
+                        HeldLock::None
+                    }
+                }
+            });
+            for app in serving.apps.keys() {
+                supervisor.fill_app(app);
+            }
+            *acme.lock().await = Some(AcmeDriver::start(Arc::clone(&certs), Arc::clone(&challenges)));
+            upgrades.count(UpgradeOutcome::Succeeded);
+            notify(&format!("MAINPID={}\nREADY=1", std::process::id()));
+            let pid = predecessor.pid;
+            tracing::info!(predecessor = pid, "took over: serving and supervising the apps");
+            tokio::spawn(async move {
+                new::exited(pid).await;
+                drop(takeover_guard);
+                tracing::info!(
+                    predecessor = pid,
+                    "the previous cutover exited; deployments are taken again"
+                );
+            });
+        }
+    }
+
+    tracing::info!(
+        proxy = %list(&config.proxy.listen),
+        tls = %config.proxy.tls.as_ref().map_or_else(String::new, |tls| list(&tls.listen)),
+        admin = %config.admin.listen,
+        apps = config.apps.len(),
+        config = %path.display(),
+        pid = std::process::id(),
+        "cutover is up"
+    );
+
+    let mut signals = Signals::new()?;
+    let admin_addr = config.admin.listen.to_string();
+    let ending = loop {
+        tokio::select! {
+            signal = signals.next() => match signal {
+                Sig::Upgrade => match upgrades.request(None) {
+                    Ok(log) => tracing::info!(upgrade = %log.id(), binary = %log.binary().display(), "SIGUSR2: upgrading"),
+                    Err(e) => tracing::warn!(error = %e, "SIGUSR2: no upgrade"),
+                },
+                Sig::Stop(name) => break Ending::Stop(name),
+            },
+            Some(request) = upgrade_requests.recv() => {
+                let Some(lock) = state_lock.as_ref().and_then(HeldLock::as_fd) else {
+                    tracing::error!("no state_dir lock to hand over; upgrade refused");
+                    continue;
+                };
+                let running = old::Running {
+                    args: &start.relaunch,
+                    data_plane: &data_plane,
+                    admin: (&admin_addr, admin_fd.as_fd()),
+                    state_lock: lock,
+                    supervisor: &supervisor,
+                    upgrades: &upgrades,
+                    acme: &acme,
+                    run_dir: &run_dir,
+                };
+                let ended = old::run(&running, request, signals.stop()).await;
+                if let Some(name) = signals.stopped {
+                    break Ending::Stop(name);
+                }
+                if let old::Ended::HandedOver { successor } = ended {
+                    break Ending::HandedOver(successor);
+                }
+            }
+        }
+    };
+
+    match ending {
+        Ending::Stop(signal_name) => {
+            notify("STOPPING=1");
+            // A deployment cut by the stop is recorded `interrupted` (its
+            // followers get that outcome); the next start serves the last
+            // committed version.
+            tracing::info!(signal = signal_name, "shutting down: stopping deployments");
+            admin_controller.stop_deployments().await;
+            // No new order may start while the rest stops (a stored
+            // certificate survives for the next start).
+            if let Some(acme) = acme.lock().await.take() {
+                acme.shutdown().await;
+            }
+            tracing::info!("shutting down: draining requests");
+            let left = data_plane.shutdown(config::timing::shutdown_drain(&config)).await;
+            if left > 0 {
+                tracing::warn!(requests = left, "requests still running at the drain deadline are cut");
+            }
+            tracing::info!("stopping apps");
+            supervisor.stop_all().await;
+            let _ = admin_stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+            tracing::info!("cutover stopped");
+        }
+        Ending::HandedOver(successor) => {
+            // New admin requests go to the successor, which serves the same
+            // socket; the upgrade's follower already has its outcome.
+            let _ = admin_stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+            tracing::info!(successor, "handed over: draining requests, apps keep running");
+            let left = data_plane.hand_over(config::timing::shutdown_drain(&config)).await;
+            if left > 0 {
+                tracing::warn!(requests = left, "requests still running at the drain deadline are cut");
+            }
+            if let Some(lock) = state_lock.take() {
+                lock.hand_over();
+            }
+            tracing::info!(successor, "cutover handed over and stopped");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How the main loop ended.
+enum Ending {
+    /// SIGTERM or SIGINT: stop everything.
+    Stop(&'static str),
+    /// An upgrade: the successor (its pid) owns everything but this
+    /// process's open requests.
+    HandedOver(u32),
+}
+
+/// The state_dir lock as this process holds it.
+enum HeldLock {
+    Locked(StateLock),
+    /// Inherited but not taken as a [`StateLock`]: the open file still
+    /// holds the lock.
+    Raw(OwnedFd),
+    /// Lost (could not even be kept open): no upgrade can hand it over.
+    None,
+}
+
+impl HeldLock {
+    fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            HeldLock::Locked(lock) => Some(lock.as_fd()),
+            HeldLock::Raw(fd) => Some(fd.as_fd()),
+            HeldLock::None => None,
+        }
+    }
+
+    /// After a hand-over: let go without unlocking (see [`StateLock`]).
+    fn hand_over(self) {
+        match self {
+            HeldLock::Locked(lock) => lock.hand_over(),
+            HeldLock::Raw(fd) => std::mem::forget(fd),
+            HeldLock::None => {}
+        }
+    }
+}
+
+/// A successor that cannot take over: tells its predecessor why (which
+/// then serves on) and exits at once, so no destructor touches an app
+/// process, a pid file or the shared lock. Without a predecessor, just the
+/// exit code.
+async fn give_up(predecessor: Option<&Predecessor>, reason: &str) -> ExitCode {
+    let Some(predecessor) = predecessor else {
+        return ExitCode::FAILURE;
+    };
+    tracing::error!(%reason, "cannot take over from the running cutover");
+    predecessor.fail(reason).await;
+    std::process::exit(1);
+}
+
+/// A successor adopts what its predecessor ran: processes of other state
+/// dirs' or unknown apps are not kept; everything else marked with this
+/// state_dir that is not adopted (leftovers) is stopped first.
+async fn adopt(supervisor: &Supervisor, serving: &Config, run_dir: &std::path::Path, records: Vec<InstanceRecord>) {
+    let records: Vec<InstanceRecord> = records
+        .into_iter()
+        .filter(|r| serving.apps.contains_key(&r.app))
+        .collect();
+    let keep: BTreeSet<u32> = records.iter().map(|r| r.pid).collect();
+    let reaped = supervisor::orphans::reap_except(run_dir, &keep);
+    if !reaped.is_empty() {
+        tracing::warn!(processes = ?reaped, "stopped processes the previous cutover did not hand over");
+    }
+    let mut adopted = Vec::new();
+    for app in serving.apps.values() {
+        let mine: Vec<InstanceRecord> = records.iter().filter(|r| r.app == app.name).cloned().collect();
+        adopted.extend(supervisor.adopt_app(Arc::new(app.clone()), &mine));
+    }
+    // Ready before this process accepts anything (they normally are at
+    // once); one that is not keeps being checked, and restarted if it fails.
+    let ready = futures_util::future::join_all(adopted.iter().map(|instance| async move {
+        tokio::time::timeout(ADOPTED_READY_WITHIN, instance.ready())
+            .await
+            .ok()?
+            .ok()
+    }))
+    .await;
+    tracing::info!(
+        adopted = adopted.len(),
+        ready = ready.iter().filter(|r| r.is_some()).count(),
+        "adopted the running instances"
+    );
+}
+
+/// The data plane's config, from `config`.
+fn data_plane_config(config: &Config, certs: &CertManager, challenges: &Arc<Challenges>) -> DataPlaneConfig {
+    DataPlaneConfig {
         listen: config.proxy.listen.clone(),
         tls_listen: config
             .proxy
@@ -122,118 +567,27 @@ pub async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
             redirect_http: config.proxy.tls.as_ref().is_some_and(|tls| tls.redirect_http),
             hsts: config.proxy.tls.as_ref().map_or(Duration::ZERO, |tls| tls.hsts),
             certs: certs.store(),
-            challenges: Arc::clone(&challenges),
+            challenges: Arc::clone(challenges),
             ..ProxySettings::default()
         },
-        grace: config::timing::shutdown_grace(&config),
-    };
-    let mut data_plane = {
-        let table = Arc::clone(&table);
-        let metrics = metrics.clone();
-        tokio::task::spawn_blocking(move || DataPlane::start(data_plane_config, table, &metrics))
+        grace: config::timing::shutdown_grace(config),
+    }
+}
+
+/// Starts pingora (on a blocking thread: it waits for its listeners).
+async fn start_data_plane(
+    config: DataPlaneConfig,
+    table: &Arc<TableHandle>,
+    metrics: &ProxyMetrics,
+    inherited: Vec<(String, OwnedFd)>,
+) -> anyhow::Result<DataPlane> {
+    let table = Arc::clone(table);
+    let metrics = metrics.clone();
+    Ok(
+        tokio::task::spawn_blocking(move || DataPlane::start_inheriting(config, table, &metrics, inherited))
             .await
-            .context("proxy start-up panicked")??
-    };
-    data_plane
-        .register_metrics(&registry)
-        .context("cannot register metrics")?;
-
-    let supervisor = Arc::new(Supervisor::new(Arc::clone(&routing), &config.state_dir));
-    registry
-        .register(Box::new(StateCollector::new(Arc::downgrade(&supervisor))?))
-        .context("cannot register metrics")?;
-    #[cfg(target_os = "linux")]
-    registry
-        .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
-        .context("cannot register process metrics")?;
-    for app in serving.apps.values() {
-        supervisor.start_app(Arc::new(app.clone()));
-    }
-    journal.update(|state| {
-        for (name, app) in &serving.apps {
-            state.current.entry(name.clone()).or_insert_with(|| AppSource {
-                version: app.version(),
-                config: restored.sources.get(name).cloned().unwrap_or_else(|| source.clone()),
-            });
-        }
-    })?;
-    let controller = Controller::new(
-        Arc::clone(&supervisor),
-        Arc::clone(&journal),
-        deploy_metrics,
-        base_dir,
-        restored.config.clone(),
-        restored.sources.clone(),
-    );
-    controller.restore_staged(restored.staged);
-    if restored.config.apps != config.apps || restored.config.routes != config.routes {
-        // deploy.yaml changed while cutover was down: apply it like a push.
-        match controller.push(&source, None, &certs) {
-            Ok(report) => tracing::info!(
-                deployments = ?report.deployments,
-                staged = ?report.staged,
-                added = ?report.added,
-                removed = ?report.removed,
-                "deploy.yaml differs from the journal; applied it like a push"
-            ),
-            Err(e) => tracing::error!(error = %e, "cannot apply deploy.yaml's changes"),
-        }
-    }
-
-    // ACME (`certs::acme`): after the data plane, which answers its http-01
-    // and tls-alpn-01 challenges from `challenges`; it installs what it
-    // obtains through `certs`, reports its hosts' states to
-    // `/certificates`, and follows pushes (route hosts, `proxy.tls.acme`)
-    // on `certs.pushed_config()`. Nothing runs without `proxy.tls.acme`.
-    let acme = cutover_control::certs::acme::AcmeDriver::start(Arc::clone(&certs), Arc::clone(&challenges));
-
-    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_controller = Arc::clone(&controller);
-    let admin_state = Arc::new(AdminState {
-        controller,
-        registry,
-        token,
-        started: Instant::now(),
-        listen: config.admin.listen,
-        allowed_origins: config.admin.allowed_origins.clone(),
-        certs,
-    });
-    let admin_task = tokio::spawn(async move {
-        axum::serve(admin_listener, admin::router(admin_state))
-            .with_graceful_shutdown(async move {
-                let _ = admin_stopped.await;
-            })
-            .await
-    });
-
-    tracing::info!(
-        proxy = %list(&config.proxy.listen),
-        tls = %config.proxy.tls.as_ref().map_or_else(String::new, |tls| list(&tls.listen)),
-        admin = %config.admin.listen,
-        apps = config.apps.len(),
-        config = %path.display(),
-        "cutover is up"
-    );
-
-    let signal_name = wait_for_signal().await?;
-    // A deployment cut by the stop is recorded `interrupted` (its followers
-    // get that outcome); the next start serves the last committed version.
-    tracing::info!(signal = signal_name, "shutting down: stopping deployments");
-    admin_controller.stop_deployments().await;
-    // No new order may start while the rest stops (a stored certificate
-    // survives for the next start).
-    acme.shutdown().await;
-    tracing::info!("shutting down: draining requests");
-    let left = data_plane.shutdown(config::timing::shutdown_drain(&config)).await;
-    if left > 0 {
-        tracing::warn!(requests = left, "requests still running at the drain deadline are cut");
-    }
-    tracing::info!("stopping apps");
-    supervisor.stop_all().await;
-    let _ = admin_stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
-    tracing::info!("cutover stopped");
-    Ok(ExitCode::SUCCESS)
+            .context("proxy start-up panicked")??,
+    )
 }
 
 /// The bearer token, from the environment variable `admin.token_env` names.
@@ -264,13 +618,51 @@ fn config_dir(path: &std::path::Path) -> PathBuf {
     dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())
 }
 
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// The signals `up` acts on.
+enum Sig {
+    Stop(&'static str),
+    Upgrade,
+}
+
+struct Signals {
+    term: Signal,
+    int: Signal,
+    usr2: Signal,
+    /// Set when [`Signals::stop`] saw SIGTERM or SIGINT.
+    stopped: Option<&'static str>,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+            usr2: signal(SignalKind::user_defined2()).context("cannot watch SIGUSR2")?,
+            stopped: None,
+        })
+    }
+
+    async fn next(&mut self) -> Sig {
+        tokio::select! {
+            _ = self.term.recv() => Sig::Stop("SIGTERM"),
+            _ = self.int.recv() => Sig::Stop("SIGINT"),
+            _ = self.usr2.recv() => Sig::Upgrade,
+        }
+    }
+
+    /// During an upgrade: resolves on SIGTERM or SIGINT (recorded in
+    /// `stopped`); a SIGUSR2 meanwhile is refused like any second upgrade.
+    async fn stop(&mut self) {
+        loop {
+            match self.next().await {
+                Sig::Stop(name) => {
+                    self.stopped = Some(name);
+                    return;
+                }
+                Sig::Upgrade => tracing::warn!("SIGUSR2 ignored: an upgrade is running"),
+            }
+        }
+    }
 }
 
 fn list(addrs: &[SocketAddr]) -> String {

@@ -12,7 +12,8 @@
 //! - [`metrics`]: instance and table state as metrics, read at scrape time.
 //! - [`hooks`]: `sh -c` hooks with timeouts.
 //! - [`admin`]: the axum admin API.
-//! - [`state_lock`]: one cutover per `state_dir`.
+//! - [`state_lock`]: one cutover per `state_dir`, handed to a successor.
+//! - [`upgrade`]: upgrade requests of cutover itself and their progress.
 
 #![forbid(unsafe_code)]
 
@@ -26,3 +27,4 @@ pub mod metrics;
 pub mod routing;
 pub mod state_lock;
 pub mod supervisor;
+pub mod upgrade;

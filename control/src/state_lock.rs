@@ -11,6 +11,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -47,9 +49,67 @@ impl StateLockError {
 }
 
 /// The held lock; released when dropped (or when the process ends).
+///
+/// An upgrade hands it to the successor (SPEC §10): the lock belongs to
+/// the open file, not to the process, so the successor, given the file by
+/// descriptor, holds the same lock, and it stays held while either process
+/// runs. Neither may *unlock* it then (that would free it for both): the
+/// old process lets go with [`StateLock::hand_over`], the new one takes it
+/// with [`StateLock::inherit`] only once the hand-over is done.
 #[derive(Debug)]
 pub struct StateLock {
-    _file: Flock<File>,
+    file: Flock<File>,
+}
+
+impl StateLock {
+    /// The locked file, to send to a successor.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// The old process after a hand-over: forgets the lock without
+    /// unlocking it. The successor's descriptor keeps it held; this one
+    /// closes when the process exits.
+    pub fn hand_over(self) {
+        std::mem::forget(self.file);
+    }
+
+    /// The new process: takes the lock its predecessor sent, after checking
+    /// the descriptor is `state_dir`'s lock file, and writes its pid into
+    /// it. The lock is already held (by the shared open file): taking it
+    /// again on that file cannot fail for another holder.
+    pub fn inherit(fd: OwnedFd, state_dir: &Path) -> Result<Self, StateLockError> {
+        let io = |source| StateLockError::Io {
+            dir: state_dir.to_path_buf(),
+            source,
+        };
+        let file = File::from(fd);
+        let sent = file.metadata().map_err(io)?;
+        let ours = std::fs::metadata(state_dir.join(LOCK_FILE)).map_err(io)?;
+        if (sent.dev(), sent.ino()) != (ours.dev(), ours.ino()) {
+            return Err(io(std::io::Error::other(
+                "the predecessor sent another file than this state_dir's lock",
+            )));
+        }
+        let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(StateLockError::Busy {
+                    dir: state_dir.to_path_buf(),
+                    holder: None,
+                })
+            }
+            Err((_, errno)) => return Err(io(std::io::Error::from(errno))),
+        };
+        write_pid(&mut file).map_err(io)?;
+        Ok(Self { file })
+    }
+}
+
+fn write_pid(file: &mut File) -> std::io::Result<()> {
+    file.set_len(0)?;
+    file.seek(SeekFrom::Start(0))?;
+    writeln!(file, "{}", std::process::id())
 }
 
 /// Takes the state_dir's lock without waiting (creating the directory and
@@ -84,10 +144,8 @@ pub fn acquire(state_dir: &Path) -> Result<StateLock, StateLockError> {
         }
         Err((_, errno)) => return Err(io(std::io::Error::from(errno))),
     };
-    file.set_len(0).map_err(io)?;
-    file.seek(SeekFrom::Start(0)).map_err(io)?;
-    writeln!(file, "{}", std::process::id()).map_err(io)?;
-    Ok(StateLock { _file: file })
+    write_pid(&mut file).map_err(io)?;
+    Ok(StateLock { file })
 }
 
 #[cfg(test)]
@@ -111,6 +169,35 @@ mod tests {
         drop(first);
         let again = acquire(&dir).expect("free once the holder is gone");
         drop(again);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_handed_over_lock_stays_held_by_the_successor_alone() {
+        let dir = std::env::temp_dir().join(format!("cutover-lock-handover-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let old = acquire(&dir).unwrap();
+        // What the predecessor sends: a descriptor of the same open file.
+        let sent = old.as_fd().try_clone_to_owned().unwrap();
+        old.hand_over();
+        let new = StateLock::inherit(sent, &dir).expect("the successor takes the sent lock");
+        assert!(
+            matches!(acquire(&dir), Err(StateLockError::Busy { .. })),
+            "still held after the old process let go"
+        );
+        drop(new);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn another_file_than_the_lock_is_refused() {
+        let dir = std::env::temp_dir().join(format!("cutover-lock-other-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(LOCK_FILE), "").unwrap();
+        let other = File::create(dir.join("other")).unwrap();
+        let err = StateLock::inherit(other.into(), &dir).unwrap_err();
+        assert!(err.to_string().contains("another file"), "{err}");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::{ArcSwap, Guard};
 use tokio::sync::watch;
 
+use crate::longlived::Stop;
 use crate::table::RouteTable;
 
 /// Shared handle to the current route table.
@@ -22,8 +23,9 @@ pub struct TableHandle {
     publish_lock: Mutex<()>,
     /// Set once cutover shuts down: held requests stop waiting.
     closing: AtomicBool,
-    /// Flips to true at shutdown: long-lived connections send their notice.
-    shutdown: watch::Sender<bool>,
+    /// Leaves `Running` at shutdown or hand-over: long-lived connections
+    /// send their notice (which one depends on the value).
+    shutdown: watch::Sender<Stop>,
     /// Requests between `new_ctx` and the end of `logging`.
     active: AtomicUsize,
 }
@@ -37,7 +39,7 @@ impl TableHandle {
             changed,
             publish_lock: Mutex::new(()),
             closing: AtomicBool::new(false),
-            shutdown: watch::channel(false).0,
+            shutdown: watch::channel(Stop::Running).0,
             active: AtomicUsize::new(0),
         });
         handle.publish(table);
@@ -73,16 +75,40 @@ impl TableHandle {
         self.changed.subscribe()
     }
 
-    /// Tells held requests to stop waiting (cutover is shutting down).
+    /// Tells held requests to stop waiting and long-lived connections to
+    /// go away (cutover is shutting down).
     pub fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
         self.changed.send_modify(|_| {});
-        self.shutdown.send_replace(true);
+        self.shutdown.send_replace(Stop::Shutdown);
     }
 
-    /// Resolves to `true` once cutover shuts down.
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+    /// Tells long-lived connections to reconnect (cutover hands its
+    /// listeners over to a successor, which serves them already). Held
+    /// requests keep waiting: a table may still give them a backend within
+    /// their hold timeout, and a 503 now would fail them for nothing.
+    pub fn hand_over(&self) {
+        // A shutdown already under way stays one.
+        self.shutdown.send_if_modified(|stop| match stop {
+            Stop::Running => {
+                *stop = Stop::Upgrade;
+                true
+            }
+            Stop::Shutdown | Stop::Upgrade => false,
+        });
+    }
+
+    /// Leaves [`Stop::Running`] once cutover shuts down or hands over.
+    pub fn shutdown_signal(&self) -> watch::Receiver<Stop> {
         self.shutdown.subscribe()
+    }
+
+    /// True once cutover shuts down or hands over: a response now should
+    /// carry `Connection: close`, so the client's next request opens a new
+    /// connection (to the successor, at a hand-over) instead of racing the
+    /// close of this one.
+    pub fn is_stopping(&self) -> bool {
+        *self.shutdown.borrow() != Stop::Running
     }
 
     /// True after [`TableHandle::close`].
@@ -133,5 +159,20 @@ mod tests {
         handle.close();
         rx.changed().await.unwrap();
         assert!(handle.is_closing());
+    }
+
+    #[test]
+    fn a_hand_over_stops_without_closing_and_a_shutdown_wins() {
+        let handle = TableHandle::new(RouteTable::default());
+        let stop = handle.shutdown_signal();
+        assert!(!handle.is_stopping());
+        handle.hand_over();
+        assert_eq!(*stop.borrow(), Stop::Upgrade);
+        assert!(handle.is_stopping());
+        assert!(!handle.is_closing(), "held requests must keep waiting");
+        handle.close();
+        assert_eq!(*stop.borrow(), Stop::Shutdown);
+        handle.hand_over();
+        assert_eq!(*stop.borrow(), Stop::Shutdown, "a shutdown under way stays one");
     }
 }

@@ -19,6 +19,8 @@
 //! - [`limits`]: `proxy.limits`: connection limit, head deadline, keep-alive
 //!   timeout, head size and `Host` checks.
 //! - [`server`]: starting and stopping pingora.
+//! - [`handover`]: listening sockets inherited from a predecessor, handed
+//!   to a successor (self-upgrade).
 //! - [`metrics`]: Prometheus families with pre-resolved label handles.
 
 // `deny`, not `forbid`: `longlived::socket` alone allows it (a dup of the
@@ -30,6 +32,7 @@ pub mod backend;
 pub mod forwarded;
 pub mod grpc;
 pub mod handle;
+pub mod handover;
 mod hold;
 pub mod limits;
 pub mod longlived;
@@ -45,7 +48,8 @@ pub mod tls;
 
 pub use backend::{Backend, InflightGuard, LongLivedGuard};
 pub use handle::TableHandle;
-pub use longlived::LongLivedSettings;
+pub use handover::InheritedListeners;
+pub use longlived::{LongLivedSettings, Stop};
 pub use metrics::{AppMetrics, ProxyMetrics};
 pub use router::{AppId, DuplicateRoute, HostMatch, Router};
 pub use server::{DataPlane, DataPlaneConfig, DataPlaneError};

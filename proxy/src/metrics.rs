@@ -31,9 +31,10 @@ const FIRST_CODE: u16 = 200;
 const KINDS: [&str; 3] = ["websocket", "sse", crate::grpc::KIND];
 
 /// Every `reason` label.
-const REASONS: [CloseReason; 6] = [
+const REASONS: [CloseReason; 7] = [
     CloseReason::Drain,
     CloseReason::Shutdown,
+    CloseReason::Upgrade,
     CloseReason::Client,
     CloseReason::Backend,
     CloseReason::Idle,
@@ -49,6 +50,7 @@ const _: fn(Kind, CloseReason) = |kind, reason| {
     match reason {
         CloseReason::Drain
         | CloseReason::Shutdown
+        | CloseReason::Upgrade
         | CloseReason::Client
         | CloseReason::Backend
         | CloseReason::Idle

@@ -8,8 +8,14 @@
 //! accepting, waits for *our* count of active requests to reach zero, and
 //! returns; the caller then stops the apps and exits the process, which ends
 //! the pingora thread wherever it is in its sleep.
+//!
+//! At a self-upgrade the listening sockets outlive the process: the new
+//! cutover starts with [`DataPlane::start_inheriting`] on the sockets the
+//! old one hands it ([`DataPlane::listener_fds`]), both accept from the same
+//! sockets for a moment, then the old one calls [`DataPlane::hand_over`]
+//! (see `handover`).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -22,6 +28,7 @@ use pingora::services::listening::Service;
 use tokio::sync::Notify;
 
 use crate::handle::TableHandle;
+use crate::handover::{self, BadInheritedSocket, InheritedListeners, InheritingService, SocketsError};
 use crate::limits::{ConnectionGate, LimitedApp, Listeners};
 use crate::metrics::ProxyMetrics;
 use crate::service::{CutoverProxy, ProxySettings};
@@ -49,8 +56,16 @@ pub struct DataPlaneConfig {
 pub enum DataPlaneError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("the proxy did not start listening on {0} within 10s")]
-    NotListening(SocketAddr),
+    /// A socket handed over by the predecessor is not a listening TCP
+    /// socket bound to the address it was handed over for.
+    #[error(transparent)]
+    Inherited(#[from] BadInheritedSocket),
+    #[error("cannot duplicate a listening socket: {0}")]
+    Duplicate(std::io::Error),
+    #[error("the proxy did not start listening within 10s")]
+    NotListening,
+    #[error("the proxy could not start listening: {0}")]
+    Listeners(String),
     #[error("cannot start the proxy thread: {0}")]
     Thread(std::io::Error),
     #[error("cannot create the connection metrics: {0}")]
@@ -66,6 +81,10 @@ pub struct DataPlane {
     handshakes: HandshakeMetrics,
     stop: Arc<Notify>,
     thread: Option<JoinHandle<()>>,
+    /// Duplicates of the listening sockets, for a successor; `None` once
+    /// the data plane stops accepting, so a stopped data plane's sockets
+    /// close (and refuse) as soon as pingora drops its own.
+    listeners: Option<InheritedListeners>,
 }
 
 impl DataPlane {
@@ -73,14 +92,35 @@ impl DataPlane {
     /// (TLS, certificates from `config.settings.certs`), serving the tables
     /// of `table`. Returns once every listener accepts connections.
     pub fn start(
-        mut config: DataPlaneConfig,
+        config: DataPlaneConfig,
         table: Arc<TableHandle>,
         metrics: &ProxyMetrics,
     ) -> Result<Self, DataPlaneError> {
-        // pingora panics on a bind failure; check first for a clear error.
-        for addr in config.listen.iter().chain(&config.tls_listen) {
-            TcpListener::bind(addr).map_err(|source| DataPlaneError::Bind { addr: *addr, source })?;
-        }
+        Self::start_inheriting(config, table, metrics, Vec::new())
+    }
+
+    /// As [`DataPlane::start`], but every configured plain/TLS address found
+    /// in `inherited` (keyed by `SocketAddr::to_string()`) uses that socket
+    /// instead of binding: it listens already, so no connect is refused at
+    /// any moment. Addresses not inherited are bound; inherited sockets
+    /// matching no configured address are closed (with a warning). An
+    /// inherited socket that is not a listening TCP socket bound to its
+    /// key's address is [`DataPlaneError::Inherited`].
+    pub fn start_inheriting(
+        mut config: DataPlaneConfig,
+        table: Arc<TableHandle>,
+        metrics: &ProxyMetrics,
+        inherited: InheritedListeners,
+    ) -> Result<Self, DataPlaneError> {
+        // Bound (or checked) here, so pingora never binds: its own bind
+        // failure would be a panic, and an address it found taken it would
+        // retry for 30 s.
+        let addrs: Vec<SocketAddr> = config.listen.iter().chain(&config.tls_listen).copied().collect();
+        let sockets = handover::sockets(&addrs, inherited).map_err(|e| match e {
+            SocketsError::Bind(addr, source) => DataPlaneError::Bind { addr, source },
+            SocketsError::Inherited(bad) => DataPlaneError::Inherited(bad),
+            SocketsError::Dup(e) => DataPlaneError::Duplicate(e),
+        })?;
         if let Some(first) = config.tls_listen.first() {
             config.settings.https_port = first.port();
         }
@@ -126,10 +166,11 @@ impl DataPlane {
         // to pingora: the app tells them apart by local address.
         let app = LimitedApp::new(http, limits, Arc::clone(&gate), listeners);
         let mut service = Service::new("cutover proxy".to_owned(), app);
-        for addr in config.listen.iter().chain(&config.tls_listen) {
-            service.add_tcp(&addr.to_string());
+        for (key, _) in &sockets.for_pingora {
+            service.add_tcp(key);
         }
-        server.add_service(service);
+        let (started, on_started) = std::sync::mpsc::sync_channel(1);
+        server.add_service(InheritingService::new(service, sockets.for_pingora, started));
 
         let stop = Arc::new(Notify::new());
         let watch = StopWatch(Arc::clone(&stop));
@@ -142,16 +183,43 @@ impl DataPlane {
             })
             .map_err(DataPlaneError::Thread)?;
 
-        for addr in config.listen.iter().chain(&config.tls_listen) {
-            wait_listening(*addr)?;
-        }
-        Ok(Self {
+        // Not a connect probe: on an inherited socket it could be accepted
+        // by the predecessor. The sockets listen already; this waits for
+        // pingora to have built its listeners and spawned its accept loops.
+        let started = on_started.recv_timeout(Duration::from_secs(10));
+        let mut plane = Self {
             table,
             gate,
             handshakes,
             stop,
             thread: Some(thread),
-        })
+            listeners: Some(sockets.kept),
+        };
+        let failure = match started {
+            Ok(Ok(())) => return Ok(plane),
+            Ok(Err(reason)) => DataPlaneError::Listeners(reason),
+            Err(_) => DataPlaneError::NotListening,
+        };
+        // Whatever pingora got going stops; the sockets close with it. The
+        // table is the caller's: left as it is.
+        plane.stop.notify_one();
+        plane.listeners = None;
+        Err(failure)
+    }
+
+    /// Duplicates (close-on-exec) of every plain and TLS listening socket,
+    /// keyed by exact listen address string, for sending to a successor
+    /// (which passes them to [`DataPlane::start_inheriting`]). An error once
+    /// the data plane has stopped accepting.
+    pub fn listener_fds(&self) -> std::io::Result<InheritedListeners> {
+        let Some(listeners) = &self.listeners else {
+            return Err(std::io::Error::other("the data plane no longer listens"));
+        };
+        // `try_clone` is `F_DUPFD_CLOEXEC`.
+        listeners
+            .iter()
+            .map(|(key, fd)| fd.try_clone().map(|dup| (key.clone(), dup)))
+            .collect()
     }
 
     /// The table handle this data plane serves.
@@ -179,6 +247,31 @@ impl DataPlane {
     pub async fn shutdown(&mut self, drain: Duration) -> usize {
         self.stop.notify_one();
         self.table.close();
+        self.listeners = None;
+        self.drain(drain).await
+    }
+
+    /// The old process's end of a self-upgrade, once the successor serves
+    /// the same sockets (from [`DataPlane::listener_fds`]): like
+    /// [`DataPlane::shutdown`], but the sockets stay open and listening in
+    /// the successor (pingora closes its descriptors, never `shutdown(2)`s
+    /// the sockets), and long-lived clients get the *restart* notices
+    /// spread over `long_lived.spread`: WebSocket close 1012, SSE `retry:`
+    /// and a clean end, gRPC status 14. HTTP/2 clients get GOAWAY and idle
+    /// HTTP/1 keep-alive connections are closed (pingora's graceful stop),
+    /// so they reconnect, to the successor. Held requests keep waiting (up
+    /// to their hold timeout): failing them now would fail them for nothing.
+    /// Waits up to `drain` for in-flight requests; returns how many were
+    /// still active when it gave up (0 when drained).
+    pub async fn hand_over(&mut self, drain: Duration) -> usize {
+        self.table.hand_over();
+        self.stop.notify_one();
+        self.listeners = None;
+        self.drain(drain).await
+    }
+
+    /// Waits up to `drain` for the active requests to end; how many are left.
+    async fn drain(&self, drain: Duration) -> usize {
         let deadline = crate::time::after(drain);
         loop {
             let active = self.table.active_requests();
@@ -204,15 +297,4 @@ impl ShutdownSignalWatch for StopWatch {
         self.0.notified().await;
         ShutdownSignal::GracefulTerminate
     }
-}
-
-fn wait_listening(addr: SocketAddr) -> Result<(), DataPlaneError> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Err(DataPlaneError::NotListening(addr))
 }

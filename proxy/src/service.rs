@@ -290,6 +290,22 @@ impl ProxyHttp for CutoverProxy {
         Ok(())
     }
 
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        _response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // pingora decides keep-alive when it reads a head; a response still
+        // running when this process stops accepting (a stop or a hand-over
+        // to a new cutover) must say `Connection: close` too, or its client
+        // sends the next request into a closing connection.
+        if self.table.is_stopping() {
+            session.set_keepalive(None);
+        }
+        Ok(())
+    }
+
     fn upstream_response_body_filter(
         &self,
         _session: &mut Session,
@@ -348,7 +364,10 @@ impl ProxyHttp for CutoverProxy {
         // does) is as safe to replay, as nginx's `proxy_next_upstream error`
         // does. The next attempt prefers backends this request has not
         // failed on, and `max_attempts` bounds one that kills them all.
-        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
+        // A request on a draining backend was cut on purpose (it outlived
+        // `drain_timeout`): counted and logged as cut, never replayed.
+        let cut_by_drain = ctx.claim.as_ref().is_some_and(|c| c.backend().is_draining());
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() || cut_by_drain {
             e.set_retry(false);
         } else {
             e.retry.decide_reuse(client_reused || dropped_before_answering(&e));

@@ -11,7 +11,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use cutover_proxy::{
@@ -85,32 +85,55 @@ fn status(proxy: SocketAddr, method: &str) -> u16 {
         .unwrap_or_else(|| panic!("no status line: {answer:?}"))
 }
 
-fn start(backends: Vec<Arc<Backend>>) -> (SocketAddr, DataPlane) {
-    let registry = prometheus::Registry::new();
-    let metrics = ProxyMetrics::new(&registry).unwrap();
+struct Edge {
+    proxy: SocketAddr,
+    handle: Arc<TableHandle>,
+    metrics: ProxyMetrics,
+    _data_plane: DataPlane,
+}
+
+impl Edge {
+    fn start(backends: Vec<Arc<Backend>>) -> Edge {
+        let registry = prometheus::Registry::new();
+        let metrics = ProxyMetrics::new(&registry).unwrap();
+        let handle = TableHandle::new(table(backends, &metrics));
+        let proxy = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let config = DataPlaneConfig {
+            listen: vec![proxy],
+            tls_listen: Vec::new(),
+            threads: 1,
+            settings: ProxySettings::default(),
+            grace: Duration::from_secs(1),
+        };
+        let data_plane = DataPlane::start(config, Arc::clone(&handle), &metrics).unwrap();
+        Edge {
+            proxy,
+            handle,
+            metrics,
+            _data_plane: data_plane,
+        }
+    }
+
+    fn publish(&self, backends: Vec<Arc<Backend>>) {
+        self.handle.publish(table(backends, &self.metrics));
+    }
+}
+
+fn table(backends: Vec<Arc<Backend>>, metrics: &ProxyMetrics) -> RouteTable {
     let mut builder = RouteTable::builder();
     builder.app(AppId(0), "web", backends, metrics.app("web"));
     builder.route(HostMatch::Any, "/", AppId(0)).unwrap();
-    let handle = TableHandle::new(builder.build());
-    let proxy = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let config = DataPlaneConfig {
-        listen: vec![proxy],
-        tls_listen: Vec::new(),
-        threads: 1,
-        settings: ProxySettings::default(),
-        grace: Duration::from_secs(1),
-    };
-    let data_plane = DataPlane::start(config, handle, &metrics).unwrap();
-    (proxy, data_plane)
+    builder.build()
 }
 
 #[test]
 fn an_idempotent_request_whose_backend_dies_before_answering_goes_to_another_and_a_post_does_not() {
     let seen = Arc::new(AtomicUsize::new(0));
-    let (proxy, _data_plane) = start(vec![
+    let edge = Edge::start(vec![
         Backend::new(dying_backend(Arc::clone(&seen)), "web-0", 1),
         Backend::new(healthy_backend(), "web-1", 2),
     ]);
+    let proxy = edge.proxy;
 
     for _ in 0..20 {
         assert_eq!(status(proxy, "GET"), 200, "a GET the dead backend never answered");
@@ -128,4 +151,46 @@ fn an_idempotent_request_whose_backend_dies_before_answering_goes_to_another_and
         "each POST the dying backend took is one 502, sent once: {posts:?}"
     );
     assert!(posts.iter().all(|&code| code == 200 || code == 502), "{posts:?}");
+}
+
+/// A backend that, for each request, reports it on `got` and closes the
+/// connection without answering once `close` says so.
+fn obedient_dying_backend(got: mpsc::Sender<()>, close: mpsc::Receiver<()>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            if read_head(&mut reader) {
+                let _ = got.send(());
+                let _ = close.recv();
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_request_cut_by_its_backends_drain_is_not_replayed() {
+    // A deploy drains web-0 while a GET runs on it; past drain_timeout the
+    // instance is stopped and the request dies with it. That cut is on
+    // purpose (counted and logged as cut): replaying it elsewhere would
+    // run it again past the budget the operator set.
+    let (got_tx, got) = mpsc::channel();
+    let (close, close_rx) = mpsc::channel();
+    let draining = Backend::new(obedient_dying_backend(got_tx, close_rx), "web-0", 1);
+    let edge = Edge::start(vec![Arc::clone(&draining)]);
+    let proxy = edge.proxy;
+    let request = std::thread::spawn(move || status(proxy, "GET"));
+    got.recv_timeout(Duration::from_secs(10))
+        .expect("the request reached web-0");
+    // A clone joins, web-0 drains, then dies with the request.
+    edge.publish(vec![Arc::clone(&draining), Backend::new(healthy_backend(), "web-1", 2)]);
+    draining.start_draining();
+    close.send(()).unwrap();
+    assert_eq!(
+        request.join().unwrap(),
+        502,
+        "the cut request is answered, not replayed on web-1"
+    );
 }

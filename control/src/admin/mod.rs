@@ -27,11 +27,13 @@ use crate::config::Strategy;
 use crate::deploy::record::Deployment;
 use crate::deploy::{Controller, DeployError};
 use crate::supervisor::AppStatus;
+use crate::upgrade::Upgrades;
 
 mod certificates;
 mod deployments;
 mod errors;
 pub mod guard;
+mod upgrades;
 
 /// What the admin handlers read.
 pub struct AdminState {
@@ -47,6 +49,10 @@ pub struct AdminState {
     pub allowed_origins: Vec<String>,
     /// The certificates in use (`/certificates`, and pushes that change them).
     pub certs: Arc<CertManager>,
+    /// Upgrades of cutover itself (`/upgrade`).
+    pub upgrades: Arc<Upgrades>,
+    /// Set in a process that took over from a predecessor: its pid.
+    pub upgraded_from: Option<u32>,
 }
 
 /// A JSON error answer: `{"error": "..."}` with a status code (and, for
@@ -88,7 +94,7 @@ impl From<DeployError> for ApiError {
     fn from(e: DeployError) -> Self {
         let status = match &e {
             DeployError::UnknownApp(_) => StatusCode::NOT_FOUND,
-            DeployError::Conflict { .. } | DeployError::Retiring(_) => StatusCode::CONFLICT,
+            DeployError::Conflict { .. } | DeployError::Retiring(_) | DeployError::Upgrading(_) => StatusCode::CONFLICT,
             DeployError::InvalidConfig(_) => StatusCode::BAD_REQUEST,
             DeployError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
             DeployError::Journal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -118,6 +124,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/deployments", get(deployments::list))
         .route("/deployments/{id}", get(deployments::one))
         .route("/deployments/{id}/events", get(deployments::events))
+        .route("/upgrade", post(upgrades::start))
+        .route("/upgrades/{id}/events", get(upgrades::events))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         // Layers run outside in: the last added runs first. `json_errors`
         // wraps everything, so even the guard's and axum's own refusals
@@ -141,6 +149,14 @@ async fn healthz() -> &'static str {
 #[derive(Debug, Serialize)]
 pub struct StatusBody {
     pub version: &'static str,
+    /// The pid of the cutover answering (it changes with each upgrade).
+    pub pid: u32,
+    /// The pid of the cutover this one took over from, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgraded_from: Option<u32>,
+    /// The upgrade of cutover itself that runs, if one does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrading: Option<String>,
     pub uptime_seconds: u64,
     pub route_table_generation: u64,
     pub apps: Vec<AppStatus>,
@@ -154,6 +170,9 @@ async fn status(State(state): State<Arc<AdminState>>) -> Json<StatusBody> {
     let supervisor = state.controller.supervisor();
     Json(StatusBody {
         version: env!("CARGO_PKG_VERSION"),
+        pid: std::process::id(),
+        upgraded_from: state.upgraded_from,
+        upgrading: state.controller.upgrading(),
         uptime_seconds: state.started.elapsed().as_secs(),
         route_table_generation: supervisor.routing().table().load().generation(),
         apps: supervisor.status(),

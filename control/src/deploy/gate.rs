@@ -80,13 +80,64 @@ impl Exclusive<'_> {
         entry.map(|(log, target)| (log.id(), target))
     }
 
-    /// Refuses every new verb once cutover is stopping.
+    /// Refuses every new verb once cutover is stopping, and while it
+    /// upgrades itself.
     pub fn refuse_when_stopping(&self, app: &str) -> Result<(), DeployError> {
         if self.controller.stopping.load(Ordering::SeqCst) {
             tracing::debug!(app, "refused: cutover is stopping");
             return Err(DeployError::Stopping);
         }
+        if let Some(upgrade) = self.controller.lock_upgrading().clone() {
+            tracing::debug!(app, %upgrade, "refused: cutover is upgrading itself");
+            return Err(DeployError::Upgrading(upgrade));
+        }
         Ok(())
+    }
+}
+
+/// Held while cutover upgrades itself (SPEC §10): every verb gets 409
+/// meanwhile. Dropped when the upgrade failed (verbs are taken again); the
+/// new process holds its own until its predecessor has exited.
+#[must_use = "the upgrade ends when the guard is dropped"]
+pub struct UpgradeGuard {
+    controller: Arc<Controller>,
+}
+
+impl Drop for UpgradeGuard {
+    fn drop(&mut self) {
+        *self.controller.lock_upgrading() = None;
+    }
+}
+
+impl Controller {
+    /// Marks an upgrade of cutover itself, described by `what`, as running.
+    /// Refused (409) while cutover stops, while any deployment runs (with
+    /// its id), and during another upgrade.
+    pub fn begin_upgrade(self: &Arc<Self>, what: &str) -> Result<UpgradeGuard, DeployError> {
+        let gate = self.exclusive();
+        gate.refuse_when_stopping("upgrade")?;
+        let running = self
+            .lock_running()
+            .iter()
+            .next()
+            .map(|(app, e)| (app.clone(), Arc::clone(&e.log)));
+        if let Some((app, log)) = running {
+            return Err(DeployError::Conflict { app, id: log.id() });
+        }
+        *self.lock_upgrading() = Some(what.to_string());
+        drop(gate);
+        Ok(UpgradeGuard {
+            controller: Arc::clone(self),
+        })
+    }
+
+    /// The upgrade running, if any.
+    pub fn upgrading(&self) -> Option<String> {
+        self.lock_upgrading().clone()
+    }
+
+    fn lock_upgrading(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.upgrading.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

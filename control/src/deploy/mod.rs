@@ -52,6 +52,8 @@ pub enum DeployError {
     Retiring(String),
     #[error("cutover is stopping; it takes no new deployments or pushes")]
     Stopping,
+    #[error("cutover is upgrading itself ({0}); try again once the upgrade ended")]
+    Upgrading(String),
     #[error("the journal could not be written: {0}")]
     Journal(#[from] crate::journal::JournalError),
 }
@@ -85,6 +87,9 @@ pub struct Controller {
     gate: Mutex<()>,
     /// Set once cutover stops: no new verb, cut deployments are `interrupted`.
     stopping: AtomicBool,
+    /// What upgrade of cutover itself runs, if one does: no verb meanwhile
+    /// (see [`gate::UpgradeGuard`]).
+    upgrading: Mutex<Option<String>>,
     running: Mutex<BTreeMap<String, RunningEntry>>,
     recent: Mutex<Vec<Arc<DeploymentLog>>>,
     /// Apps removed by a push whose instances are still draining: their
@@ -115,6 +120,7 @@ impl Controller {
             }),
             gate: Mutex::new(()),
             stopping: AtomicBool::new(false),
+            upgrading: Mutex::new(None),
             running: Mutex::new(BTreeMap::new()),
             recent: Mutex::new(Vec::new()),
             retiring: Arc::new(Mutex::new(BTreeSet::new())),

@@ -13,47 +13,30 @@
 //! Only `Ready` puts the instance's backend in the route table. Every state
 //! change calls the owner's `on_change`, which republishes the table, so a
 //! crash leaves the table at once and a recovery rejoins it.
+//!
+//! Besides stop, the task obeys a supervision [`Mode`] (`cutover upgrade`):
+//! *frozen*, it neither probes nor restarts nor publishes, and a start in
+//! progress is stopped; *released*, it ends and leaves its process running
+//! with its pid file, for the cutover that adopts it. The task itself is in
+//! [`super::task`].
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use cutover_proxy::Backend;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
-use super::health::probe;
-use super::pidfile::{self, PidFile, INSTANCE_VAR};
-use super::ports::{self, PortLease};
-use super::process::{log_line, Process, ProcessSpec};
+use super::adopt::{Adoption, InstanceRecord};
+use super::pidfile::{self, INSTANCE_VAR};
+use super::task::run;
 use crate::config::AppConfig;
-use crate::hooks::Hook;
-
-/// Consecutive failed probes that take a ready instance out of the table.
-const UNHEALTHY_AFTER: u32 = 3;
-/// Restart backoff: doubles from the first value up to the second.
-const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(10));
-/// Running this long after becoming ready resets the backoff.
-const STABLE_AFTER: Duration = Duration::from_secs(30);
-/// Longest wait the task schedules (about a year): config durations beyond
-/// it are clamped, so `Instant + Duration` never overflows (a panic there
-/// would end the task and leave its child unaccounted for).
-const LONGEST_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
-/// How a start that ended with the process exiting is reported.
-const EXITED_DURING_START: &str = "exited during start";
-/// Immediate retries on another port when a start failed because someone
-/// else took the leased port before the app bound it.
-const PORT_RETRIES: u32 = 2;
-
-/// Unique per process start, across all instances: keys the connection pool.
-static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// Whether an instance is the app's own or a temporary clone (SPEC §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Original,
@@ -156,7 +139,7 @@ impl InstanceSpec {
 
     /// The environment the process gets: [`InstanceSpec::env`] plus the
     /// ownership marker the orphan reaper checks.
-    fn process_env(&self, port: u16) -> BTreeMap<String, String> {
+    pub(super) fn process_env(&self, port: u16) -> BTreeMap<String, String> {
         let mut env = self.env(port);
         if let Some(state_dir) = self.state_dir() {
             env.extend(pidfile::marker(state_dir, INSTANCE_VAR, &self.name));
@@ -165,21 +148,44 @@ impl InstanceSpec {
     }
 
     /// `state_dir`, the parent of the pid file's `run/`.
-    fn state_dir(&self) -> Option<&Path> {
+    pub(super) fn state_dir(&self) -> Option<&Path> {
         self.pid_file.as_deref()?.parent()?.parent()
     }
+}
+
+/// How the supervisor wants an instance task to behave (`cutover upgrade`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Probed, restarted, published: the normal case.
+    Supervised,
+    /// Left alone: no probe, no restart, no published state change; a
+    /// start in progress is stopped. The process, if ready, serves on.
+    Frozen,
+    /// The task ends for good, leaving its process and pid file behind.
+    Released,
+}
+
+/// What the task did about the last [`Mode`] it saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// It behaves as asked.
+    Applied(Mode),
+    /// The task is over (stopped or released).
+    Ended,
 }
 
 /// Shared view of an instance: its spec, its state, and the stop switch.
 #[derive(Debug)]
 pub struct Instance {
-    spec: InstanceSpec,
-    state: watch::Sender<InstanceState>,
-    stop: watch::Sender<bool>,
+    pub(super) spec: InstanceSpec,
+    pub(super) state: watch::Sender<InstanceState>,
+    pub(super) stop: watch::Sender<bool>,
+    pub(super) mode: watch::Sender<Mode>,
+    pub(super) ack: watch::Sender<Ack>,
     /// The process's pid while it runs (0 otherwise).
-    pid: AtomicU64,
+    pub(super) pid: AtomicU64,
     /// Last port used; kept across restarts when free.
-    port: AtomicU64,
+    pub(super) port: AtomicU64,
     /// A clone that became an original (a rolling deploy whose rollback
     /// failed keeps its clones).
     promoted: AtomicBool,
@@ -193,15 +199,31 @@ impl Instance {
     /// `stopped`: created already asked to stop (cutover is shutting down),
     /// so it never starts a process.
     pub fn spawn(spec: InstanceSpec, on_change: OnChange, stopped: bool) -> Arc<Self> {
+        Self::start(spec, on_change, stopped, Mode::Supervised, None)
+    }
+
+    /// Starts the task in `mode` (a supervisor that is frozen creates its
+    /// instances frozen), with the process of `adoption` as its first.
+    pub(super) fn start(
+        spec: InstanceSpec,
+        on_change: OnChange,
+        stopped: bool,
+        mode: Mode,
+        adoption: Option<Adoption>,
+    ) -> Arc<Self> {
+        let port = adoption.as_ref().map(Adoption::port).or(spec.preferred_port);
+        let pid = adoption.as_ref().map_or(0, Adoption::pid);
         let instance = Arc::new(Self {
-            port: AtomicU64::new(spec.preferred_port.map_or(0, u64::from)),
+            port: AtomicU64::new(port.map_or(0, u64::from)),
             spec,
             state: watch::channel(InstanceState::Starting { attempt: 0 }).0,
             stop: watch::channel(stopped).0,
-            pid: AtomicU64::new(0),
+            mode: watch::channel(mode).0,
+            ack: watch::channel(Ack::Applied(Mode::Supervised)).0,
+            pid: AtomicU64::new(u64::from(pid)),
             promoted: AtomicBool::new(false),
         });
-        tokio::spawn(run(Arc::clone(&instance), on_change));
+        tokio::spawn(run(Arc::clone(&instance), on_change, adoption));
         instance
     }
 
@@ -244,315 +266,94 @@ impl Instance {
 
     /// Waits until the instance is ready (`Ok`) or has given up (`Err`).
     pub async fn ready(&self) -> Result<Arc<Backend>, String> {
-        let mut rx = self.state.subscribe();
-        loop {
-            match &*rx.borrow_and_update() {
-                InstanceState::Ready(backend) => return Ok(Arc::clone(backend)),
-                InstanceState::Failed(reason) => return Err(reason.clone()),
-                InstanceState::Stopping | InstanceState::Stopped => return Err("stopped".into()),
-                _ => {}
-            }
-            if rx.changed().await.is_err() {
-                return Err("instance task ended".into());
-            }
-        }
+        self.wait_for(
+            |state| match state {
+                InstanceState::Ready(backend) => Some(Ok(Arc::clone(backend))),
+                InstanceState::Failed(reason) => Some(Err(reason.clone())),
+                InstanceState::Stopping | InstanceState::Stopped => Some(Err("stopped".into())),
+                _ => None,
+            },
+            || Err("instance task ended".into()),
+        )
+        .await
     }
 
     /// Stops the process (SIGTERM, SIGKILL after `stop_timeout`) and waits
-    /// until it is gone. Draining is the caller's job, before this.
+    /// until it is gone. Draining is the caller's job, before this. A
+    /// released instance is not ours any more: this returns at once.
     pub async fn stop(&self) {
         self.stop.send_replace(true);
-        let mut rx = self.state.subscribe();
-        loop {
-            if matches!(*rx.borrow_and_update(), InstanceState::Stopped) {
-                return;
-            }
-            if rx.changed().await.is_err() {
-                return;
-            }
-        }
+        self.wait_for(|state| matches!(state, InstanceState::Stopped).then_some(()), || ())
+            .await;
     }
 
-    fn set(&self, state: InstanceState, on_change: &OnChange) {
-        tracing::debug!(instance = %self.spec.name, state = state.name(), "instance state");
-        self.state.send_replace(state);
-        on_change();
+    /// The mode the supervisor last asked for.
+    pub fn mode(&self) -> Mode {
+        *self.mode.borrow()
     }
-}
 
-/// `now + wait`, with `wait` clamped to [`LONGEST_WAIT`].
-fn deadline_after(wait: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(wait.min(LONGEST_WAIT)).unwrap_or(now)
-}
-
-/// The instance's task: start, get ready, watch, restart, stop.
-async fn run(instance: Arc<Instance>, on_change: OnChange) {
-    let spec = &instance.spec;
-    let mut stop = instance.stop.subscribe();
-    let mut attempt = 0u32;
-    let mut ever_ready = false;
-    // The instance's port, reserved until the task ends; kept across
-    // restarts while it stays free.
-    let mut lease: Option<PortLease> = None;
-    let mut port_retries = 0u32;
-    loop {
-        if *stop.borrow_and_update() {
-            break;
-        }
-        instance.set(InstanceState::Starting { attempt }, &on_change);
-        let outcome = run_once(&instance, &on_change, &mut stop, &mut ever_ready, &mut lease).await;
-        let reason = match outcome {
-            Exit::Stopped => break,
-            Exit::PortTaken { reason } if port_retries < PORT_RETRIES => {
-                port_retries += 1;
-                tracing::warn!(instance = %spec.name, %reason, "port taken by another process; retrying on another port");
-                log_line(
-                    &spec.log,
-                    &format!("{reason}; port taken by another process, retrying on another port"),
-                );
-                lease = None;
-                instance.port.store(0, Ordering::SeqCst);
-                continue;
-            }
-            Exit::PortTaken { reason } => reason,
-            Exit::Crashed { reason, was_stable } => {
-                if was_stable {
-                    attempt = 0;
-                }
-                reason
-            }
+    /// Asks the task for `mode` and waits (up to `within`) until it
+    /// behaves so, or ended. Returns whether it did in time.
+    pub(super) async fn set_mode(&self, mode: Mode, within: Duration) -> bool {
+        let mut ack = self.ack.subscribe();
+        self.mode.send_replace(mode);
+        let wanted = if mode == Mode::Released {
+            Ack::Ended
+        } else {
+            Ack::Applied(mode)
         };
-        port_retries = 0;
-        if !ever_ready && !spec.retry_first_start {
-            log_line(&spec.log, &format!("giving up: {reason}"));
-            instance.set(InstanceState::Failed(reason), &on_change);
-            // Stay failed until asked to stop, so `stop()` has a state to see.
-            until_stopped(&mut stop).await;
-            break;
-        }
-        let restart_in = backoff(attempt);
-        attempt = attempt.saturating_add(1);
-        tracing::warn!(instance = %spec.name, %reason, ?restart_in, "instance down; restarting");
-        log_line(&spec.log, &format!("down ({reason}); restarting in {restart_in:?}"));
-        instance.set(InstanceState::Crashed { reason, restart_in }, &on_change);
-        if tokio::time::timeout(restart_in, until_stopped(&mut stop)).await.is_ok() {
-            break;
-        }
-    }
-    // Released before `Stopped` is seen: whoever waited for the stop may
-    // start a successor on this port at once.
-    drop(lease);
-    instance.set(InstanceState::Stopped, &on_change);
-}
-
-enum Exit {
-    Stopped,
-    Crashed {
-        reason: String,
-        was_stable: bool,
-    },
-    /// Exited during start while another process holds its port: the app
-    /// most likely could not bind it.
-    PortTaken {
-        reason: String,
-    },
-}
-
-/// One process lifetime.
-async fn run_once(
-    instance: &Instance,
-    on_change: &OnChange,
-    stop: &mut watch::Receiver<bool>,
-    ever_ready: &mut bool,
-    lease: &mut Option<PortLease>,
-) -> Exit {
-    let spec = &instance.spec;
-    let app = &spec.app;
-    let port = match renew_lease(lease, instance.port()) {
-        Ok(port) => port,
-        Err(e) => return crashed(format!("no free port: {e}"), false),
-    };
-    instance.port.store(u64::from(port), Ordering::SeqCst);
-    let env = spec.process_env(port);
-    let process_spec = ProcessSpec {
-        command: app.command.clone(),
-        cwd: app.cwd.clone(),
-        env: env.clone(),
-        log: spec.log.clone(),
-    };
-    log_line(
-        &spec.log,
-        &format!("starting {} ({}) on port {port}", spec.name, spec.role.as_str()),
-    );
-    let mut process = match Process::spawn(&process_spec) {
-        Ok(p) => p,
-        Err(e) => return crashed(e.to_string(), false),
-    };
-    instance.pid.store(u64::from(process.pid()), Ordering::SeqCst);
-    let _pid_file = spec.pid_file.as_deref().map(|path| PidFile::write(path, process.pid()));
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let backend = Backend::new(addr, spec.name.as_str(), GENERATION.fetch_add(1, Ordering::SeqCst));
-
-    // Readiness: health 2xx, then post_start, all within start_timeout; the
-    // process exiting or a stop request ends the wait early.
-    let deadline = deadline_after(app.health.start_timeout);
-    let readiness = become_ready(spec, addr, &env, deadline);
-    let exit = tokio::select! {
-        ready = readiness => match ready {
-            Ok(()) => None,
-            Err(reason) => Some(Exit::Crashed { reason, was_stable: false }),
-        },
-        status = process.wait() => Some(crashed(format!("{EXITED_DURING_START} ({})", describe(status)), false)),
-        _ = until_stopped(stop) => Some(Exit::Stopped),
-    };
-    if let Some(exit) = exit {
-        instance.set(InstanceState::Stopping, on_change);
-        process.stop(app.stop_timeout).await;
-        instance.pid.store(0, Ordering::SeqCst);
-        return port_taken_or(exit, port);
+        let done = tokio::time::timeout(within, ack.wait_for(|a| *a == wanted || *a == Ack::Ended)).await;
+        let acked = matches!(done, Ok(Ok(_)));
+        acked
     }
 
-    *ever_ready = true;
-    let ready_at = Instant::now();
-    tracing::info!(instance = %spec.name, %addr, "instance ready");
-    log_line(&spec.log, &format!("ready on {addr}"));
-    instance.set(InstanceState::Ready(Arc::clone(&backend)), on_change);
+    /// What hands this instance over to another cutover: its process runs
+    /// and passed readiness.
+    pub fn record(&self) -> Option<InstanceRecord> {
+        self.state().backend()?;
+        Some(InstanceRecord {
+            app: self.spec.app.name.clone(),
+            name: self.spec.name.clone(),
+            role: self.role(),
+            pid: self.pid()?,
+            port: self.port()?,
+        })
+    }
 
-    // Watch: process exit, health, stop.
-    let mut failures = 0u32;
-    // Clamped: tokio's interval panics on a zero period and adds the period
-    // to an `Instant` unchecked.
-    let period = app.health.interval.clamp(Duration::from_millis(1), LONGEST_WAIT);
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let exit = loop {
-        tokio::select! {
-            status = process.wait() => {
-                break crashed(format!("exited ({})", describe(status)), ready_at.elapsed() >= STABLE_AFTER);
+    /// Waits until `done` says the state is final enough, or the task
+    /// ended (`ended`).
+    async fn wait_for<T>(&self, mut done: impl FnMut(&InstanceState) -> Option<T>, ended: impl Fn() -> T) -> T {
+        let mut state = self.state.subscribe();
+        let mut ack = self.ack.subscribe();
+        loop {
+            if let Some(value) = done(&state.borrow_and_update()) {
+                return value;
             }
-            _ = until_stopped(stop) => break Exit::Stopped,
-            _ = ticker.tick() => {
-                match probe(addr, &app.health.path, app.health.timeout).await {
-                    Ok(()) if failures >= UNHEALTHY_AFTER => {
-                        failures = 0;
-                        tracing::info!(instance = %spec.name, "instance healthy again");
-                        instance.set(InstanceState::Ready(Arc::clone(&backend)), on_change);
-                    }
-                    Ok(()) => failures = 0,
-                    Err(e) => {
-                        failures += 1;
-                        if failures == UNHEALTHY_AFTER {
-                            tracing::warn!(instance = %spec.name, error = %e, "instance unhealthy; out of the table");
-                            log_line(&spec.log, &format!("unhealthy: {e}"));
-                            instance.set(InstanceState::Unhealthy(Arc::clone(&backend)), on_change);
-                        }
-                    }
-                }
+            if *ack.borrow_and_update() == Ack::Ended {
+                return ended();
+            }
+            // Both senders live in `self`: neither channel closes.
+            tokio::select! {
+                _ = state.changed() => {}
+                _ = ack.changed() => {}
             }
         }
-    };
-    instance.set(InstanceState::Stopping, on_change);
-    process.stop(app.stop_timeout).await;
-    instance.pid.store(0, Ordering::SeqCst);
-    exit
-}
-
-/// A start that ended with the process exiting while another process holds
-/// its port (bound after the lease, before the app): most likely the app
-/// could not bind, so the caller retries on another port.
-fn port_taken_or(exit: Exit, port: u16) -> Exit {
-    match exit {
-        Exit::Crashed { reason, .. } if reason.starts_with(EXITED_DURING_START) && !ports::is_free(port) => {
-            Exit::PortTaken { reason }
-        }
-        exit => exit,
     }
-}
 
-/// Keeps the leased port while it is still free (a restart keeps its
-/// address), else leases a new one (the instance's last port first, which
-/// a deployment sets to a retired original's). Returns the port.
-fn renew_lease(lease: &mut Option<PortLease>, preferred: Option<u16>) -> std::io::Result<u16> {
-    match lease.take() {
-        Some(held) if ports::is_free(held.port()) => {
-            let port = held.port();
-            *lease = Some(held);
-            Ok(port)
-        }
-        held => {
-            let preferred = if held.is_some() { None } else { preferred };
-            drop(held);
-            let new = ports::lease(preferred)?;
-            let port = new.port();
-            *lease = Some(new);
-            Ok(port)
+    /// Sets the state and republishes, except while not supervised: then
+    /// the route table stays as it is, unless a ready instance is stopped
+    /// (a stopped process must leave the table whatever the mode).
+    pub(super) fn set(&self, state: InstanceState, on_change: &OnChange) {
+        tracing::debug!(instance = %self.spec.name, state = state.name(), "instance state");
+        let leaves_table = matches!(state, InstanceState::Stopping | InstanceState::Stopped)
+            && self.state.borrow().ready_backend().is_some();
+        // Decided before the change: a change made while supervised is
+        // published even if a freeze comes in meanwhile (the freeze waits
+        // for this task's acknowledgement, which comes after).
+        let publish = self.mode() == Mode::Supervised || leaves_table;
+        self.state.send_replace(state);
+        if publish {
+            on_change();
         }
     }
 }
-
-/// Polls health until 2xx, then runs `post_start`; both before `deadline`.
-async fn become_ready(
-    spec: &InstanceSpec,
-    addr: SocketAddr,
-    env: &BTreeMap<String, String>,
-    deadline: Instant,
-) -> Result<(), String> {
-    let health = &spec.app.health;
-    let mut last_error = String::from("no probe answered yet");
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!(
-                "not ready within start_timeout {:?}: {last_error}",
-                health.start_timeout
-            ));
-        }
-        match probe(addr, &health.path, health.timeout.min(left)).await {
-            Ok(()) => break,
-            Err(e) => last_error = format!("GET {} {e}", health.path),
-        }
-        tokio::time::sleep(health.interval.min(deadline.saturating_duration_since(Instant::now()))).await;
-    }
-    if let Some(script) = &spec.app.hooks.post_start {
-        let left = deadline.saturating_duration_since(Instant::now());
-        Hook {
-            name: "post_start",
-            script,
-            cwd: &spec.app.cwd,
-            env,
-            timeout: left.max(Duration::from_millis(1)),
-            log: &spec.log,
-        }
-        .run()
-        .await
-        .map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
-/// Resolves once a stop was requested. (A plain `wait_for` would keep its
-/// borrow guard in the `select!` state, making the task `!Send`.)
-async fn until_stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
-fn crashed(reason: String, was_stable: bool) -> Exit {
-    Exit::Crashed { reason, was_stable }
-}
-
-fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
-    match status {
-        Ok(status) => status.to_string(),
-        Err(e) => format!("wait failed: {e}"),
-    }
-}
-
-fn backoff(attempt: u32) -> Duration {
-    let (first, max) = BACKOFF;
-    first.saturating_mul(2u32.saturating_pow(attempt.min(16))).min(max)
-}
-
-#[cfg(test)]
-#[path = "instance_tests.rs"]
-mod tests;

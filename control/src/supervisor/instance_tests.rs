@@ -1,6 +1,7 @@
-//! Tests of the instance task (`instance.rs`).
+//! Tests of the instance task (`task.rs`).
 
 use super::*;
+use crate::supervisor::instance::Role;
 
 #[test]
 fn backoff_doubles_up_to_a_cap() {

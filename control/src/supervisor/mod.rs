@@ -3,18 +3,27 @@
 //!
 //! - [`process`]: one OS process in its own group (spawn, SIGTERM/SIGKILL).
 //! - [`health`]: the HTTP readiness probe.
-//! - [`instance`]: one instance's lifecycle task (start → ready → watch →
-//!   restart / stop).
+//! - [`instance`]: one instance, its state and supervision mode.
+//! - [`task`]: its lifecycle task (start or adopt → ready → watch →
+//!   restart / stop; freeze, thaw, release).
+//! - [`handover`]: freezing, releasing and adopting instances across
+//!   `cutover upgrade`; [`adopt`]: the records and their verification.
 //! - [`orphans`]: cleaning up children a killed cutover left behind.
 //! - [`pidfile`]: pid files and the ownership marker of every child.
 //! - [`ports`]: race-free port choice.
 
+pub mod adopt;
+mod handover;
 pub mod health;
 pub mod instance;
 pub mod orphans;
 pub mod pidfile;
 pub mod ports;
 pub mod process;
+mod task;
+
+pub use adopt::{verify, InstanceRecord};
+pub use orphans::reap_except;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,7 +35,8 @@ use serde::Serialize;
 
 use crate::config::AppConfig;
 use crate::routing::Routing;
-use instance::{Instance, InstanceSpec, Role};
+use adopt::Adoption;
+use instance::{Instance, InstanceSpec, Mode, Role};
 
 /// Runs the apps.
 pub struct Supervisor {
@@ -36,8 +46,12 @@ pub struct Supervisor {
     apps: Mutex<BTreeMap<String, AppRuntime>>,
     /// Every instance ever spawned that still exists somewhere.
     all: Mutex<Vec<Weak<Instance>>>,
-    /// Set by `stop_all`: instances spawned afterwards never start.
+    /// Set by `stop_all` (and `release`): instances spawned afterwards
+    /// never start.
     closing: AtomicBool,
+    /// Set by `freeze` until `thaw`: instances spawned meanwhile start
+    /// frozen (no process until thawed).
+    frozen: AtomicBool,
 }
 
 /// One app's current definition and processes.
@@ -64,6 +78,7 @@ impl Supervisor {
             run_dir: state_dir.join("run"),
             all: Mutex::new(Vec::new()),
             closing: AtomicBool::new(false),
+            frozen: AtomicBool::new(false),
             apps: Mutex::new(BTreeMap::new()),
         }
     }
@@ -134,12 +149,28 @@ impl Supervisor {
     /// Starts one instance. It is in no app's serving set until the caller
     /// puts it there.
     pub fn spawn(&self, spec: InstanceSpec) -> Arc<Instance> {
-        let mut all = self.all.lock().unwrap_or_else(|e| e.into_inner());
+        self.start(spec, None)
+    }
+
+    /// Starts one instance, with an adopted process as its first when
+    /// given; registered under the lock that `stop_all` and `freeze` take,
+    /// so none escapes them.
+    fn start(&self, spec: InstanceSpec, adoption: Option<Adoption>) -> Arc<Instance> {
+        let mut all = self.all();
         let closing = self.closing.load(Ordering::SeqCst);
-        let instance = Instance::spawn(spec, self.routing.on_change(), closing);
+        let mode = if self.frozen.load(Ordering::SeqCst) {
+            Mode::Frozen
+        } else {
+            Mode::Supervised
+        };
+        let instance = Instance::start(spec, self.routing.on_change(), closing, mode, adoption);
         all.retain(|i| i.strong_count() > 0);
         all.push(Arc::downgrade(&instance));
         instance
+    }
+
+    fn all(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Instance>>> {
+        self.all.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Where an instance's output goes.
@@ -169,12 +200,12 @@ impl Supervisor {
         self.lock().remove(name);
     }
 
-    /// Stops every instance of every app, concurrently.
     /// Stops every instance, concurrently, including any a deployment is
-    /// starting right now; no instance starts after this.
+    /// starting right now; no instance starts after this. Released
+    /// instances (handed to another cutover) are not touched.
     pub async fn stop_all(&self) {
         let instances: Vec<Arc<Instance>> = {
-            let all = self.all.lock().unwrap_or_else(|e| e.into_inner());
+            let all = self.all();
             self.closing.store(true, Ordering::SeqCst);
             all.iter().filter_map(Weak::upgrade).collect()
         };

@@ -5,9 +5,11 @@
 //!
 //! The caller must hold the state_dir lock ([`crate::state_lock`]): then no
 //! live cutover owns anything marked with this state_dir, and everything
-//! found is an orphan.
+//! found is an orphan. The one exception, a predecessor handing its
+//! instances over (`cutover upgrade`), goes through [`reap_except`]: the
+//! instances being adopted are kept, everything else is reaped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,13 @@ const TERM_GRACE: Duration = Duration::from_secs(5);
 /// Each group gets SIGTERM, then SIGKILL after [`TERM_GRACE`] if anything
 /// in it still runs. Returns the children's names.
 pub fn reap(run_dir: &Path) -> Vec<String> {
+    reap_except(run_dir, &BTreeSet::new())
+}
+
+/// As [`reap`], but the process groups in `keep` (the pids of the
+/// instances a predecessor hands over) are neither signalled nor have
+/// their pid files removed.
+pub fn reap_except(run_dir: &Path, keep: &BTreeSet<u32>) -> Vec<String> {
     let state_dir = run_dir.parent().map(pidfile::canonical).unwrap_or_default();
     let state_dir = state_dir.to_string_lossy().into_owned();
     // Process group id → child name.
@@ -39,7 +48,11 @@ pub fn reap(run_dir: &Path) -> Vec<String> {
         for path in entries.filter_map(Result::ok).map(|e| e.path()) {
             let is_pid_file = path.extension().is_some_and(|e| e == "pid");
             let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-            if let Some(pid) = pidfile::read_pid(&path).filter(|_| is_pid_file) {
+            let pid = pidfile::read_pid(&path).filter(|_| is_pid_file);
+            if pid.is_some_and(|pid| keep.contains(&pid)) {
+                continue;
+            }
+            if let Some(pid) = pid {
                 if belongs_to(pid, name, &state_dir) {
                     groups.insert(pid, name.to_string());
                 }
@@ -49,6 +62,9 @@ pub fn reap(run_dir: &Path) -> Vec<String> {
         }
     }
     for (pgid, name) in marked_processes(&state_dir) {
+        if keep.contains(&pgid) {
+            continue;
+        }
         groups.entry(pgid).or_insert(name);
     }
     if groups.is_empty() {
@@ -120,13 +136,14 @@ fn group_alive(pgid: u32) -> bool {
         .any(|s| s.pgrp == pgid && !s.dead)
 }
 
-struct Stat {
-    pgrp: u32,
+/// What `/proc/<pid>/stat` says about a process.
+pub(super) struct Stat {
+    pub(super) pgrp: u32,
     /// Zombie or dead: gone, only waiting for its parent to reap it.
-    dead: bool,
+    pub(super) dead: bool,
 }
 
-fn stat_of(pid: u32) -> Option<Stat> {
+pub(super) fn stat_of(pid: u32) -> Option<Stat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // pid (comm) state ppid pgrp ...; comm may contain anything, so split
     // after its last ')'.
@@ -201,6 +218,31 @@ mod tests {
         assert_eq!(members(hook), 0, "the hook and its children are gone");
         assert_eq!(members(instance), 0);
         assert_eq!(std::fs::read_dir(dir.join("run")).unwrap().count(), 0);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn kept_groups_and_their_pid_files_are_left_alone() {
+        let dir = state_dir("keep");
+        let adopted = orphan(&env_of(&dir, INSTANCE_VAR, "web-0"));
+        let left = orphan(&env_of(&dir, INSTANCE_VAR, "web-1"));
+        // Marked, with no pid file: found through /proc, kept all the same.
+        let adopted_unfiled = orphan(&env_of(&dir, INSTANCE_VAR, "web-2"));
+        std::fs::write(dir.join("run/web-0.pid"), format!("{adopted}\n")).unwrap();
+        std::fs::write(dir.join("run/web-1.pid"), format!("{left}\n")).unwrap();
+        let keep = BTreeSet::from([adopted, adopted_unfiled]);
+        assert_eq!(reap_except(&dir.join("run"), &keep), vec!["web-1".to_string()]);
+        assert_eq!(members(left), 0, "the rest is reaped");
+        assert_eq!(members(adopted), 2, "a kept group is not signalled");
+        assert_eq!(members(adopted_unfiled), 2);
+        assert_eq!(
+            pidfile::read_pid(&dir.join("run/web-0.pid")),
+            Some(adopted),
+            "its pid file stays"
+        );
+        assert!(!dir.join("run/web-1.pid").exists());
+        signal_group(adopted, Signal::SIGKILL);
+        signal_group(adopted_unfiled, Signal::SIGKILL);
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -61,6 +61,8 @@ pub fn lookup<'a>(environ: &'a [Vec<u8>], var: &str) -> Option<&'a [u8]> {
 pub struct PidFile {
     path: PathBuf,
     pid: u32,
+    /// Cleared by [`PidFile::keep`]: the file then outlives this value.
+    remove_on_drop: bool,
 }
 
 impl PidFile {
@@ -72,13 +74,31 @@ impl PidFile {
         Self {
             path: path.to_path_buf(),
             pid,
+            remove_on_drop: true,
         }
+    }
+
+    /// Takes over the pid file a previous cutover wrote for `pid` (an
+    /// adopted instance), without rewriting it: removed when dropped, like
+    /// one this process wrote.
+    pub fn adopt(path: &Path, pid: u32) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            pid,
+            remove_on_drop: true,
+        }
+    }
+
+    /// Lets go of the file without removing it: its process runs on under
+    /// another cutover (`cutover upgrade`), which removes it in turn.
+    pub fn keep(mut self) {
+        self.remove_on_drop = false;
     }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        if read_pid(&self.path) == Some(self.pid) {
+        if self.remove_on_drop && read_pid(&self.path) == Some(self.pid) {
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -115,6 +135,10 @@ mod tests {
         assert_eq!(read_pid(&path), Some(222), "the new owner's file survives");
         drop(new);
         assert!(!path.exists(), "the owner removes its own file");
+        PidFile::write(&path, 333).keep();
+        assert_eq!(read_pid(&path), Some(333), "a kept file survives its owner");
+        drop(PidFile::adopt(&path, 333));
+        assert!(!path.exists(), "an adopted file is removed like an own one");
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -64,6 +64,19 @@ pub fn lease(preferred: Option<u16>) -> std::io::Result<PortLease> {
     ))
 }
 
+/// Reserves `port` without checking it binds: an adopted instance's app
+/// holds it already. Fails when this process reserved it before.
+pub fn reserve(port: u16) -> std::io::Result<PortLease> {
+    if port != 0 && reserved().insert(port) {
+        Ok(PortLease(port))
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("port {port} is reserved already"),
+        ))
+    }
+}
+
 /// Whether `port` on 127.0.0.1 can be bound without `SO_REUSEADDR` right
 /// now (no listener, no connection in `TIME_WAIT` on it).
 pub fn is_free(port: u16) -> bool {
@@ -103,6 +116,18 @@ mod tests {
         assert_ne!(second.port(), port, "a reserved port is never handed out twice");
         drop(first);
         assert_eq!(lease(Some(port)).unwrap().port(), port, "released with the lease");
+    }
+
+    #[test]
+    fn a_held_port_can_be_reserved_once() {
+        let app = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = app.local_addr().unwrap().port();
+        let held = reserve(port).expect("a bound port is reserved all the same");
+        assert!(reserve(port).is_err(), "never twice");
+        drop(app);
+        assert_ne!(lease(Some(port)).unwrap().port(), port, "reserved: not leased");
+        drop(held);
+        assert!(reserve(port).is_ok(), "released with the lease");
     }
 
     #[test]

@@ -2,10 +2,16 @@
 //! then SIGKILL to the whole group, so nothing it started outlives it.
 //! Children inherit cutover's environment minus its secrets
 //! ([`withhold_env`]).
+//!
+//! A process may also be *adopted*: started by the cutover this one
+//! replaced (`cutover upgrade`), so it is not our child. It is watched
+//! through a pidfd, which becomes readable when the process exits; its
+//! exit status belongs to its parent and cannot be read here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::RwLock;
@@ -13,6 +19,8 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::process::{Child, Command};
 
 use crate::config::Command as AppCommand;
@@ -70,11 +78,23 @@ pub enum SpawnError {
     },
 }
 
-/// A running child process, leader of its own process group.
+/// After SIGKILL, how long an adopted process gets to be seen gone (a
+/// child is waited for without limit: its status is ours to collect).
+const ADOPTED_KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// A running process, leader of its own process group: a child, or one
+/// adopted from the previous cutover.
 #[derive(Debug)]
 pub struct Process {
-    child: Child,
     pid: u32,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Child(Child),
+    /// A pidfd of a process we did not start.
+    Adopted(AsyncFd<OwnedFd>),
 }
 
 impl Process {
@@ -103,7 +123,26 @@ impl Process {
             source,
         })?;
         let pid = child.id().unwrap_or(0);
-        Ok(Self { child, pid })
+        Ok(Self {
+            pid,
+            kind: Kind::Child(child),
+        })
+    }
+
+    /// Watches `pid`, a process group leader we did not start, through
+    /// `pidfd` (opened on it before it was verified, so a reused pid cannot
+    /// slip in between). Needs a tokio runtime.
+    pub fn adopt(pid: u32, pidfd: OwnedFd) -> std::io::Result<Self> {
+        // Deprecated because a generic `AsRawFd` might change its fd under
+        // the registration; an `OwnedFd` owns its one fd for its whole
+        // life, so this is sound, and the crate forbids the `unsafe`
+        // `register_with_interest`.
+        #[allow(deprecated)]
+        let fd = AsyncFd::with_interest(pidfd, Interest::READABLE)?;
+        Ok(Self {
+            pid,
+            kind: Kind::Adopted(fd),
+        })
     }
 
     /// The leader's pid (also the process group id).
@@ -111,25 +150,52 @@ impl Process {
         self.pid
     }
 
-    /// Waits for the leader to exit.
-    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
-        self.child.wait().await
+    /// Whether the process was adopted rather than started by us.
+    pub fn is_adopted(&self) -> bool {
+        matches!(self.kind, Kind::Adopted(_))
+    }
+
+    /// Waits for the leader to exit. `Ok(None)`: an adopted process exited,
+    /// with a status only its parent could read.
+    pub async fn wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        match &mut self.kind {
+            Kind::Child(child) => child.wait().await.map(Some),
+            Kind::Adopted(fd) => {
+                // Readable once the process exited, and it stays so: the
+                // readiness is never cleared, so a second wait returns too.
+                let _ready = fd.readable().await?;
+                Ok(None)
+            }
+        }
     }
 
     /// SIGTERM to the group; SIGKILL after `timeout` if the leader still
     /// runs. Whatever the leader left behind in its group is killed too.
     pub async fn stop(mut self, timeout: Duration) -> Option<ExitStatus> {
         signal_group(self.pid, Signal::SIGTERM);
-        let status = match tokio::time::timeout(timeout, self.child.wait()).await {
-            Ok(status) => status.ok(),
+        let status = match tokio::time::timeout(timeout, self.wait()).await {
+            Ok(status) => status.ok().flatten(),
             Err(_) => {
                 tracing::warn!(pid = self.pid, ?timeout, "did not stop after SIGTERM; sending SIGKILL");
                 signal_group(self.pid, Signal::SIGKILL);
-                self.child.wait().await.ok()
+                if self.is_adopted() {
+                    if tokio::time::timeout(ADOPTED_KILL_WAIT, self.wait()).await.is_err() {
+                        tracing::warn!(pid = self.pid, "adopted process still there after SIGKILL");
+                    }
+                    None
+                } else {
+                    self.wait().await.ok().flatten()
+                }
             }
         };
         signal_group(self.pid, Signal::SIGKILL);
         status
+    }
+
+    /// Lets go of the process without signalling it: it runs on (a child
+    /// is not killed on drop; tokio reaps it if it exits while we live).
+    pub fn release(self) {
+        tracing::debug!(pid = self.pid, "process released; left running");
     }
 }
 

@@ -23,7 +23,7 @@
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::longlived::{jittered, until_true, CloseReason, LongLivedSettings};
+use crate::longlived::{jittered, until_stopped, until_true, CloseReason, LongLivedSettings, Stop};
 
 /// What the notice needs to know about the call right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,14 +62,14 @@ pub struct Notice {
     state: State,
     settings: LongLivedSettings,
     drain: watch::Receiver<bool>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<Stop>,
     drain_seen: bool,
     shutdown_seen: bool,
 }
 
 impl Notice {
     /// A notice watching a backend's drain signal and cutover's stop.
-    pub fn new(drain: watch::Receiver<bool>, shutdown: watch::Receiver<bool>, settings: LongLivedSettings) -> Self {
+    pub fn new(drain: watch::Receiver<bool>, shutdown: watch::Receiver<Stop>, settings: LongLivedSettings) -> Self {
         Self {
             state: State::Open,
             settings,
@@ -97,12 +97,12 @@ impl Notice {
                 self.state = State::Due(crate::time::after(jittered(self.settings.spread)), CloseReason::Drain);
                 None
             }
-            _ = until_true(self.shutdown.clone()), if !self.shutdown_seen && before_grace => {
+            stop = until_stopped(self.shutdown.clone()), if !self.shutdown_seen && before_grace => {
                 self.shutdown_seen = true;
                 self.state = match self.state {
-                    State::Due(at, _) => State::Due(at, CloseReason::Shutdown),
-                    State::Answering(_) => State::Answering(CloseReason::Shutdown),
-                    _ => State::Due(crate::time::after(jittered(self.settings.spread)), CloseReason::Shutdown),
+                    State::Due(at, _) => State::Due(at, stop),
+                    State::Answering(_) => State::Answering(stop),
+                    _ => State::Due(crate::time::after(jittered(self.settings.spread)), stop),
                 };
                 None
             }
@@ -174,6 +174,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 pub fn message(reason: CloseReason) -> &'static str {
     match reason {
         CloseReason::Shutdown => "cutover is shutting down: retry the call",
+        CloseReason::Upgrade => "cutover is restarting (upgrade): retry the call",
         _ => "the backend is restarting (deploy): retry the call",
     }
 }
@@ -209,7 +210,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_streaming_call_ends_after_the_notice_point_and_its_grace() {
         let (drain, rx) = watch::channel(false);
-        let (_stop, stop_rx) = watch::channel(false);
+        let (_stop, stop_rx) = watch::channel(Stop::Running);
         let mut notice = Notice::new(rx, stop_rx, settings());
         drain.send_replace(true);
         let start = Instant::now();
@@ -223,7 +224,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_call_mid_message_ends_at_the_boundary() {
         let (drain, rx) = watch::channel(false);
-        let (_stop, stop_rx) = watch::channel(false);
+        let (_stop, stop_rx) = watch::channel(Stop::Running);
         let mut notice = Notice::new(rx, stop_rx, settings());
         drain.send_replace(true);
         let mid = Call {
@@ -239,7 +240,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_call_being_answered_is_never_ended_before_its_head() {
         let (drain, rx) = watch::channel(false);
-        let (_stop, stop_rx) = watch::channel(false);
+        let (_stop, stop_rx) = watch::channel(Stop::Running);
         let mut notice = Notice::new(rx, stop_rx, settings());
         drain.send_replace(true);
         assert_eq!(notice.next(ANSWERING).await, None);
@@ -257,7 +258,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_client_stream_that_ends_during_its_grace_is_then_being_answered() {
         let (drain, rx) = watch::channel(false);
-        let (_stop, stop_rx) = watch::channel(false);
+        let (_stop, stop_rx) = watch::channel(Stop::Running);
         let mut notice = Notice::new(rx, stop_rx, settings());
         drain.send_replace(true);
         let sending = Call {
@@ -275,20 +276,36 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn shutdown_is_a_notice_too() {
         let (_drain, rx) = watch::channel(false);
-        let (stop, stop_rx) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(Stop::Running);
         let mut notice = Notice::new(rx, stop_rx, settings());
-        stop.send_replace(true);
+        stop.send_replace(Stop::Shutdown);
         assert_eq!(notice.next(STREAMING).await, None);
         assert_eq!(notice.next(STREAMING).await, None);
         assert_eq!(notice.next(STREAMING).await, Some(CloseReason::Shutdown));
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_hand_over_is_an_upgrade_notice() {
+        let (_drain, rx) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(Stop::Running);
+        let mut notice = Notice::new(rx, stop_rx, settings());
+        stop.send_replace(Stop::Upgrade);
+        assert_eq!(notice.next(STREAMING).await, None);
+        assert_eq!(notice.next(STREAMING).await, None);
+        let reason = notice.next(STREAMING).await;
+        assert_eq!(reason, Some(CloseReason::Upgrade));
+        assert_eq!(
+            message(CloseReason::Upgrade),
+            "cutover is restarting (upgrade): retry the call"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_unary_call_in_the_backends_hands_at_shutdown_keeps_waiting() {
         let (_drain, rx) = watch::channel(false);
-        let (stop, stop_rx) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(Stop::Running);
         let mut notice = Notice::new(rx, stop_rx, settings());
-        stop.send_replace(true);
+        stop.send_replace(Stop::Shutdown);
         assert_eq!(notice.next(ANSWERING).await, None); // stop seen
         assert_eq!(notice.next(ANSWERING).await, None); // notice point: answering
         let waited = tokio::time::timeout(Duration::from_secs(3600), notice.next(ANSWERING)).await;
@@ -298,12 +315,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_call_answered_after_a_drain_keeps_waiting_when_cutover_stops() {
         let (drain, rx) = watch::channel(false);
-        let (stop, stop_rx) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(Stop::Running);
         let mut notice = Notice::new(rx, stop_rx, settings());
         drain.send_replace(true);
         assert_eq!(notice.next(ANSWERING).await, None); // drain seen
         assert_eq!(notice.next(ANSWERING).await, None); // notice point: answering
-        stop.send_replace(true);
+        stop.send_replace(Stop::Shutdown);
         assert_eq!(notice.next(ANSWERING).await, None); // stop seen
         let waited = tokio::time::timeout(Duration::from_secs(3600), notice.next(ANSWERING)).await;
         assert!(waited.is_err(), "a call being answered was ended");
@@ -313,7 +330,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_call_ending_mid_message_keeps_waiting() {
         let (drain, rx) = watch::channel(false);
-        let (_stop, stop_rx) = watch::channel(false);
+        let (_stop, stop_rx) = watch::channel(Stop::Running);
         let mut notice = Notice::new(rx, stop_rx, settings());
         drain.send_replace(true);
         let mid = Call {
@@ -345,7 +362,7 @@ mod tests {
             for drain_seen in [false, true] {
                 for shutdown_seen in [false, true] {
                     let (_drain, rx) = watch::channel(false);
-                    let (_stop, stop_rx) = watch::channel(false);
+                    let (_stop, stop_rx) = watch::channel(Stop::Running);
                     let mut notice = Notice::new(rx, stop_rx, settings());
                     notice.state = state;
                     notice.drain_seen = drain_seen;

@@ -2,8 +2,9 @@
 //!
 //! They cannot move to another process, so when their backend drains (a
 //! deploy) or cutover shuts down they are closed, but never silently: a
-//! WebSocket client gets a close frame (1012 "service restart", or 1001
-//! "going away" at shutdown) at a frame boundary, an SSE client gets
+//! WebSocket client gets a close frame (1012 "service restart", also when
+//! cutover hands over to its successor, or 1001 "going away" at shutdown)
+//! at a frame boundary, an SSE client gets
 //! `retry: N` after the event in flight and a clean end of stream. Closes
 //! are spread over `spread` with jitter.
 //!
@@ -104,6 +105,9 @@ pub enum CloseReason {
     Drain,
     /// cutover shut down; the client was told (1001 / `retry:`).
     Shutdown,
+    /// cutover handed its listeners over to a new cutover (self-upgrade);
+    /// the client was told (1012 / `retry:`).
+    Upgrade,
     /// The client closed it.
     Client,
     /// The backend closed it.
@@ -119,6 +123,7 @@ impl CloseReason {
         match self {
             CloseReason::Drain => "drain",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Upgrade => "upgrade",
             CloseReason::Client => "client",
             CloseReason::Backend => "backend",
             CloseReason::Idle => "idle",
@@ -135,6 +140,33 @@ pub fn jittered(spread: Duration) -> Duration {
     }
     let millis = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX).max(1);
     Duration::from_millis(rand::rng().random_range(0..millis))
+}
+
+/// How cutover is stopping: the value of [`crate::TableHandle::shutdown_signal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stop {
+    /// Serving.
+    #[default]
+    Running,
+    /// Shutting down for good: clients are told to go away (1001).
+    Shutdown,
+    /// Handing over to a new cutover process that already serves the same
+    /// listeners: clients are told to reconnect (1012), as on a deploy.
+    Upgrade,
+}
+
+/// Waits until cutover stops (never, if the sender is gone) and says why,
+/// as the reason a long-lived connection is closed for.
+pub(crate) async fn until_stopped(mut rx: tokio::sync::watch::Receiver<Stop>) -> CloseReason {
+    // The borrow the wait returns must not live across an await.
+    let stop = rx.wait_for(|stop| *stop != Stop::Running).await.map(|stop| *stop);
+    let Ok(stop) = stop else {
+        return std::future::pending().await;
+    };
+    match stop {
+        Stop::Upgrade => CloseReason::Upgrade,
+        Stop::Running | Stop::Shutdown => CloseReason::Shutdown,
+    }
 }
 
 /// Waits until a watch flips to true (or its sender is gone: never).

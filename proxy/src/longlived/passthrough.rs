@@ -27,7 +27,7 @@ use tokio::sync::{oneshot, watch};
 use super::events::EventTracker;
 use super::socket::UpstreamSocket;
 use super::Kind;
-use super::{jittered, until_true, CloseReason, LongLivedSettings};
+use super::{jittered, until_stopped, until_true, CloseReason, LongLivedSettings};
 use crate::backend::LongLivedGuard;
 use crate::metrics::LongLivedMetric;
 use crate::service::{CutoverProxy, RequestCtx};
@@ -77,7 +77,7 @@ impl Cut {
 /// The signals a stream listens to.
 pub(crate) struct Signals {
     pub drain: watch::Receiver<bool>,
-    pub shutdown: watch::Receiver<bool>,
+    pub shutdown: watch::Receiver<super::Stop>,
 }
 
 impl EventStream {
@@ -232,7 +232,7 @@ async fn watch_signals(
 ) {
     let reason = tokio::select! {
         _ = until_true(signals.drain) => CloseReason::Drain,
-        _ = until_true(signals.shutdown) => CloseReason::Shutdown,
+        stop = until_stopped(signals.shutdown) => stop,
         _ = &mut stopped => return,
     };
     tokio::select! {
@@ -277,7 +277,7 @@ mod tests {
             socket,
             Signals {
                 drain: drain_rx,
-                shutdown: watch::channel(false).1,
+                shutdown: watch::channel(super::super::Stop::Running).1,
             },
             LongLivedSettings {
                 spread,

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::events::EventTracker;
 use super::upstream::{BodyReader, Head};
-use super::{jittered, until_true, CloseReason, LongLivedSettings};
+use super::{jittered, until_stopped, until_true, CloseReason, LongLivedSettings, Stop};
 
 /// Everything a stream needs.
 pub struct Stream<'a> {
@@ -21,7 +21,7 @@ pub struct Stream<'a> {
     pub upstream: TcpStream,
     pub head: Head,
     pub drain: watch::Receiver<bool>,
-    pub shutdown: watch::Receiver<bool>,
+    pub shutdown: watch::Receiver<Stop>,
     pub settings: LongLivedSettings,
 }
 
@@ -86,10 +86,10 @@ pub async fn run(s: Stream<'_>) -> CloseReason {
                 drain_seen = true;
                 due = Some((crate::time::after(jittered(settings.spread)), CloseReason::Drain));
             }
-            _ = until_true(shutdown.clone()), if !shutdown_seen && awaiting_boundary.is_none() => {
+            stop = until_stopped(shutdown.clone()), if !shutdown_seen && awaiting_boundary.is_none() => {
                 shutdown_seen = true;
                 let at = due.map_or_else(|| crate::time::after(jittered(settings.spread)), |(at, _)| at);
-                due = Some((at, CloseReason::Shutdown));
+                due = Some((at, stop));
             }
             _ = tokio::time::sleep_until(due.map_or_else(Instant::now, |(at, _)| at)), if due.is_some() => {
                 let Some((_, reason)) = due.take() else { continue };

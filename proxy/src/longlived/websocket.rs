@@ -4,7 +4,7 @@
 //!
 //! Notice sequence (SPEC §4): at a jittered moment within `spread`, after
 //! the frame in flight to the client ends, the client gets close 1012 (or
-//! 1001 at shutdown) with a reason, unmasked; the backend gets a masked
+//! 1001 at shutdown; 1012 again at a hand-over to a new cutover) with a reason, unmasked; the backend gets a masked
 //! close 1001 once the client's frame in flight to it ends. The client has
 //! `close_grace` to answer with its own close; then both sockets close. A
 //! close either peer started itself passes through untouched.
@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::frames::{close_frame, FrameTracker};
-use super::{jittered, until_true, CloseReason, LongLivedSettings};
+use super::{jittered, until_stopped, until_true, CloseReason, LongLivedSettings, Stop};
 
 /// Close codes (RFC 6455 §7.4, IANA registry).
 const SERVICE_RESTART: u16 = 1012;
@@ -34,7 +34,7 @@ pub struct Tunnel<'a> {
     /// Backend bytes that arrived with the 101.
     pub rest: Bytes,
     pub drain: watch::Receiver<bool>,
-    pub shutdown: watch::Receiver<bool>,
+    pub shutdown: watch::Receiver<Stop>,
     pub settings: LongLivedSettings,
 }
 
@@ -170,13 +170,13 @@ pub async fn run(t: Tunnel<'_>) -> CloseReason {
                 drain_seen = true;
                 notice = Notice::Scheduled(crate::time::after(jittered(settings.spread)), CloseReason::Drain);
             }
-            _ = until_true(shutdown.clone()), if !shutdown_seen && matches!(notice, Notice::None | Notice::Scheduled(..)) => {
+            stop = until_stopped(shutdown.clone()), if !shutdown_seen && matches!(notice, Notice::None | Notice::Scheduled(..)) => {
                 shutdown_seen = true;
                 let at = match notice {
                     Notice::Scheduled(at, _) => at,
                     _ => crate::time::after(jittered(settings.spread)),
                 };
-                notice = Notice::Scheduled(at, CloseReason::Shutdown);
+                notice = Notice::Scheduled(at, stop);
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or(idle_at)), if deadline.is_some() => {
                 match notice {
@@ -240,7 +240,7 @@ async fn send_notice(
         return Notice::Sent(deadline, reason);
     }
     let (code, text) = match reason {
-        CloseReason::Drain => (SERVICE_RESTART, "service restart: reconnect"),
+        CloseReason::Drain | CloseReason::Upgrade => (SERVICE_RESTART, "service restart: reconnect"),
         CloseReason::Idle => (GOING_AWAY, "idle timeout"),
         _ => (GOING_AWAY, "going away: reconnect"),
     };
