@@ -24,7 +24,7 @@ use support::{children_of, process_alive, App, Cutover};
 use upgrade::{
     app_pids, broken_binary, copy_of_cutover, exe_of, hanging_binary, last_event, long_lived, marked_pids, next_text,
     parent_of, post_upgrade, says_any, spawn_upgrade, sse_read, until_close, upgrade_events, upgrades_total,
-    wait_command, wait_exit, wait_hanging_pid, wait_pid_change, ws_connect,
+    wait_command, wait_exit, wait_first_exit, wait_hanging_pid, wait_pid_change, ws_connect,
 };
 
 /// How long a `cutover upgrade` may take here, the 30 s a hanging binary
@@ -152,7 +152,7 @@ fn five_upgrades_in_a_row_under_load_fail_no_request_and_restart_no_app() {
     let report = load.stop();
     assert_no_failure(&report, "5 upgrades", &cutover);
     println!("5 upgrades: {} requests, statuses {:?}", report.total, report.by_status);
-    let exit = cutover.first_exit_status().expect("the first process exited");
+    let exit = wait_first_exit(&mut cutover, Duration::from_secs(10));
     assert_eq!(exit.code(), Some(0), "the old process exits 0: {exit}");
 
     cutover.wait_all_ready(Duration::from_secs(10));
@@ -393,7 +393,7 @@ fn sigusr2_upgrades_to_the_running_binary() {
     kill(Pid::from_raw(first as i32), Signal::SIGUSR2).unwrap();
     let new = wait_pid_change(&cutover, first, Duration::from_secs(60));
     wait_exit(&cutover, first, Duration::from_secs(60));
-    let exit = cutover.first_exit_status().expect("the old process exited");
+    let exit = wait_first_exit(&mut cutover, Duration::from_secs(10));
     assert_eq!(exit.code(), Some(0), "{exit}");
     assert_eq!(
         exe_of(new),

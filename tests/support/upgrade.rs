@@ -159,9 +159,42 @@ pub fn wait_pid_change(cutover: &Cutover, old: u32, timeout: Duration) -> u32 {
     }
 }
 
-/// Waits (up to `timeout`) until `pid` is gone.
+/// True while any thread of process `pid` runs. (The state in
+/// `/proc/<pid>/stat` is the main thread's: it shows a zombie while the
+/// other threads of an exiting process still run.)
+pub fn any_thread_alive(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(Result::ok).any(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit_once(')').map(|(_, r)| r.trim_start().chars().next()))
+            .is_some_and(|state| !matches!(state, Some('Z') | Some('X')))
+    })
+}
+
+/// Waits (up to `timeout`) until every thread of `pid` is gone.
 pub fn wait_exit(cutover: &Cutover, pid: u32, timeout: Duration) {
-    cutover.wait_until(timeout, &format!("process {pid} to exit"), |_| !process_alive(pid));
+    cutover.wait_until(timeout, &format!("process {pid} to exit"), |_| {
+        !process_alive(pid) && !any_thread_alive(pid)
+    });
+}
+
+/// The exit status of the process the test started, waiting (up to
+/// `timeout`) until it can be read.
+pub fn wait_first_exit(cutover: &mut Cutover, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = cutover.first_exit_status() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first cutover did not exit within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// `cutover_upgrades_total{outcome}` on the running cutover.
