@@ -337,7 +337,9 @@ fn sigkill_mid_hand_over(victim: Victim) {
     const INSTANCES: u32 = 2;
     let mut cutover = start(INSTANCES);
     let binary = copy_of_cutover(&cutover, "cutover-new");
-    for delay_ms in [0u64, 5, 20, 100, 400, 1500] {
+    // The hand-over takes some 50-100 ms here (debug build): dense kill
+    // points inside it, a few after it.
+    for delay_ms in [0u64, 2, 5, 10, 20, 35, 50, 75, 150, 400, 1500] {
         let context = format!("{victim:?} killed {delay_ms} ms after the new process appeared");
         cutover.wait_all_ready(Duration::from_secs(60));
         let old = cutover.pid();
