@@ -300,6 +300,13 @@ fn every_family_is_present_from_start_up_with_each_app_at_zero() {
         );
     }
     assert!(value(&m, "cutover_route_table_generation", &[]).is_some());
+    for outcome in ["succeeded", "failed"] {
+        assert_eq!(
+            value(&m, "cutover_upgrades_total", &[("outcome", outcome)]),
+            Some(0.0),
+            "cutover_upgrades_total{{outcome={outcome}}}"
+        );
+    }
 }
 
 #[test]
