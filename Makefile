@@ -5,7 +5,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test fuzz deps build bench bench-deploy bench-websocket bench-idle bench-peers bench-tls selfsigned
+.PHONY: up test fuzz deps build bench bench-deploy bench-upgrade bench-websocket bench-idle bench-peers bench-tls selfsigned
 
 ## Install prerequisites when missing: pingora needs cmake (zlib-ng) and a
 ## C toolchain; the test runner is cargo-nextest; the metrics tests run a
@@ -55,6 +55,10 @@ bench: deps
 ## 20 rolling deploys under sustained load (by hand, not in CI).
 bench-deploy: build
 	$(CARGO) bench --bench deploy_under_load
+
+## 5 upgrades of cutover itself under sustained load (by hand, not in CI).
+bench-upgrade: build
+	$(CARGO) bench --bench upgrade_under_load
 
 ## 5,000 idle WebSockets: memory per connection, time to drain them all.
 bench-websocket: build

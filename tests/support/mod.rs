@@ -302,19 +302,37 @@ impl Cutover {
     }
 
     /// Starts cutover again after it exited (same config, ports, state).
+    /// Whatever cutover still runs on this config (the one this test
+    /// started, or one an upgrade started) is killed with SIGKILL first.
     pub fn restart(&mut self) {
+        let running = self.cutover_processes();
+        for pid in &running {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.wait_gone(&running, Duration::from_secs(10));
         self.launch();
     }
 
-    /// Kills cutover with SIGKILL (its apps keep running: orphans).
+    /// Kills the current cutover with SIGKILL (its apps keep running:
+    /// orphans) and waits until it is gone.
     pub fn kill9(&mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
+        let pid = self.pid();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        self.wait_gone(&[pid], Duration::from_secs(10));
+        if self.child.as_ref().is_some_and(|c| c.id() == pid) {
+            let mut child = self.child.take().unwrap();
+            child.wait().unwrap();
+        }
     }
 
     /// The config text.
@@ -527,53 +545,223 @@ impl Cutover {
             .collect()
     }
 
-    /// The process id of cutover itself.
+    /// The process id of the cutover running now: the one this test
+    /// started, or the one an upgrade replaced it by. Found from the
+    /// state_dir's lock file (which names its holder), else from `/status`,
+    /// else it is the process this test started.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.current_pid()
+            .or_else(|| self.child.as_ref().map(Child::id))
+            .expect("a cutover was started")
     }
 
-    /// Sends `signal` to cutover and waits (up to `timeout`) for it to exit.
-    pub fn signal_and_wait(&mut self, signal: nix::sys::signal::Signal, timeout: Duration) -> ExitStatus {
-        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
-        nix::sys::signal::kill(pid, signal).unwrap();
+    /// The running cutover's pid, when one runs (see [`Cutover::pid`]).
+    pub fn current_pid(&self) -> Option<u32> {
+        let running = self.cutover_processes();
+        if let Some(pid) = self.lock_pid().filter(|p| running.contains(p)) {
+            return Some(pid);
+        }
+        if let Some(pid) = self.status_pid().filter(|p| process_alive(*p)) {
+            return Some(pid);
+        }
+        self.child.as_ref().map(Child::id).filter(|p| process_alive(*p))
+    }
+
+    /// The state_dir, absolute and canonical (as cutover writes it into
+    /// its children's `CUTOVER_STATE_DIR`).
+    pub fn state_dir(&self) -> PathBuf {
+        let dir = self.dir.path().join("state");
+        dir.canonicalize().unwrap_or(dir)
+    }
+
+    /// The pid written in `state_dir/lock` (by the lock's holder).
+    pub fn lock_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join("state/lock"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The top-level `pid` of `/status`, asked with short timeouts (`None`
+    /// when the admin API does not answer, or has no such field).
+    pub fn status_pid(&self) -> Option<u32> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect_timeout(&self.admin, Duration::from_secs(1)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+        stream.set_write_timeout(Some(Duration::from_secs(3))).ok()?;
+        let auth = self
+            .token
+            .as_ref()
+            .map(|(_, t)| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let head = format!(
+            "GET /status HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\n\r\n",
+            self.admin_host()
+        );
+        stream.write_all(head.as_bytes()).ok()?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).ok()?;
+        let text = String::from_utf8_lossy(&answer);
+        let (_, body) = text.split_once("\r\n\r\n")?;
+        let status: Value = serde_json::from_str(body).ok()?;
+        status["pid"].as_u64().and_then(|p| u32::try_from(p).ok())
+    }
+
+    /// Every live `cutover up` on this config: the one this test started
+    /// and any an upgrade started (`<binary> up <config> ...`), found by
+    /// their command line naming this test's config file.
+    pub fn cutover_processes(&self) -> Vec<u32> {
+        let config = self.config.display().to_string();
+        let canonical = self
+            .config
+            .canonicalize()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| config.clone());
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let names_config = args.iter().any(|a| *a == config || *a == canonical);
+            if names_config && args.iter().any(|a| a == "up") && process_alive(pid) {
+                found.push(pid);
+            }
+        }
+        found
+    }
+
+    /// Waits (up to `timeout`, else panics) until none of `pids` lives,
+    /// reaping the process this test started when it is one of them.
+    fn wait_gone(&mut self, pids: &[u32], timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        let child = self.child.as_mut().unwrap();
         loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
+            if let Some(child) = self.child.as_mut() {
+                let _ = child.try_wait();
+            }
+            let alive: Vec<u32> = pids.iter().copied().filter(|p| process_alive(*p)).collect();
+            if alive.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cutover {alive:?} did not exit within {timeout:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The exit status of the process this test started, once it exited
+    /// (`None` while it runs, or after [`Cutover::kill9`] took it).
+    pub fn first_exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// Sends `signal` to the current cutover and waits (up to `timeout`)
+    /// for it to exit. Its exit status when this test started it; `None`
+    /// when an upgrade did (not our child: its status cannot be read).
+    pub fn stop(&mut self, signal: nix::sys::signal::Signal, timeout: Duration) -> Option<ExitStatus> {
+        let pid = self.pid();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.as_mut() {
+                Some(child) if child.id() == pid => {
+                    if let Some(status) = child.try_wait().unwrap() {
+                        return Some(status);
+                    }
+                }
+                _ if !process_alive(pid) => return None,
+                _ => {}
             }
             assert!(Instant::now() < deadline, "cutover did not exit after {signal}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+
+    /// Sends `signal` to the current cutover and waits (up to `timeout`)
+    /// for it to exit; its exit status. Panics when the current cutover
+    /// was started by an upgrade (its status cannot be read: use
+    /// [`Cutover::stop`]).
+    pub fn signal_and_wait(&mut self, signal: nix::sys::signal::Signal, timeout: Duration) -> ExitStatus {
+        let pid = self.pid();
+        self.stop(signal, timeout).unwrap_or_else(|| {
+            panic!("cutover {pid} exited after {signal}, but an upgrade started it: its exit status cannot be read")
+        })
+    }
 }
 
 impl Drop for Cutover {
+    /// Stops whichever cutover runs on this config (SIGTERM, then SIGKILL
+    /// after 10 s), then kills any instance left over: by pid from the
+    /// status, and by the state_dir's marker (instances an upgrade
+    /// adopted, or a killed cutover left).
     fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if child.try_wait().ok().flatten().is_some() {
-            return;
+        use nix::sys::signal::{kill, killpg, Signal};
+        use nix::unistd::Pid;
+        let mut running = self.cutover_processes();
+        if let Some(child) = self.child.as_mut() {
+            if child.try_wait().ok().flatten().is_none() && !running.contains(&child.id()) {
+                running.push(child.id());
+            }
         }
-        let pids = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.instance_pids())).unwrap_or_default();
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
+        let mut pids = if running.is_empty() {
+            Vec::new()
+        } else {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.instance_pids())).unwrap_or_default()
+        };
+        for pid in &running {
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        let gone = |child: &mut Option<Child>| {
+            if let Some(c) = child.as_mut() {
+                let _ = c.try_wait();
+            }
+            running.iter().all(|p| !process_alive(*p))
+        };
+        while !gone(&mut self.child) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        for pid in &running {
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        pids.extend(marked_by(&self.state_dir()));
         for pid in pids {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
     }
+}
+
+/// Live processes whose environment carries `CUTOVER_STATE_DIR=<state_dir>`
+/// (every instance and hook a cutover on that state_dir started).
+pub fn marked_by(state_dir: &Path) -> Vec<u32> {
+    let marker = format!("CUTOVER_STATE_DIR={}", state_dir.display());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let marked = environ.split(|b| *b == 0).any(|v| v == marker.as_bytes());
+        if marked && process_alive(pid) {
+            found.push(pid);
+        }
+    }
+    found
 }
 
 /// Live (not zombie) child processes of `parent`, with the instance name
