@@ -226,6 +226,27 @@ async fn thaw_restarts_what_died_while_frozen() {
     assert!(!alive(new_pid));
 }
 
+/// An instance unhealthy at the freeze rejoins the table at its first
+/// passing probe after a thaw (the failure count survives the freeze).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_unhealthy_at_the_freeze_rejoins_after_a_thaw() {
+    let f = fixture("unhealthy", 1, "");
+    let (old, table) = f.supervisor();
+    let instances = old.start_app(f.app());
+    all_ready(&instances).await;
+    std::fs::remove_file(f.dir.join("www/health")).unwrap();
+    eventually("web-0 unhealthy", || instances[0].state().name() == "unhealthy").await;
+    eventually("out of the table", || routed(&table).is_empty()).await;
+    let records = old.freeze().await;
+    assert_eq!(records.len(), 1, "an unhealthy instance is handed over too");
+    std::fs::write(f.dir.join("www/health"), "ok\n").unwrap();
+    // The upgrade failed.
+    old.thaw().await;
+    eventually("ready again", || instances[0].state().name() == "ready").await;
+    eventually("routed again", || routed(&table).len() == 1).await;
+    old.stop_all().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_freeze_stops_a_starting_instance_and_its_post_start_hook() {
     let f = fixture("starting", 1, "");

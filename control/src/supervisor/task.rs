@@ -289,11 +289,10 @@ async fn run_once(
             }
             _ = control.interrupted() => match control.hold(&instance.ack).await {
                 // Thawed: a process that exited meanwhile is seen by the
-                // next `wait` (a crash); probing starts over.
-                Hold::Go => {
-                    failures = 0;
-                    ticker.reset();
-                }
+                // next `wait` (a crash). The failure count stays: an
+                // instance that was unhealthy at the freeze rejoins the
+                // table at its first passing probe, as it would have.
+                Hold::Go => ticker.reset(),
                 Hold::Stopped => break Exit::Stopped,
                 Hold::Released => break Exit::Released,
             },
