@@ -94,6 +94,9 @@ pub async fn run(start: Start) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(start: Start) -> anyhow::Result<ExitCode> {
+    // First: a SIGUSR2 (a reload) or SIGTERM during start-up must not kill
+    // cutover by the default action, leaving its apps behind.
+    let mut signals = Signals::new()?;
     let path = start.path.clone();
     // Taking over: the predecessor's listeners and lock first, so whatever
     // fails below is reported to it.
@@ -377,7 +380,6 @@ async fn serve(start: Start) -> anyhow::Result<ExitCode> {
         "cutover is up"
     );
 
-    let mut signals = Signals::new()?;
     let admin_addr = config.admin.listen.to_string();
     let ending = loop {
         tokio::select! {
@@ -403,12 +405,13 @@ async fn serve(start: Start) -> anyhow::Result<ExitCode> {
                     acme: &acme,
                     run_dir: &run_dir,
                 };
-                let ended = old::run(&running, request, signals.stop()).await;
+                // Handed over, this process must end as such (never stop the
+                // apps, never unlock), even if a stop signal came meanwhile.
+                if let old::Ended::HandedOver { successor } = old::run(&running, request, signals.stop()).await {
+                    break Ending::HandedOver(successor);
+                }
                 if let Some(name) = signals.stopped {
                     break Ending::Stop(name);
-                }
-                if let old::Ended::HandedOver { successor } = ended {
-                    break Ending::HandedOver(successor);
                 }
             }
         }
@@ -439,6 +442,11 @@ async fn serve(start: Start) -> anyhow::Result<ExitCode> {
             tracing::info!("cutover stopped");
         }
         Ending::HandedOver(successor) => {
+            // The successor holds the lock: this process must never unlock
+            // it, not even by unwinding from a panic below.
+            if let Some(lock) = state_lock.take() {
+                lock.hand_over();
+            }
             // New admin requests go to the successor, which serves the same
             // socket; the upgrade's follower already has its outcome.
             let _ = admin_stop.send(());
@@ -447,9 +455,6 @@ async fn serve(start: Start) -> anyhow::Result<ExitCode> {
             let left = data_plane.hand_over(config::timing::shutdown_drain(&config)).await;
             if left > 0 {
                 tracing::warn!(requests = left, "requests still running at the drain deadline are cut");
-            }
-            if let Some(lock) = state_lock.take() {
-                lock.hand_over();
             }
             tracing::info!(successor, "cutover handed over and stopped");
         }
@@ -508,16 +513,17 @@ async fn give_up(predecessor: Option<&Predecessor>, reason: &str) -> ExitCode {
     std::process::exit(1);
 }
 
-/// A successor adopts what its predecessor ran: processes of other state
-/// dirs' or unknown apps are not kept; everything else marked with this
-/// state_dir that is not adopted (leftovers) is stopped first.
+/// A successor adopts what its predecessor ran: everything marked with this
+/// state_dir that was not handed over (leftovers) is stopped first; a
+/// record of an app this process does not serve, or one that fails
+/// verification, is stopped after (it was the predecessor's, unsupervised
+/// now), so `fill_app` replaces it and no instance runs twice.
 async fn adopt(supervisor: &Supervisor, serving: &Config, run_dir: &std::path::Path, records: Vec<InstanceRecord>) {
-    let records: Vec<InstanceRecord> = records
-        .into_iter()
-        .filter(|r| serving.apps.contains_key(&r.app))
-        .collect();
     let keep: BTreeSet<u32> = records.iter().map(|r| r.pid).collect();
-    let reaped = supervisor::orphans::reap_except(run_dir, &keep);
+    let dir = run_dir.to_path_buf();
+    let reaped = tokio::task::spawn_blocking(move || supervisor::orphans::reap_except(&dir, &keep))
+        .await
+        .unwrap_or_default();
     if !reaped.is_empty() {
         tracing::warn!(processes = ?reaped, "stopped processes the previous cutover did not hand over");
     }
@@ -525,6 +531,20 @@ async fn adopt(supervisor: &Supervisor, serving: &Config, run_dir: &std::path::P
     for app in serving.apps.values() {
         let mine: Vec<InstanceRecord> = records.iter().filter(|r| r.app == app.name).cloned().collect();
         adopted.extend(supervisor.adopt_app(Arc::new(app.clone()), &mine));
+    }
+    let adopted_pids: BTreeSet<u32> = adopted.iter().filter_map(|i| i.pid()).collect();
+    let left: Vec<InstanceRecord> = records.into_iter().filter(|r| !adopted_pids.contains(&r.pid)).collect();
+    if !left.is_empty() {
+        let stop_timeout = |app: &str| {
+            serving
+                .apps
+                .get(app)
+                .map_or(Duration::from_secs(10), |a| a.stop_timeout)
+        };
+        let stops = left
+            .iter()
+            .map(|record| stop_unadopted(record, run_dir, stop_timeout(&record.app)));
+        futures_util::future::join_all(stops).await;
     }
     // Ready before this process accepts anything (they normally are at
     // once); one that is not keeps being checked, and restarted if it fails.
@@ -540,6 +560,42 @@ async fn adopt(supervisor: &Supervisor, serving: &Config, run_dir: &std::path::P
         ready = ready.iter().filter(|r| r.is_some()).count(),
         "adopted the running instances"
     );
+}
+
+/// Stops a handed-over instance that could not be adopted (its
+/// `/proc/<pid>/environ` rewritten by a process title, say): only while its
+/// pid file still names it and it still leads its own group, which is what
+/// the predecessor's record says; SIGTERM to the group, SIGKILL after
+/// `stop_timeout`.
+async fn stop_unadopted(record: &InstanceRecord, run_dir: &std::path::Path, stop_timeout: Duration) {
+    let pid_file = run_dir.join(format!("{}.pid", record.name));
+    let leads_its_group = || process_group(record.pid) == Some(record.pid);
+    if supervisor::pidfile::read_pid(&pid_file) != Some(record.pid) || !leads_its_group() {
+        tracing::warn!(instance = %record.name, pid = record.pid, "a handed-over instance is gone or not ours any more; left alone");
+        return;
+    }
+    tracing::warn!(instance = %record.name, pid = record.pid, "stopping a handed-over instance that could not be adopted; a fresh one replaces it");
+    supervisor::process::signal_group(record.pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = tokio::time::Instant::now().checked_add(stop_timeout);
+    while leads_its_group() && deadline.is_some_and(|d| tokio::time::Instant::now() < d) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    supervisor::process::signal_group(record.pid, nix::sys::signal::Signal::SIGKILL);
+    if supervisor::pidfile::read_pid(&pid_file) == Some(record.pid) {
+        let _ = std::fs::remove_file(&pid_file);
+    }
+}
+
+/// The process group of a live (non-zombie) process.
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?;
+    if state.starts_with(['Z', 'X']) {
+        return None;
+    }
+    fields.nth(1)?.parse().ok()
 }
 
 /// The data plane's config, from `config`.

@@ -585,3 +585,38 @@ fn a_deploy_push_or_upgrade_during_an_upgrade_gets_409() {
     let deploy = cutover.admin_post_json("/deploy", br#"{"app":"web"}"#);
     assert_eq!(deploy.status, 202, "after the upgrade: {}", deploy.text());
 }
+
+/// A removed app's instances drain in the background and belong to no app:
+/// nothing would hand them over, and the new process would reap them under
+/// their requests. The upgrade waits (409) until they are gone.
+#[test]
+fn an_upgrade_while_a_removed_app_drains_gets_409() {
+    let cutover = Cutover::builder()
+        .app(App::demo("web", "v1"))
+        .app(App::demo("old", "v1").yaml("drain_timeout: 20s"))
+        .route("web.test", "/", "web")
+        .route("old.test", "/", "old")
+        .start();
+    let proxy = cutover.proxy;
+    let slow = std::thread::spawn(move || support::http::get(proxy, "old.test", "/slow?ms=3000"));
+    cutover.wait_until(Duration::from_secs(10), "the slow request in flight", |c| {
+        c.metrics().iter().any(|s| {
+            s.name == "cutover_inflight_requests" && s.labels.get("app").is_some_and(|a| a == "old") && s.value > 0.0
+        })
+    });
+    let (code, out, err) = cutover.push(&cutover.config_without_app("old"), &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let binary = copy_of_cutover(&cutover, "cutover-new");
+    let old = cutover.pid();
+    let (status, json) = post_upgrade(&cutover, &serde_json::json!({ "binary": binary }).to_string());
+    assert_eq!(status, 409, "{json}");
+    assert!(json["error"].as_str().is_some_and(|e| e.contains("old")), "{json}");
+    assert_eq!(cutover.pid(), old);
+    let answer = slow.join().unwrap().expect("the draining request is answered");
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    // Once it is gone, the upgrade goes through.
+    cutover.wait_until(Duration::from_secs(30), "the removed app stopped", |c| {
+        post_upgrade(c, &serde_json::json!({ "binary": binary }).to_string()).0 == 202
+    });
+    wait_pid_change(&cutover, old, UPGRADE_TIMEOUT);
+}

@@ -101,7 +101,11 @@ impl StateLock {
             }
             Err((_, errno)) => return Err(io(std::io::Error::from(errno))),
         };
-        write_pid(&mut file).map_err(io)?;
+        // Failing here must not drop the lock: dropping a `Flock` unlocks
+        // the open file, for the predecessor too. The pid is informational.
+        if let Err(e) = write_pid(&mut file) {
+            tracing::warn!(error = %e, "cannot write this process's pid into the state_dir lock file");
+        }
         Ok(Self { file })
     }
 }

@@ -32,6 +32,8 @@ pub enum UpgradeError {
     Refused(#[from] DeployError),
     #[error("cutover cannot upgrade itself right now: its upgrade task is not running")]
     Unavailable,
+    #[error("{0}")]
+    NotHere(String),
 }
 
 /// How an upgrade ended.
@@ -221,6 +223,9 @@ impl Upgrades {
     /// regular file, while a deployment or another upgrade runs, and while
     /// cutover stops.
     pub fn request(&self, binary: Option<PathBuf>) -> Result<Arc<UpgradeLog>, UpgradeError> {
+        if let Some(why) = cannot_outlive_the_old_process() {
+            return Err(UpgradeError::NotHere(why));
+        }
         let binary = binary.unwrap_or_else(|| self.own_binary.clone());
         check_binary(&binary)?;
         let id = format!(
@@ -249,6 +254,31 @@ impl Upgrades {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         recent.iter().find(|l| l.id() == id).cloned()
     }
+}
+
+/// Why a new process could not outlive this one, if it could not: the old
+/// process exits at the end of an upgrade, and when it is a PID namespace's
+/// init (a container's entrypoint), or the only child of a minimal init
+/// that exits with it (tini, dumb-init), its exit ends the container, the
+/// new process and the apps with it.
+fn cannot_outlive_the_old_process() -> Option<String> {
+    const MINIMAL_INITS: [&str; 5] = ["tini", "dumb-init", "docker-init", "catatonit", "s6-svscan"];
+    if std::process::id() == 1 {
+        return Some(
+            "cutover runs as PID 1 (a container's entrypoint): its exit would end the container; \
+             restart the container to upgrade, or run cutover under a supervisor"
+                .into(),
+        );
+    }
+    let parent = std::os::unix::process::parent_id();
+    let init = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
+    let init = init.trim();
+    (parent == 1 && MINIMAL_INITS.contains(&init)).then(|| {
+        format!(
+            "cutover's parent is {init}, which exits when cutover does: an upgrade would end the container; \
+             restart the container to upgrade"
+        )
+    })
 }
 
 /// An absolute path to an executable regular file (after symlinks).

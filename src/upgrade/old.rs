@@ -62,6 +62,7 @@ pub async fn run(running: &Running<'_>, request: UpgradeRequest, stop: impl std:
     let mut attempt = Attempt {
         log: &log,
         child: None,
+        pid: None,
         frozen: None,
     };
     let result = tokio::select! {
@@ -69,7 +70,10 @@ pub async fn run(running: &Running<'_>, request: UpgradeRequest, stop: impl std:
         () = &mut stop => Err("cutover was asked to stop during the upgrade".to_string()),
     };
     match result {
-        Ok(successor) => {
+        Ok((successor, channel)) => {
+            // The new process serves: from here on nothing is undone, not
+            // even by a stop signal (which then finds this process draining).
+            attempt.commit(running, &channel).await;
             running.upgrades.count(UpgradeOutcome::Succeeded);
             log.finish(
                 UpgradeOutcome::Succeeded,
@@ -99,13 +103,17 @@ pub async fn run(running: &Running<'_>, request: UpgradeRequest, stop: impl std:
 struct Attempt<'l> {
     log: &'l UpgradeLog,
     child: Option<Child>,
+    /// The new process's pid (its group's id), kept even once `child` has
+    /// reaped it: its group may outlive it.
+    pid: Option<u32>,
     /// Set while the supervisor is frozen: the pids handed over.
     frozen: Option<BTreeSet<u32>>,
 }
 
 impl Attempt<'_> {
-    /// The hand-over, step by step; the successor's pid once it serves.
-    async fn hand_over(&mut self, running: &Running<'_>) -> Result<u32, String> {
+    /// The hand-over, step by step, up to the successor reporting ready:
+    /// its pid, and the channel to tell it the apps are released.
+    async fn hand_over(&mut self, running: &Running<'_>) -> Result<(u32, Channel), String> {
         let binary = self.log.binary().to_path_buf();
         let (channel, theirs) = Channel::pair().map_err(|e| format!("cannot make the hand-over channel: {e}"))?;
         let child =
@@ -113,6 +121,7 @@ impl Attempt<'_> {
         drop(theirs);
         let pid = child.id().unwrap_or(0);
         self.child = Some(child);
+        self.pid = Some(pid).filter(|p| *p != 0);
         self.log.step(format!("started {} (pid {pid})", binary.display()));
         let deadline = cutover_proxy::time::after(READY_WITHIN);
         match self.next(&channel, deadline, "its hello").await?.0 {
@@ -170,19 +179,23 @@ impl Attempt<'_> {
             other => return Err(unexpected(&other, "it to serve")),
         }
         self.log.step(format!("the new cutover (pid {pid}) serves"));
-        // From here on the new process owns the apps, whatever happens to
-        // either process: no undo. It starts its ACME driver once released.
+        Ok((pid, channel))
+    }
+
+    /// After `Ready`: the new process owns the apps, whatever happens to
+    /// either process. It starts its ACME driver once released.
+    async fn commit(&mut self, running: &Running<'_>, channel: &Channel) {
+        // The child is not stopped when its handle goes: it is the server.
+        self.child = None;
+        self.pid = None;
         if let Some(acme) = running.acme.lock().await.take() {
             acme.shutdown().await;
         }
         running.supervisor.release().await;
         self.frozen = None;
-        // The child is not stopped when its handle goes: it is the server.
-        self.child = None;
         if let Err(e) = channel.send(&Message::Released, &[]).await {
             tracing::warn!(error = %e, "could not tell the new cutover the apps are released; it takes them anyway");
         }
-        Ok(pid)
     }
 
     async fn next(
@@ -197,10 +210,10 @@ impl Attempt<'_> {
     /// After a failure: the new process and whatever it started are stopped
     /// (SIGKILL to its group: it owns nothing yet), supervision resumes.
     async fn undo(&mut self, running: &Running<'_>) {
+        if let Some(pid) = self.pid.take() {
+            signal_group(pid, Signal::SIGKILL);
+        }
         if let Some(mut child) = self.child.take() {
-            if let Some(pid) = child.id() {
-                signal_group(pid, Signal::SIGKILL);
-            }
             let _ = child.start_kill();
             match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
                 Ok(Ok(status)) => self.log.step(format!("stopped the new cutover ({status})")),

@@ -41,6 +41,7 @@ pub(super) async fn start(State(state): State<Arc<AdminState>>, body: Bytes) -> 
         UpgradeError::Refused(refused) => ApiError::from(refused),
         UpgradeError::BadBinary(message) => ApiError::new(StatusCode::BAD_REQUEST, message),
         UpgradeError::Unavailable => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        UpgradeError::NotHere(message) => ApiError::new(StatusCode::CONFLICT, message),
     })?;
     let id = log.id().to_string();
     Ok((

@@ -124,6 +124,11 @@ impl Controller {
         if let Some((app, log)) = running {
             return Err(DeployError::Conflict { app, id: log.id() });
         }
+        // A removed app's instances drain and stop in the background; they
+        // belong to no app, so nothing would hand them over.
+        if let Some(app) = self.lock_retiring().iter().next().cloned() {
+            return Err(DeployError::Retiring(app));
+        }
         *self.lock_upgrading() = Some(what.to_string());
         drop(gate);
         Ok(UpgradeGuard {

@@ -48,7 +48,7 @@ pub enum DeployError {
     Conflict { app: String, id: String },
     #[error("{0}")]
     InvalidConfig(String),
-    #[error("app {0} was removed and its instances are still stopping; push it again once they are gone")]
+    #[error("app {0} was removed and its instances are still stopping; try again once they are gone")]
     Retiring(String),
     #[error("cutover is stopping; it takes no new deployments or pushes")]
     Stopping,

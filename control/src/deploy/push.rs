@@ -208,7 +208,7 @@ impl Controller {
         });
     }
 
-    fn lock_retiring(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+    pub(super) fn lock_retiring(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
         self.retiring.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
