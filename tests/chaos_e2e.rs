@@ -405,8 +405,7 @@ fn the_admin_token_is_in_no_child_environment() {
     let env = chaos::environ(hook.pid);
     assert!(env.iter().any(|v| v == "CUTOVER_APP=web"), "{env:?}");
     assert_eq!(leaks(hook.pid), Vec::<String>::new(), "{hook:?}");
-    assert!(
-        state_dir.join("run").join(format!("{}.pid", hook.name)).exists(),
-        "the hook has a pid file"
-    );
+    // Written right after the spawn: the hook may be seen running first.
+    let pid_file = state_dir.join("run").join(format!("{}.pid", hook.name));
+    cutover.wait_until(Duration::from_secs(10), "the hook's pid file", |_| pid_file.exists());
 }
