@@ -18,7 +18,7 @@ mod load;
 
 use std::time::{Duration, Instant};
 
-use common::{request, Running};
+use common::{env_or, print_percentiles, request, split_by_windows, Running};
 use load::{Load, LoadSpec, Req};
 
 fn main() {
@@ -82,30 +82,13 @@ routes:
     let report = load.stop();
     drop(cutover);
 
-    let (mut steady, mut during) = (Vec::new(), Vec::new());
-    for (at, us) in &report.latencies {
-        if windows.iter().any(|(s, e)| at >= s && at <= e) {
-            during.push(*us);
-        } else {
-            steady.push(*us);
-        }
-    }
+    let (mut steady, mut during) = split_by_windows(&report.latencies, &windows);
     println!("deploy under load: {deploys} rolling deploys, {clients} clients (closed loop)");
     println!("  requests   {:>9}", report.total);
     println!("  failures   {:>9}  {:?}", report.failures(), report.samples);
     println!("  statuses   {:?}", report.by_status);
-    println!(
-        "  steady     p50 {:>7.2} ms  p99 {:>7.2} ms  ({} requests)",
-        pct(&mut steady, 50.0),
-        pct(&mut steady, 99.0),
-        steady.len()
-    );
-    println!(
-        "  deploying  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} requests)",
-        pct(&mut during, 50.0),
-        pct(&mut during, 99.0),
-        during.len()
-    );
+    print_percentiles("steady", &mut steady);
+    print_percentiles("deploying", &mut during);
     let outcomes: Vec<String> = records
         .iter()
         .map(|r| json_field(r, "outcome").unwrap_or_else(|| "unknown".into()))
@@ -141,10 +124,6 @@ routes:
     );
 }
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 fn json_field(json: &str, key: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(json).ok()?;
     v[key].as_str().map(str::to_string)
@@ -158,13 +137,4 @@ fn json_u64(json: &str, key: &str) -> Option<u64> {
 fn phase_ms(record: &str, phase: &str) -> Option<u64> {
     let v: serde_json::Value = serde_json::from_str(record).ok()?;
     v["phases"].as_array()?.iter().find(|p| p["phase"] == phase)?["duration_ms"].as_u64()
-}
-
-fn pct(values: &mut [u64], p: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_unstable();
-    let i = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
-    values[i] as f64 / 1000.0
 }

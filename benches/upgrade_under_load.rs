@@ -23,7 +23,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{request, Running};
+use common::{env_or, print_percentiles, request, split_by_windows, Running};
 use load::{Load, LoadSpec, Req};
 
 fn main() {
@@ -109,31 +109,14 @@ routes:
     stop_current(&config, current);
     drop(cutover);
 
-    let (mut steady, mut during) = (Vec::new(), Vec::new());
-    for (at, us) in &report.latencies {
-        if windows.iter().any(|(s, e)| at >= s && at <= e) {
-            during.push(*us);
-        } else {
-            steady.push(*us);
-        }
-    }
+    let (mut steady, mut during) = split_by_windows(&report.latencies, &windows);
     println!("upgrade under load: {upgrades} upgrades, {clients} clients (closed loop)");
     println!("  requests   {:>9}", report.total);
     println!("  failures   {:>9}  {:?}", report.failures(), report.samples);
     println!("  refused    {:>9}", report.connect_errors);
     println!("  statuses   {:?}", report.by_status);
-    println!(
-        "  steady     p50 {:>7.2} ms  p99 {:>7.2} ms  ({} requests)",
-        pct(&mut steady, 50.0),
-        pct(&mut steady, 99.0),
-        steady.len()
-    );
-    println!(
-        "  upgrading  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} requests)",
-        pct(&mut during, 50.0),
-        pct(&mut during, 99.0),
-        during.len()
-    );
+    print_percentiles("steady", &mut steady);
+    print_percentiles("upgrading", &mut during);
     let durations: Vec<u128> = windows.iter().map(|(s, e)| (*e - *s).as_millis()).collect();
     println!("  upgrade durations (ms, command start to old process gone): {durations:?}");
     assert_eq!(report.failures(), 0, "upgrades failed requests");
@@ -201,17 +184,4 @@ fn stop_current(config: &Path, pid: u32) {
             .args(["-9", &pid.to_string()])
             .status();
     }
-}
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn pct(values: &mut [u64], p: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_unstable();
-    let i = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
-    values[i] as f64 / 1000.0
 }

@@ -112,3 +112,42 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
+
+/// Latencies (µs) split by whether they were measured inside one of
+/// `windows` (a deploy, an upgrade): `(outside, inside)`.
+pub fn split_by_windows(latencies: &[(Instant, u64)], windows: &[(Instant, Instant)]) -> (Vec<u64>, Vec<u64>) {
+    let mut split = (Vec::new(), Vec::new());
+    for (at, us) in latencies {
+        if windows.iter().any(|(s, e)| at >= s && at <= e) {
+            split.1.push(*us);
+        } else {
+            split.0.push(*us);
+        }
+    }
+    split
+}
+
+/// Prints one line: p50 and p99 (ms) of `values` (µs) under `label`.
+pub fn print_percentiles(label: &str, values: &mut [u64]) {
+    println!(
+        "  {label:<10} p50 {:>7.2} ms  p99 {:>7.2} ms  ({} requests)",
+        pct(values, 50.0),
+        pct(values, 99.0),
+        values.len()
+    );
+}
+
+/// The `p`th percentile of `values` (µs), in ms; 0 when empty.
+pub fn pct(values: &mut [u64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_unstable();
+    let i = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
+    values[i] as f64 / 1000.0
+}
+
+/// A numeric knob from the environment, or `default`.
+pub fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
