@@ -358,9 +358,10 @@ async fn serve(start: Start) -> anyhow::Result<ExitCode> {
             upgrades.count(UpgradeOutcome::Succeeded);
             notify(&format!("MAINPID={}\nREADY=1", std::process::id()));
             let pid = predecessor.pid;
+            let predecessor_exit = predecessor.take_exit();
             tracing::info!(predecessor = pid, "took over: serving and supervising the apps");
             tokio::spawn(async move {
-                new::exited(pid).await;
+                predecessor_exit.await;
                 drop(takeover_guard);
                 tracing::info!(
                     predecessor = pid,

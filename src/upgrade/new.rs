@@ -5,8 +5,10 @@
 //! ready, a failure here changes nothing for the old process: this process
 //! says why and exits without touching any app.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -27,6 +29,8 @@ pub struct Predecessor {
     pub proxy: Vec<(String, OwnedFd)>,
     admin: Option<(String, OwnedFd)>,
     lock: Option<OwnedFd>,
+    /// Resolves once the old process has exited.
+    exit: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 /// How the hand-over ended once this process reported ready.
@@ -43,6 +47,7 @@ impl Predecessor {
     /// and the state_dir lock.
     pub async fn connect(fd: OwnedFd) -> anyhow::Result<Self> {
         let pid = std::os::unix::process::parent_id();
+        let exit = exit_of(pid);
         let channel = Channel::from_fd(fd).context("the hand-over descriptor is not usable")?;
         channel
             .send(
@@ -73,6 +78,7 @@ impl Predecessor {
             proxy: proxy.into_iter().zip(fds).collect(),
             admin: admin_fd.map(|fd| (admin, fd)),
             lock,
+            exit: Some(exit),
         })
     }
 
@@ -95,6 +101,11 @@ impl Predecessor {
         }
         listener.set_nonblocking(true)?;
         Ok(Some(listener))
+    }
+
+    /// Resolves once the old process has exited (watched since `connect`).
+    pub fn take_exit(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        self.exit.take().unwrap_or_else(|| exit_of(self.pid))
     }
 
     /// The state_dir lock's file (held by the old process and, through this
@@ -151,8 +162,20 @@ async fn receive(channel: &Channel, what: &str) -> anyhow::Result<(Message, Vec<
     }
 }
 
-/// Resolves once process `pid` has exited (a zombie counts as exited).
-pub async fn exited(pid: u32) {
+/// Resolves once process `pid` has exited (a zombie counts as exited):
+/// through a pidfd opened now (so a later reuse of the pid is not mistaken
+/// for it), or, where the kernel has none, by polling `/proc`.
+pub fn exit_of(pid: u32) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    match cutover_control::supervisor::process::exit_of(pid) {
+        Ok(exit) => Box::pin(exit),
+        Err(e) => {
+            tracing::debug!(pid, error = %e, "no pidfd; polling /proc for the predecessor's exit");
+            Box::pin(polled_exit(pid))
+        }
+    }
+}
+
+async fn polled_exit(pid: u32) {
     loop {
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .ok()

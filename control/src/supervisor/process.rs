@@ -199,6 +199,22 @@ impl Process {
     }
 }
 
+/// A future that resolves once process `pid` has exited (any process,
+/// not only a child; a zombie has exited). It watches a pidfd opened now,
+/// so a process that reuses the pid later is not mistaken for it. Needs a
+/// tokio runtime.
+pub fn exit_of(pid: u32) -> std::io::Result<impl std::future::Future<Output = ()> + Send> {
+    let raw = i32::try_from(pid).map_err(|_| std::io::Error::other(format!("pid {pid} out of range")))?;
+    let pid = rustix::process::Pid::from_raw(raw).ok_or_else(|| std::io::Error::other("pid 0"))?;
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
+    // See `Process::adopt` for why the deprecated constructor is sound here.
+    #[allow(deprecated)]
+    let fd = AsyncFd::with_interest(pidfd, Interest::READABLE)?;
+    Ok(async move {
+        let _ = fd.readable().await;
+    })
+}
+
 /// Sends `signal` to process group `pgid`; a group that is already gone is
 /// not an error.
 pub fn signal_group(pgid: u32, signal: Signal) {
