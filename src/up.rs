@@ -449,7 +449,11 @@ async fn serve(start: Start) -> anyhow::Result<ExitCode> {
                 lock.hand_over();
             }
             // New admin requests go to the successor, which serves the same
-            // socket; the upgrade's follower already has its outcome.
+            // socket; the upgrade's follower already has its outcome. The
+            // spare copy kept for an upgrade closes too: should the
+            // successor die, a listening socket nobody accepts on must not
+            // outlive it here, swallowing connections while this drains.
+            drop(admin_fd);
             let _ = admin_stop.send(());
             let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
             tracing::info!(successor, "handed over: draining requests, apps keep running");

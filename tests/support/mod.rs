@@ -423,7 +423,11 @@ impl Cutover {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("cutover exited early ({status}); log:\n{}", self.log());
             }
-            let admin_ok = std::net::TcpStream::connect(self.admin).is_ok();
+            // A connect alone could reach a socket another process still
+            // holds (a previous cutover on its way out): the admin API must
+            // answer with this process's pid.
+            let child = self.child.as_ref().map(std::process::Child::id);
+            let admin_ok = self.status_pid().is_some_and(|pid| Some(pid) == child);
             let proxy_ok = std::net::TcpStream::connect(self.proxy).is_ok();
             if admin_ok && proxy_ok {
                 return;
@@ -478,7 +482,7 @@ impl Cutover {
         all.extend_from_slice(headers);
         Client::connect(self.admin)
             .and_then(|mut c| c.send(method, &self.admin_host(), path, &all, body))
-            .expect("admin answers")
+            .unwrap_or_else(|e| panic!("admin answers {method} {path}: {e}; log:\n{}", self.log()))
     }
 
     /// Every instance of `app` in the status.
@@ -631,7 +635,9 @@ impl Cutover {
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
             let names_config = args.iter().any(|a| *a == config || *a == canonical);
-            if names_config && args.iter().any(|a| a == "up") && process_alive(pid) {
+            // Any live thread counts: an exiting cutover's main thread is a
+            // zombie while the others still hold its sockets.
+            if names_config && args.iter().any(|a| a == "up") && (process_alive(pid) || any_thread_alive(pid)) {
                 found.push(pid);
             }
         }
@@ -795,6 +801,21 @@ pub fn children_of(parent: u32) -> Vec<(u32, String)> {
 }
 
 /// True while a process with this pid exists and is not a zombie.
+/// True while any thread of process `pid` runs. (The state in
+/// `/proc/<pid>/stat` is the main thread's: it shows a zombie while the
+/// other threads of an exiting process still run.)
+pub fn any_thread_alive(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(Result::ok).any(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit_once(')').map(|(_, r)| r.trim_start().chars().next()))
+            .is_some_and(|state| !matches!(state, Some('Z') | Some('X')))
+    })
+}
+
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => false,

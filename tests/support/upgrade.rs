@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::support::{cutover_bin, marked_by, process_alive, prom, Cutover};
+use crate::support::{any_thread_alive, cutover_bin, marked_by, process_alive, prom, Cutover};
 
 /// A copy of the cutover binary under the test's directory, named `name`:
 /// the "new" binary is another file than the running one, as on a real
@@ -157,21 +157,6 @@ pub fn wait_pid_change(cutover: &Cutover, old: u32, timeout: Duration) -> u32 {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// True while any thread of process `pid` runs. (The state in
-/// `/proc/<pid>/stat` is the main thread's: it shows a zombie while the
-/// other threads of an exiting process still run.)
-pub fn any_thread_alive(pid: u32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    tasks.filter_map(Result::ok).any(|task| {
-        std::fs::read_to_string(task.path().join("stat"))
-            .ok()
-            .and_then(|stat| stat.rsplit_once(')').map(|(_, r)| r.trim_start().chars().next()))
-            .is_some_and(|state| !matches!(state, Some('Z') | Some('X')))
-    })
 }
 
 /// Waits (up to `timeout`) until every thread of `pid` is gone.
