@@ -74,7 +74,7 @@ pub async fn run(running: &Running<'_>, request: UpgradeRequest, stop: impl std:
             // The new process serves: from here on nothing is undone, not
             // even by a stop signal (which then finds this process draining).
             attempt.commit(running, &channel).await;
-            running.upgrades.count(UpgradeOutcome::Succeeded);
+            // Counted by the new process, whose counters live on.
             log.finish(
                 UpgradeOutcome::Succeeded,
                 format!(
