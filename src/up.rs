@@ -33,6 +33,8 @@ use cutover_control::journal::{AppSource, Journal};
 use cutover_control::metrics::StateCollector;
 use cutover_control::routing::Routing;
 use cutover_control::state_lock::{self, StateLock};
+use cutover_control::supervisor::orphans::stat_of;
+use cutover_control::supervisor::process::Process;
 use cutover_control::supervisor::{self, InstanceRecord, Supervisor};
 use cutover_control::upgrade::{UpgradeOutcome, Upgrades};
 use cutover_proxy::tls::Challenges;
@@ -571,36 +573,21 @@ async fn adopt(supervisor: &Supervisor, serving: &Config, run_dir: &std::path::P
 /// `/proc/<pid>/environ` rewritten by a process title, say): only while its
 /// pid file still names it and it still leads its own group, which is what
 /// the predecessor's record says; SIGTERM to the group, SIGKILL after
-/// `stop_timeout`.
+/// `stop_timeout` ([`Process::stop`], on a pidfd opened before the checks).
 async fn stop_unadopted(record: &InstanceRecord, run_dir: &std::path::Path, stop_timeout: Duration) {
     let pid_file = run_dir.join(format!("{}.pid", record.name));
-    let leads_its_group = || process_group(record.pid) == Some(record.pid);
-    if supervisor::pidfile::read_pid(&pid_file) != Some(record.pid) || !leads_its_group() {
+    let process = Process::watch(record.pid).ok();
+    let leads_its_group = stat_of(record.pid).is_some_and(|s| !s.dead && s.pgrp == record.pid);
+    let ours = supervisor::pidfile::read_pid(&pid_file) == Some(record.pid) && leads_its_group;
+    let Some(process) = process.filter(|_| ours) else {
         tracing::warn!(instance = %record.name, pid = record.pid, "a handed-over instance is gone or not ours any more; left alone");
         return;
-    }
+    };
     tracing::warn!(instance = %record.name, pid = record.pid, "stopping a handed-over instance that could not be adopted; a fresh one replaces it");
-    supervisor::process::signal_group(record.pid, nix::sys::signal::Signal::SIGTERM);
-    let deadline = tokio::time::Instant::now().checked_add(stop_timeout);
-    while leads_its_group() && deadline.is_some_and(|d| tokio::time::Instant::now() < d) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    supervisor::process::signal_group(record.pid, nix::sys::signal::Signal::SIGKILL);
+    process.stop(stop_timeout).await;
     if supervisor::pidfile::read_pid(&pid_file) == Some(record.pid) {
         let _ = std::fs::remove_file(&pid_file);
     }
-}
-
-/// The process group of a live (non-zombie) process.
-fn process_group(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?;
-    if state.starts_with(['Z', 'X']) {
-        return None;
-    }
-    fields.nth(1)?.parse().ok()
 }
 
 /// The data plane's config, from `config`.

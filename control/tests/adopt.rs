@@ -260,7 +260,8 @@ async fn a_freeze_stops_a_starting_instance_and_its_post_start_hook() {
     let hook = pidfile::read_pid(&marker).unwrap();
     let pid = instances[0].pid().unwrap();
     assert_eq!(instances[0].state().name(), "starting");
-    assert_eq!(group_members(hook), 2, "the hook and its child run");
+    // The marker is written before the hook forks its `sleep`.
+    eventually("the hook and its child run", || group_members(hook) == 2).await;
 
     let records = old.freeze().await;
     assert!(

@@ -23,6 +23,10 @@ pub struct TableHandle {
     publish_lock: Mutex<()>,
     /// Set once cutover shuts down: held requests stop waiting.
     closing: AtomicBool,
+    /// Set once cutover shuts down or hands over (`shutdown` left
+    /// `Running`): read on every response, so an atomic, not the watch's
+    /// lock.
+    stopping: AtomicBool,
     /// Leaves `Running` at shutdown or hand-over: long-lived connections
     /// send their notice (which one depends on the value).
     shutdown: watch::Sender<Stop>,
@@ -39,6 +43,7 @@ impl TableHandle {
             changed,
             publish_lock: Mutex::new(()),
             closing: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             shutdown: watch::channel(Stop::Running).0,
             active: AtomicUsize::new(0),
         });
@@ -79,6 +84,7 @@ impl TableHandle {
     /// go away (cutover is shutting down).
     pub fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
+        self.stopping.store(true, Ordering::SeqCst);
         self.changed.send_modify(|_| {});
         self.shutdown.send_replace(Stop::Shutdown);
     }
@@ -88,6 +94,7 @@ impl TableHandle {
     /// requests keep waiting: a table may still give them a backend within
     /// their hold timeout, and a 503 now would fail them for nothing.
     pub fn hand_over(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         // A shutdown already under way stays one.
         self.shutdown.send_if_modified(|stop| match stop {
             Stop::Running => {
@@ -108,7 +115,7 @@ impl TableHandle {
     /// connection (to the successor, at a hand-over) instead of racing the
     /// close of this one.
     pub fn is_stopping(&self) -> bool {
-        *self.shutdown.borrow() != Stop::Running
+        self.stopping.load(Ordering::Relaxed)
     }
 
     /// True after [`TableHandle::close`].

@@ -176,17 +176,7 @@ pub fn exit_of(pid: u32) -> Pin<Box<dyn Future<Output = ()> + Send>> {
 }
 
 async fn polled_exit(pid: u32) {
-    loop {
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|stat| {
-                let (_, rest) = stat.rsplit_once(')')?;
-                rest.split_whitespace().next().map(str::to_string)
-            });
-        match state {
-            None => return,
-            Some(state) if state.starts_with(['Z', 'X']) => return,
-            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
+    while cutover_control::supervisor::orphans::stat_of(pid).is_some_and(|s| !s.dead) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -137,13 +137,15 @@ fn group_alive(pgid: u32) -> bool {
 }
 
 /// What `/proc/<pid>/stat` says about a process.
-pub(super) struct Stat {
-    pub(super) pgrp: u32,
+/// What `/proc/<pid>/stat` says of a process.
+pub struct Stat {
+    pub pgrp: u32,
     /// Zombie or dead: gone, only waiting for its parent to reap it.
-    pub(super) dead: bool,
+    pub dead: bool,
 }
 
-pub(super) fn stat_of(pid: u32) -> Option<Stat> {
+/// A process's group and whether it is gone; `None` once it is reaped.
+pub fn stat_of(pid: u32) -> Option<Stat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // pid (comm) state ppid pgrp ...; comm may contain anything, so split
     // after its last ')'.

@@ -145,6 +145,16 @@ impl Process {
         })
     }
 
+    /// Watches `pid`, any process group leader, through a pidfd opened
+    /// now: checks made after this call are about this very process, not
+    /// one that reused its pid. Needs a tokio runtime.
+    pub fn watch(pid: u32) -> std::io::Result<Self> {
+        let raw = i32::try_from(pid).map_err(|_| std::io::Error::other(format!("pid {pid} out of range")))?;
+        let id = rustix::process::Pid::from_raw(raw).ok_or_else(|| std::io::Error::other("pid 0"))?;
+        let pidfd = rustix::process::pidfd_open(id, rustix::process::PidfdFlags::empty())?;
+        Self::adopt(pid, pidfd)
+    }
+
     /// The leader's pid (also the process group id).
     pub fn pid(&self) -> u32 {
         self.pid
@@ -200,18 +210,13 @@ impl Process {
 }
 
 /// A future that resolves once process `pid` has exited (any process,
-/// not only a child; a zombie has exited). It watches a pidfd opened now,
-/// so a process that reuses the pid later is not mistaken for it. Needs a
-/// tokio runtime.
+/// not only a child; a zombie has exited). It watches a pidfd opened now
+/// ([`Process::watch`]), so a process that reuses the pid later is not
+/// mistaken for it. Needs a tokio runtime.
 pub fn exit_of(pid: u32) -> std::io::Result<impl std::future::Future<Output = ()> + Send> {
-    let raw = i32::try_from(pid).map_err(|_| std::io::Error::other(format!("pid {pid} out of range")))?;
-    let pid = rustix::process::Pid::from_raw(raw).ok_or_else(|| std::io::Error::other("pid 0"))?;
-    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
-    // See `Process::adopt` for why the deprecated constructor is sound here.
-    #[allow(deprecated)]
-    let fd = AsyncFd::with_interest(pidfd, Interest::READABLE)?;
+    let mut process = Process::watch(pid)?;
     Ok(async move {
-        let _ = fd.readable().await;
+        let _ = process.wait().await;
     })
 }
 
