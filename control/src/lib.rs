@@ -12,12 +12,14 @@
 //! - [`metrics`]: instance and table state as metrics, read at scrape time.
 //! - [`hooks`]: `sh -c` hooks with timeouts.
 //! - [`admin`]: the axum admin API.
+//! - [`api`]: the admin API's request and answer types (server and CLI).
 //! - [`state_lock`]: one cutover per `state_dir`, handed to a successor.
 //! - [`upgrade`]: upgrade requests of cutover itself and their progress.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod api;
 pub mod certs;
 pub mod config;
 pub mod deploy;

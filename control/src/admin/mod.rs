@@ -93,14 +93,21 @@ impl IntoResponse for ApiError {
 impl From<DeployError> for ApiError {
     fn from(e: DeployError) -> Self {
         let status = match &e {
-            DeployError::UnknownApp(_) => StatusCode::NOT_FOUND,
-            DeployError::Conflict { .. } | DeployError::Retiring(_) | DeployError::Upgrading(_) => StatusCode::CONFLICT,
+            DeployError::UnknownApp(_) | DeployError::UnknownDeployment(_) => StatusCode::NOT_FOUND,
+            DeployError::Conflict { .. }
+            | DeployError::Retiring(_)
+            | DeployError::Upgrading(_)
+            | DeployError::NotAtPause { .. }
+            | DeployError::Ended { .. }
+            | DeployError::NothingToRollBack(_) => StatusCode::CONFLICT,
             DeployError::InvalidConfig(_) => StatusCode::BAD_REQUEST,
             DeployError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
             DeployError::Journal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let id = match &e {
-            DeployError::Conflict { id, .. } => Some(id.clone()),
+            DeployError::Conflict { id, .. } | DeployError::NotAtPause { id } | DeployError::Ended { id } => {
+                Some(id.clone())
+            }
             _ => None,
         };
         Self {

@@ -54,6 +54,14 @@ pub enum DeployError {
     Stopping,
     #[error("cutover is upgrading itself ({0}); try again once the upgrade ended")]
     Upgrading(String),
+    #[error("no deployment {0:?}")]
+    UnknownDeployment(String),
+    #[error("deployment {id} is not waiting at a pause")]
+    NotAtPause { id: String },
+    #[error("deployment {id} already ended")]
+    Ended { id: String },
+    #[error("{0} has no previous version to roll back to")]
+    NothingToRollBack(String),
     #[error("the journal could not be written: {0}")]
     Journal(#[from] crate::journal::JournalError),
 }
