@@ -53,11 +53,35 @@ pub struct PhaseTiming {
     pub ok: Option<bool>,
 }
 
+/// What an entry of the history did: a deployment (deploy, push, rollback)
+/// or one of the operator's switches, which go through the same gate and
+/// the same history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// `cutover deploy` or a push.
+    #[default]
+    Deploy,
+    /// `cutover rollback`: back to the previous committed version.
+    Rollback,
+    /// `cutover pause`.
+    Pause,
+    /// `cutover resume`.
+    Resume,
+    /// `cutover maintenance APP on`.
+    MaintenanceOn,
+    /// `cutover maintenance APP off`.
+    MaintenanceOff,
+}
+
 /// A deployment, as `/deployments/{id}` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Deployment {
     pub id: String,
     pub app: String,
+    /// What this entry did; `deploy` for records written before it existed.
+    #[serde(default)]
+    pub operation: Operation,
     pub strategy: Strategy,
     pub from_version: String,
     pub to_version: String,
@@ -79,6 +103,7 @@ impl Deployment {
         Self {
             id,
             app: app.to_string(),
+            operation: Operation::Deploy,
             strategy,
             from_version,
             to_version,
