@@ -207,7 +207,8 @@ async fn every_dashboard_expression_returns_data_from_a_real_prometheus() {
         let mut checked = 0;
         let mut empty = Vec::new();
         for panel in dashboard["panels"].as_array().unwrap() {
-            for target in panel["targets"].as_array().unwrap() {
+            // Rows group panels and query nothing.
+            for target in panel["targets"].as_array().into_iter().flatten() {
                 let expr = target["expr"].as_str().unwrap();
                 let answer = tokio::task::block_in_place(|| query(address, expr));
                 assert_eq!(answer["status"], "success", "{expr}: {answer}");
@@ -217,7 +218,7 @@ async fn every_dashboard_expression_returns_data_from_a_real_prometheus() {
                 checked += 1;
             }
         }
-        assert!(checked >= 15, "the dashboard has its panels");
+        assert!(checked >= 20, "the dashboard has its panels");
         if empty.is_empty() {
             break;
         }
