@@ -10,9 +10,16 @@
 //! - [`push`]: comparing a pushed config with the running one.
 //! - [`gate`]: the one serialised path every verb takes.
 //! - [`boot`]: start-up (restoring the journal, closing cut deployments).
+//! - [`canary`]: the canary strategy's steps, analysis and traffic seam.
+//! - [`bluegreen`]: the previous set kept warm after a blue-green swap.
+//! - [`verbs`]: rollback, promote, abort and the canary's status.
 
+pub mod bluegreen;
 pub mod boot;
+pub mod canary;
 pub mod drain;
+#[cfg(test)]
+mod fake;
 pub mod gate;
 pub mod metrics;
 pub mod ops;
@@ -20,6 +27,7 @@ pub mod phase;
 pub mod push;
 pub mod record;
 pub mod run;
+pub mod verbs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -33,8 +41,9 @@ use crate::journal::{AppSource, Committed, Journal};
 use crate::supervisor::Supervisor;
 use gate::{Exclusive, RunningEntry, RunningGuard};
 use metrics::DeployMetrics;
+use canary::Steering;
 use phase::Outcome;
-use record::{Deployment, DeploymentLog, EventKind};
+use record::{Deployment, DeploymentLog, EventKind, Operation};
 
 /// Deployments kept in memory for the API (older ones stay in the journal).
 const RECENT: usize = 200;
@@ -103,6 +112,13 @@ pub struct Controller {
     /// Apps removed by a push whose instances are still draining: their
     /// names (and so their instance names) cannot be taken again yet.
     retiring: Arc<Mutex<BTreeSet<String>>>,
+    /// Per app: the running deployment's id and its steering (abort,
+    /// promote, canary progress).
+    steering: Mutex<BTreeMap<String, (String, Arc<Steering>)>>,
+    /// Per app: the previous set a blue-green swap keeps warm.
+    warm: Mutex<BTreeMap<String, bluegreen::Warm>>,
+    /// How canaries get their share of traffic (the route table).
+    traffic: Arc<dyn canary::traffic::Traffic>,
 }
 
 impl Controller {
@@ -116,7 +132,11 @@ impl Controller {
         config: Config,
         sources: BTreeMap<String, String>,
     ) -> Arc<Self> {
+        let traffic: Arc<dyn canary::traffic::Traffic> = Arc::clone(supervisor.routing()) as _;
         Arc::new(Self {
+            traffic,
+            steering: Mutex::new(BTreeMap::new()),
+            warm: Mutex::new(BTreeMap::new()),
             supervisor,
             journal,
             metrics,
@@ -195,11 +215,27 @@ impl Controller {
     /// that the app exists and runs nothing.
     fn start_deployment(
         self: &Arc<Self>,
+        gate: &Exclusive<'_>,
+        target: Arc<AppConfig>,
+        source: String,
+        strategy: Option<Strategy>,
+        number: u64,
+    ) -> Started {
+        self.start_operation(gate, target, source, strategy, number, Operation::Deploy)
+    }
+
+    /// [`Self::start_deployment`], recorded as `operation` (a rollback is
+    /// a deployment of the previous version). A warm blue-green set of the
+    /// app is retired first: the new deployment replaces what it could
+    /// swap back to.
+    fn start_operation(
+        self: &Arc<Self>,
         _gate: &Exclusive<'_>,
         target: Arc<AppConfig>,
         source: String,
         strategy: Option<Strategy>,
         number: u64,
+        operation: Operation,
     ) -> Started {
         let name = target.name.clone();
         let strategy = strategy.unwrap_or(target.deploy_strategy);
@@ -208,8 +244,11 @@ impl Controller {
             .app(&name)
             .map_or_else(|| Arc::clone(&target), |a| a.config);
         let id = format!("{name}-{number}");
-        let record = Deployment::new(id.clone(), &name, strategy, previous.version(), target.version());
+        let mut record = Deployment::new(id.clone(), &name, strategy, previous.version(), target.version());
+        record.operation = operation;
         let log = Arc::new(DeploymentLog::with_observer(record, Some(self.observer())));
+        let warm = self.take_warm(&name);
+        let steering = self.steer(&name, &id);
         self.lock_running().insert(
             name.clone(),
             RunningEntry {
@@ -237,6 +276,17 @@ impl Controller {
                 controller.commit(serving, text, &id, committed);
             })
         };
+        let on_warm = {
+            let controller = Arc::downgrade(self);
+            let previous = Arc::clone(&previous);
+            let source = self.lock_active().sources.get(&name).cloned().unwrap_or_default();
+            let keep = target.bluegreen.keep_previous;
+            let id = id.clone();
+            Box::new(move |instances| match controller.upgrade() {
+                Some(controller) => controller.keep_warm(&previous, source.clone(), instances, keep, &id),
+                None => bluegreen::stop_in_background(instances, previous.drain_timeout),
+            })
+        };
         let ops = ops::AppOps::new(
             Arc::clone(&self.supervisor),
             Arc::clone(&self.journal),
@@ -244,7 +294,8 @@ impl Controller {
             Arc::clone(&target),
             Arc::clone(&log),
             on_commit,
-        );
+        )
+        .with_progressive(Arc::clone(&self.traffic), on_warm);
         let guard = RunningGuard {
             controller: Arc::clone(self),
             app: name.clone(),
@@ -254,7 +305,11 @@ impl Controller {
         };
         let task = tokio::spawn(async move {
             let mut guard = guard;
-            guard.outcome = Some(run::drive(strategy, &ops, &guard.log).await);
+            if let Some(warm) = warm {
+                guard.log.info(None, "retiring the previous blue-green set first");
+                warm.retire().await;
+            }
+            guard.outcome = Some(run::drive(strategy, &ops, &guard.log, &steering).await);
         });
         if let Some(entry) = self.lock_running().get_mut(&name) {
             if Arc::ptr_eq(&entry.log, &log) {
@@ -273,13 +328,19 @@ impl Controller {
         let name = serving.name.clone();
         let version = serving.version();
         if let Err(e) = self.journal.update(|s| {
-            s.current.insert(
+            let replaced = s.current.insert(
                 name.clone(),
                 AppSource {
-                    version,
+                    version: version.clone(),
                     config: source.clone(),
                 },
             );
+            // What `cutover rollback` goes back to: the version this
+            // commit replaced (a rollback's own commit makes the version it
+            // left the next one to go back to).
+            if let Some(replaced) = replaced.filter(|r| r.version != version) {
+                s.previous.insert(name.clone(), replaced);
+            }
             s.commits.insert(id.to_string(), committed);
         }) {
             tracing::error!(error = %e, app = %name, "cannot journal the deployed version");
@@ -314,6 +375,7 @@ impl Controller {
                 }
             }
         }
+        self.unsteer(app, &log.id());
         log.finish_with(outcome, |record| {
             self.metrics.finished(record, record.outcome.unwrap_or(outcome));
             let mut running = self.lock_running();
