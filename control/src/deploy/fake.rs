@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use super::canary::traffic::{Measure, Measurements, Pair};
+use super::canary::Steering;
 use super::run::{DeployOps, HookKind, Version};
 use crate::config::CanaryConfig;
 use crate::supervisor::instance::Role;
@@ -72,6 +73,8 @@ pub struct FakeOps {
     fail: Vec<&'static str>,
     pub canary: CanaryConfig,
     pub measure: Arc<FakeMeasure>,
+    /// Asks `steering` for an abort when the named call happens.
+    pub abort_on: Option<(&'static str, Arc<Steering>)>,
 }
 
 impl FakeOps {
@@ -91,10 +94,23 @@ impl FakeOps {
 
     fn call(&self, name: &str) -> Result<(), String> {
         self.calls.lock().unwrap().push(name.to_string());
+        if let Some((at, steering)) = &self.abort_on {
+            if *at == name {
+                steering.abort();
+            }
+        }
         if self.fail.iter().any(|f| *f == name) {
             Err(format!("{name} broke"))
         } else {
             Ok(())
+        }
+    }
+
+    /// Asks `steering` for an abort when the call `at` happens.
+    pub fn aborting_at(at: &'static str, steering: &Arc<Steering>) -> Self {
+        Self {
+            abort_on: Some((at, Arc::clone(steering))),
+            ..Self::default()
         }
     }
 

@@ -11,6 +11,9 @@ pub mod analysis;
 pub mod steps;
 pub mod traffic;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
