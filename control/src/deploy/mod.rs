@@ -39,9 +39,9 @@ use serde::Serialize;
 use crate::config::{self, AppConfig, Config, ConfigError, Strategy};
 use crate::journal::{AppSource, Committed, Journal};
 use crate::supervisor::Supervisor;
+use canary::Steering;
 use gate::{Exclusive, RunningEntry, RunningGuard};
 use metrics::DeployMetrics;
-use canary::Steering;
 use phase::Outcome;
 use record::{Deployment, DeploymentLog, EventKind, Operation};
 
@@ -327,17 +327,25 @@ impl Controller {
     fn commit(&self, serving: &Arc<AppConfig>, source: String, id: &str, committed: Committed) {
         let name = serving.name.clone();
         let version = serving.version();
+        // What `cutover rollback` goes back to: the version this commit
+        // replaces, as it served until now (the journal has no `current`
+        // for an app that never changed since `cutover up`). A rollback's
+        // own commit makes the version it left the next one to go back to.
+        let replaced = {
+            let active = self.lock_active();
+            active.config.apps.get(&name).map(|app| AppSource {
+                version: app.version(),
+                config: active.sources.get(&name).cloned().unwrap_or_default(),
+            })
+        };
         if let Err(e) = self.journal.update(|s| {
-            let replaced = s.current.insert(
+            s.current.insert(
                 name.clone(),
                 AppSource {
                     version: version.clone(),
                     config: source.clone(),
                 },
             );
-            // What `cutover rollback` goes back to: the version this
-            // commit replaced (a rollback's own commit makes the version it
-            // left the next one to go back to).
             if let Some(replaced) = replaced.filter(|r| r.version != version) {
                 s.previous.insert(name.clone(), replaced);
             }

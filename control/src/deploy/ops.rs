@@ -78,7 +78,10 @@ impl AppOps {
     }
 
     fn candidates(&self) -> Vec<Arc<Instance>> {
-        self.supervisor.app(self.app()).map(|a| a.candidates).unwrap_or_default()
+        self.supervisor
+            .app(self.app())
+            .map(|a| a.candidates)
+            .unwrap_or_default()
     }
 
     fn app(&self) -> &str {
@@ -348,7 +351,10 @@ impl DeployOps for AppOps {
         let measure = traffic.set_split(self.app(), &self.candidates(), weight_bp, sticky)?;
         self.log.info(
             None,
-            format!("route table: {}% of new requests to the canaries", f64::from(weight_bp) / 100.0),
+            format!(
+                "route table: {}% of new requests to the canaries",
+                f64::from(weight_bp) / 100.0
+            ),
         );
         Ok(measure)
     }

@@ -259,11 +259,9 @@ pub fn transition(strategy: Strategy, phase: Phase, ok: bool, flags: Flags) -> N
         (Strategy::Rolling, Stop | Start | Canary | Steps | Promote | Green | Swap, _)
         | (Strategy::Stopstart, Clone | Route | Upgrade | Switch | Canary | Steps | Promote | Green | Swap, _)
         | (Strategy::Canary, Clone | Route | Upgrade | Switch | Stop | Start | Green | Swap, _)
-        | (
-            Strategy::Bluegreen,
-            Clone | Route | Upgrade | Switch | Stop | Start | Canary | Steps | Promote,
-            _,
-        ) => Finish(Outcome::Failed),
+        | (Strategy::Bluegreen, Clone | Route | Upgrade | Switch | Stop | Start | Canary | Steps | Promote, _) => {
+            Finish(Outcome::Failed)
+        }
     }
 }
 
@@ -405,7 +403,10 @@ mod tests {
             walk(Strategy::Bluegreen, &[]),
             (vec![Build, Green, Swap, Done], Outcome::Succeeded)
         );
-        assert_eq!(walk(Strategy::Bluegreen, &[Green]), (vec![Build, Green], Outcome::Failed));
+        assert_eq!(
+            walk(Strategy::Bluegreen, &[Green]),
+            (vec![Build, Green], Outcome::Failed)
+        );
         assert_eq!(
             walk_aborting(Strategy::Bluegreen, &[], Some(Green)),
             (vec![Build, Green, Rollback], Outcome::Aborted)
@@ -429,7 +430,10 @@ mod tests {
         );
         assert_eq!(
             walk_aborting(Strategy::Rolling, &[], Some(Upgrade)),
-            (vec![Build, Clone, Route, Upgrade, Rollback, Switch, Done], Outcome::Aborted)
+            (
+                vec![Build, Clone, Route, Upgrade, Rollback, Switch, Done],
+                Outcome::Aborted
+            )
         );
         assert_eq!(
             walk_aborting(Strategy::Rolling, &[], Some(Switch)),

@@ -103,7 +103,9 @@ impl Controller {
     /// The definition of `app` in journaled config text `source`.
     fn previous_definition(&self, app: &str, source: &str) -> Result<Arc<AppConfig>, DeployError> {
         let parsed = config::parse(source, "journal", &self.base_dir).map_err(|e| {
-            DeployError::InvalidConfig(format!("the previous version of {app} in the journal is not valid: {e}"))
+            DeployError::InvalidConfig(format!(
+                "the previous version of {app} in the journal is not valid: {e}"
+            ))
         })?;
         let mut apps = parsed.apps;
         apps.remove(app)
@@ -180,7 +182,9 @@ impl Controller {
             format!("traffic back on the previous set (route table generation {generation})"),
         );
         self.commit(&back, source, &log.id(), Committed::Target);
-        let drain_timeout = back.drain_timeout.max(newer.first().map_or(back.drain_timeout, |i| i.spec().app.drain_timeout));
+        let drain_timeout = back
+            .drain_timeout
+            .max(newer.first().map_or(back.drain_timeout, |i| i.spec().app.drain_timeout));
         drain_and_stop(&newer, drain_timeout, Some(log)).await;
         log.phase_finished(Phase::Swap, true);
         log.phase_started(Phase::Done);
@@ -194,7 +198,9 @@ impl Controller {
     pub fn promote(&self, id: &str, full: bool) -> Result<(), DeployError> {
         let _gate = self.exclusive();
         let steering = self.running_steering(id)?;
-        steering.promote(full).map_err(|PromoteRefused::NotAtPause| DeployError::NotAtPause { id: id.to_string() })?;
+        steering
+            .promote(full)
+            .map_err(|PromoteRefused::NotAtPause| DeployError::NotAtPause { id: id.to_string() })?;
         tracing::info!(deployment = id, full, "promoted");
         Ok(())
     }
@@ -214,7 +220,10 @@ impl Controller {
     /// The running canary of `app`, if one runs.
     pub fn canary_status(&self, app: &str) -> Option<CanaryStatus> {
         let (id, steering) = self.lock_steering().get(app).cloned()?;
-        let target = self.lock_running().get(app).map(|e| (Arc::clone(&e.log), Arc::clone(&e.target)));
+        let target = self
+            .lock_running()
+            .get(app)
+            .map(|e| (Arc::clone(&e.log), Arc::clone(&e.target)));
         let (log, target) = target?;
         if log.snapshot().strategy != Strategy::Canary || log.is_finished() {
             return None;

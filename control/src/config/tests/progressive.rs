@@ -43,7 +43,13 @@ fn the_spec_block_is_read_as_written() {
     assert_eq!(web.deploy_strategy, Strategy::Canary);
     assert_eq!(web.canary.steps.len(), 3);
     assert_eq!(web.canary.steps[0].pause, StepPause::For(Duration::from_secs(120)));
-    assert_eq!(web.canary.steps[2], CanaryStep { weight: 100, pause: StepPause::Manual });
+    assert_eq!(
+        web.canary.steps[2],
+        CanaryStep {
+            weight: 100,
+            pause: StepPause::Manual
+        }
+    );
     assert!(!web.canary.sticky);
     assert_eq!(web.canary.analysis.max_error_rate_bp, 50);
     assert_eq!(web.canary.analysis.max_latency_ratio_milli, 2000);
@@ -53,7 +59,10 @@ fn the_spec_block_is_read_as_written() {
     let canary = &only_analysis.apps["web"].canary;
     assert_eq!(canary.steps, CanaryConfig::default().steps, "steps keep their default");
     assert_eq!(canary.analysis.max_error_rate_bp, 100);
-    assert_eq!(parse_ok(&web_with("deploy_strategy: bluegreen")).apps["web"].deploy_strategy, Strategy::Bluegreen);
+    assert_eq!(
+        parse_ok(&web_with("deploy_strategy: bluegreen")).apps["web"].deploy_strategy,
+        Strategy::Bluegreen
+    );
 }
 
 #[test]

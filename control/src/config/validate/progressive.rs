@@ -55,11 +55,20 @@ impl Check<'_> {
     fn weight(&mut self, at: &str, raw: Option<i64>, previous: Option<u8>) -> u8 {
         let (min, max) = bounds::CANARY_WEIGHT;
         let Some(weight) = raw else {
-            self.push(at, "missing key \"weight\": the percent of new requests the new version gets, e.g. 10");
+            self.push(
+                at,
+                "missing key \"weight\": the percent of new requests the new version gets, e.g. 10",
+            );
             return 1;
         };
-        let Some(weight) = u8::try_from(weight).ok().filter(|w| (min..=max).contains(&i64::from(*w))) else {
-            self.push(at, format!("weight must be between {min} and {max} (percent), got {weight}"));
+        let Some(weight) = u8::try_from(weight)
+            .ok()
+            .filter(|w| (min..=max).contains(&i64::from(*w)))
+        else {
+            self.push(
+                at,
+                format!("weight must be between {min} and {max} (percent), got {weight}"),
+            );
             return 1;
         };
         if let Some(previous) = previous.filter(|p| weight < *p) {
@@ -77,7 +86,10 @@ impl Check<'_> {
     fn pause(&mut self, at: &str, raw: Option<&str>) -> StepPause {
         match raw.map(str::trim) {
             None => {
-                self.push(at, "missing key \"pause\": a duration such as 30s, or manual to wait for cutover promote");
+                self.push(
+                    at,
+                    "missing key \"pause\": a duration such as 30s, or manual to wait for cutover promote",
+                );
                 StepPause::Manual
             }
             Some("manual") => StepPause::Manual,
@@ -110,7 +122,9 @@ impl Check<'_> {
             Some(ratio) => {
                 self.push(
                     join_key(at, "max_latency_ratio"),
-                    format!("max_latency_ratio must be between {low} and {high} (new p99 over stable p99), got {ratio}"),
+                    format!(
+                        "max_latency_ratio must be between {low} and {high} (new p99 over stable p99), got {ratio}"
+                    ),
                 );
                 defaults.max_latency_ratio_milli
             }

@@ -54,7 +54,8 @@ pub fn judge(limits: &AnalysisConfig, pair: &Pair) -> Judgement {
     };
     // Integer form of "failures / min_requests > max_error_rate": no
     // rounding decides a breach.
-    let inevitable = u128::from(failures) * 10_000 > u128::from(limits.max_error_rate_bp) * u128::from(limits.min_requests);
+    let inevitable =
+        u128::from(failures) * 10_000 > u128::from(limits.max_error_rate_bp) * u128::from(limits.min_requests);
     let breached = if enough {
         error_rate > limits.max_error_rate()
     } else {
@@ -126,7 +127,10 @@ mod tests {
 
     #[test]
     fn an_error_rate_above_the_limit_is_a_breach_with_its_reason() {
-        let j = judge(&limits(), &pair(measured(1000, 0, Some(10)), measured(500, 21, Some(10))));
+        let j = judge(
+            &limits(),
+            &pair(measured(1000, 0, Some(10)), measured(500, 21, Some(10))),
+        );
         assert_eq!(
             j.verdict,
             Verdict::Breach("error rate 4.2% > 1% (21 of 500 requests failed)".into())
@@ -144,7 +148,10 @@ mod tests {
     fn failures_no_success_could_dilute_breach_before_min_requests() {
         // 1 failure is 2% of the 50 requests the step needs: inevitable.
         let j = judge(&limits(), &pair(measured(10, 0, None), measured(3, 1, None)));
-        assert!(matches!(j.verdict, Verdict::Breach(ref r) if r.starts_with("error rate 33.33% > 1%")), "{j:?}");
+        assert!(
+            matches!(j.verdict, Verdict::Breach(ref r) if r.starts_with("error rate 33.33% > 1%")),
+            "{j:?}"
+        );
         // With a 5% limit one failure in the first requests is not yet fatal.
         let lenient = AnalysisConfig {
             max_error_rate_bp: 500,
@@ -164,7 +171,10 @@ mod tests {
 
     #[test]
     fn a_slow_canary_breaches_the_latency_ratio() {
-        let j = judge(&limits(), &pair(measured(1000, 0, Some(100)), measured(100, 0, Some(231))));
+        let j = judge(
+            &limits(),
+            &pair(measured(1000, 0, Some(100)), measured(100, 0, Some(231))),
+        );
         assert_eq!(
             j.verdict,
             Verdict::Breach("latency ratio 2.31 > 1.5 (p99 231.0ms against 100.0ms)".into())
@@ -181,7 +191,10 @@ mod tests {
             p99: Some(Duration::ZERO),
             ..measured(100, 0, None)
         };
-        assert_eq!(judge(&limits(), &pair(zero, measured(100, 0, Some(5)))).latency_ratio, None);
+        assert_eq!(
+            judge(&limits(), &pair(zero, measured(100, 0, Some(5)))).latency_ratio,
+            None
+        );
         // Too few canary requests: a slow first request is not a breach.
         let j = judge(&limits(), &pair(measured(1000, 0, Some(10)), measured(3, 0, Some(900))));
         assert_eq!(j.verdict, Verdict::TooFew);

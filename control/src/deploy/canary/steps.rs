@@ -25,7 +25,12 @@ pub const ABORTED: &str = "aborted by cutover abort";
 
 /// Walks `config`'s steps; `Ok` once the last one passed (or a full
 /// promote), `Err` with the reason on a breach or an abort.
-pub async fn walk(config: &CanaryConfig, ops: &dyn DeployOps, steering: &Steering, log: &DeploymentLog) -> Result<(), String> {
+pub async fn walk(
+    config: &CanaryConfig,
+    ops: &dyn DeployOps,
+    steering: &Steering,
+    log: &DeploymentLog,
+) -> Result<(), String> {
     let mut signals = steering.subscribe();
     let steps = config.steps.len();
     for (index, step) in config.steps.iter().enumerate() {

@@ -110,7 +110,10 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 async fn finish(task: tokio::task::JoinHandle<Outcome>) -> Outcome {
-    tokio::time::timeout(WAIT, task).await.expect("the deployment ends").unwrap()
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("the deployment ends")
+        .unwrap()
 }
 
 fn errors(log: &DeploymentLog) -> Vec<String> {
@@ -159,7 +162,9 @@ async fn an_error_rate_breach_rolls_back_at_once_with_the_reason() {
     );
     let errors = errors(&log);
     assert!(
-        errors.iter().any(|e| e.starts_with("steps failed: error rate 20% > 1%")),
+        errors
+            .iter()
+            .any(|e| e.starts_with("steps failed: error rate 20% > 1%")),
         "{errors:?}"
     );
 }
@@ -198,7 +203,10 @@ async fn a_timed_step_waits_for_min_requests_after_its_pause() {
 async fn a_manual_step_waits_for_promote() {
     let ops = FakeOps::with_canary(canary(vec![timed(10, 0), step(50, StepPause::Manual)], 0));
     let (steering, _log, ops, task) = start(Strategy::Canary, ops);
-    eventually("the manual pause", || steering.progress().is_some_and(|p| p.waiting_manual)).await;
+    eventually("the manual pause", || {
+        steering.progress().is_some_and(|p| p.waiting_manual)
+    })
+    .await;
     tokio::time::sleep(TICK * 10).await;
     assert!(!task.is_finished(), "a manual pause passed alone: {:?}", ops.calls());
     assert_eq!(steering.progress().map(|p| (p.step, p.weight)), Some((1, 50)));
@@ -211,7 +219,11 @@ async fn a_manual_step_waits_for_promote() {
 async fn promote_is_refused_outside_a_manual_pause_but_full_promote_is_not() {
     let ops = FakeOps::with_canary(canary(vec![timed(10, 3_600_000), timed(20, 3_600_000)], 0));
     let (steering, _log, ops, task) = start(Strategy::Canary, ops);
-    assert_eq!(steering.promote(false), Err(PromoteRefused::NotAtPause), "not in the steps yet");
+    assert_eq!(
+        steering.promote(false),
+        Err(PromoteRefused::NotAtPause),
+        "not in the steps yet"
+    );
     eventually("the first step", || steering.progress().is_some()).await;
     assert_eq!(steering.promote(false), Err(PromoteRefused::NotAtPause));
     steering.promote(true).unwrap();
@@ -235,7 +247,10 @@ async fn a_full_promote_at_a_manual_pause_skips_the_rest() {
     let manual = StepPause::Manual;
     let ops = FakeOps::with_canary(canary(vec![step(10, manual), step(20, manual), step(30, manual)], 0));
     let (steering, _log, ops, task) = start(Strategy::Canary, ops);
-    eventually("the manual pause", || steering.progress().is_some_and(|p| p.waiting_manual)).await;
+    eventually("the manual pause", || {
+        steering.progress().is_some_and(|p| p.waiting_manual)
+    })
+    .await;
     steering.promote(true).unwrap();
     assert_eq!(finish(task).await, Outcome::Succeeded);
     assert_eq!(ops.calls().iter().filter(|c| c.starts_with("split")).count(), 1);
