@@ -99,7 +99,7 @@ impl FakeOps {
                 steering.abort();
             }
         }
-        if self.fail.iter().any(|f| *f == name) {
+        if self.fail.contains(&name) {
             Err(format!("{name} broke"))
         } else {
             Ok(())
