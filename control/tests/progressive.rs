@@ -5,21 +5,24 @@
 //!   `rollback` operation, and a second one goes forward again;
 //! - a blue-green deploy swaps once, keeps the previous set warm, and a
 //!   rollback inside the window swaps back (the newer set stops);
-//! - the warm set drains and stops once `keep_previous` is over.
+//! - the warm set drains and stops once `keep_previous` is over;
+//! - a canary (measured through a test split) waits at its manual pause,
+//!   shows its status and metrics, and is promoted or aborted.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cutover_control::config::{AppConfig, Config, Strategy};
+use cutover_control::deploy::canary::traffic::{Measure, Measurements, Pair, SplitEnd, Traffic};
 use cutover_control::deploy::metrics::DeployMetrics;
 use cutover_control::deploy::phase::Outcome;
 use cutover_control::deploy::record::{Deployment, Operation};
 use cutover_control::deploy::{Controller, DeployError, DeploymentRef};
 use cutover_control::journal::Journal;
 use cutover_control::routing::Routing;
-use cutover_control::supervisor::instance::{Instance, InstanceState};
+use cutover_control::supervisor::instance::{Instance, InstanceState, Role};
 use cutover_control::supervisor::{orphans, pidfile, Supervisor};
 use cutover_proxy::{ProxyMetrics, RouteTable, TableHandle};
 
@@ -32,6 +35,7 @@ struct Fixture {
     supervisor: Arc<Supervisor>,
     journal: Arc<Journal>,
     table: Arc<TableHandle>,
+    registry: prometheus::Registry,
 }
 
 impl Drop for Fixture {
@@ -49,7 +53,9 @@ fn source(dir: &std::path::Path, version: &str, strategy: &str, keep: &str) -> S
          env: {{ APP_VERSION: {version} }}\n    instances: 1\n    \
          health: {{ path: /health, interval: 100ms, timeout: 1s, start_timeout: 20s }}\n    \
          drain_timeout: 3s\n    stop_timeout: 2s\n    deploy_strategy: {strategy}\n    \
-         bluegreen: {{ keep_previous: {keep} }}\nroutes:\n  - {{ host: \"*\", path: /, app: web }}\n",
+         bluegreen: {{ keep_previous: {keep} }}\n    \
+         canary: {{ steps: [{{ weight: 10, pause: 0s }}, {{ weight: 50, pause: manual }}], analysis: {{ min_requests: 0 }} }}\n\
+         routes:\n  - {{ host: \"*\", path: /, app: web }}\n",
         www = dir.join("www").display(),
     )
 }
@@ -93,17 +99,31 @@ async fn fixture(tag: &str, strategy: &str, keep: &str) -> Fixture {
         supervisor,
         journal,
         table,
+        registry,
     }
 }
 
 impl Fixture {
     /// Stages `web` at `version` and deploys it; returns the finished record.
     async fn deploy(&self, version: &str, strategy: &str, keep: &str) -> Deployment {
+        let id = self.start(version, strategy, keep);
+        self.finished(&id).await
+    }
+
+    /// Stages `web` at `version` and starts deploying it; returns the id.
+    fn start(&self, version: &str, strategy: &str, keep: &str) -> String {
         let text = source(&self.dir, version, strategy, keep);
         let app: AppConfig = parse(&self.dir, &text).apps.remove("web").unwrap();
         self.controller.restore_staged(vec![(Arc::new(app), text)]);
-        let started = self.controller.deploy(Some("web"), None).unwrap();
-        self.finished(&started[0].id).await
+        self.controller.deploy(Some("web"), None).unwrap().remove(0).id
+    }
+
+    /// `name{labels}`'s value in the metrics.
+    fn metric(&self, series: &str) -> Option<f64> {
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap();
+        text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
     }
 
     async fn finished(&self, id: &str) -> Deployment {
@@ -202,13 +222,14 @@ async fn rollback_deploys_the_journals_previous_version_and_is_recorded_as_one()
         state.previous["web"].version, v2,
         "a second rollback goes forward again"
     );
-    assert!(
+    // The history line follows the outcome (see `Controller::finished`).
+    eventually("the rollback in the history", || {
         f.journal
             .history()
             .iter()
-            .any(|d| d.id == started[0].id && d.operation == Operation::Rollback),
-        "in the history"
-    );
+            .any(|d| d.id == started[0].id && d.operation == Operation::Rollback)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,4 +305,158 @@ async fn a_new_deploy_retires_the_warm_set_first() {
         ["web-green-0"],
         "the set just replaced is the warm one now"
     );
+}
+
+/// A split that records its weights, measures a healthy canary, and ends
+/// through the route table.
+struct TestSplit {
+    routing: Arc<Routing>,
+    weights: Mutex<Vec<u16>>,
+    canaries: Mutex<Vec<String>>,
+}
+
+struct Healthy;
+
+impl Measure for Healthy {
+    fn mark(&self) {}
+
+    fn read(&self) -> Pair {
+        let side = Measurements {
+            requests: 100,
+            server_errors: 0,
+            connect_failures: 0,
+            p99: Some(Duration::from_millis(10)),
+        };
+        Pair {
+            stable: side,
+            canary: side,
+        }
+    }
+}
+
+impl Traffic for TestSplit {
+    fn set_split(
+        &self,
+        _app: &str,
+        canaries: &[Arc<Instance>],
+        weight_bp: u16,
+        _sticky: bool,
+    ) -> Result<Arc<dyn Measure>, String> {
+        self.weights.lock().unwrap().push(weight_bp);
+        *self.canaries.lock().unwrap() = names(canaries);
+        Ok(Arc::new(Healthy))
+    }
+
+    fn end_split(&self, app: &str, keep: SplitEnd) -> u64 {
+        Traffic::end_split(&*self.routing, app, keep)
+    }
+}
+
+fn test_split(f: &Fixture) -> Arc<TestSplit> {
+    let split = Arc::new(TestSplit {
+        routing: Arc::clone(f.supervisor.routing()),
+        weights: Mutex::new(Vec::new()),
+        canaries: Mutex::new(Vec::new()),
+    });
+    f.controller.set_traffic(Arc::clone(&split) as Arc<dyn Traffic>);
+    split
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_waits_at_its_manual_pause_then_promote_makes_it_the_app() {
+    let f = fixture("canary", "canary", "5m").await;
+    let split = test_split(&f);
+    let stable = f.originals();
+    assert_eq!(
+        f.metric("cutover_canary_weight{app=\"web\"}"),
+        Some(0.0),
+        "present from start-up"
+    );
+    let id = f.start("v2", "canary", "5m");
+    eventually("the manual pause", || {
+        f.controller.canary_status("web").is_some_and(|s| s.waiting.is_some())
+    })
+    .await;
+    let status = f.controller.canary_status("web").unwrap();
+    assert_eq!(
+        (status.deployment.as_str(), status.step, status.steps),
+        (id.as_str(), 2, 2)
+    );
+    assert_eq!(status.weight, 50.0);
+    assert_eq!(status.waiting.as_deref(), Some("manual"));
+    let metrics: Vec<_> = status
+        .analysis
+        .iter()
+        .map(|a| (a.metric.as_str(), a.value, a.limit))
+        .collect();
+    assert_eq!(
+        metrics,
+        [
+            ("error_rate", 0.0, 0.01),
+            ("latency_ratio", 1.0, 1.5),
+            ("requests", 100.0, 0.0)
+        ]
+    );
+    assert_eq!(*split.weights.lock().unwrap(), [1000, 5000]);
+    assert_eq!(*split.canaries.lock().unwrap(), ["web-canary-0"]);
+    let candidates = f.supervisor.app("web").unwrap().candidates;
+    assert_eq!(candidates[0].role(), Role::Canary);
+    assert_eq!(f.metric("cutover_canary_weight{app=\"web\"}"), Some(50.0));
+    assert_eq!(
+        f.metric("cutover_deployment_analysis{app=\"web\",metric=\"requests\"}"),
+        Some(100.0)
+    );
+    assert!(matches!(
+        f.controller.deploy(Some("web"), None),
+        Err(DeployError::Conflict { id: running, .. }) if running == id
+    ));
+
+    f.controller.promote(&id, false).unwrap();
+    let record = f.finished(&id).await;
+    assert_eq!(record.outcome, Some(Outcome::Succeeded), "{:#?}", record.events);
+    let phases: Vec<_> = record.phases.iter().map(|p| p.phase.as_str()).collect();
+    assert_eq!(phases, ["build", "canary", "steps", "promote", "done"]);
+    assert_eq!(names(&f.originals()), ["web-canary-0"]);
+    assert_eq!(f.originals()[0].role(), Role::Original);
+    assert_eq!(f.in_table(), ["web-canary-0"]);
+    assert!(stopped(&stable[0]), "the stable instances drained and stopped");
+    assert!(f.controller.canary_status("web").is_none());
+    assert_eq!(f.metric("cutover_canary_weight{app=\"web\"}"), Some(0.0));
+    assert!(matches!(
+        f.controller.promote(&id, false),
+        Err(DeployError::Ended { .. })
+    ));
+    assert!(matches!(
+        f.controller.abort("web-999"),
+        Err(DeployError::UnknownDeployment(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_of_a_canary_removes_it_and_the_stable_version_serves_on() {
+    let f = fixture("abort", "canary", "5m").await;
+    test_split(&f);
+    let stable = f.originals();
+    let id = f.start("v2", "canary", "5m");
+    assert!(
+        matches!(f.controller.promote(&id, false), Err(DeployError::NotAtPause { .. })),
+        "not at a pause while the canaries start"
+    );
+    eventually("the manual pause", || {
+        f.controller.canary_status("web").is_some_and(|s| s.waiting.is_some())
+    })
+    .await;
+    let canary = f.supervisor.app("web").unwrap().candidates;
+    f.controller.abort(&id).unwrap();
+    let record = f.finished(&id).await;
+    assert_eq!(record.outcome, Some(Outcome::Aborted));
+    assert!(stopped(&canary[0]), "the canary drained and stopped");
+    assert_eq!(names(&f.originals()), ["web-0"]);
+    assert!(
+        Arc::ptr_eq(&f.originals()[0], &stable[0]),
+        "the stable processes never stopped"
+    );
+    assert_eq!(f.in_table(), ["web-0"]);
+    assert_eq!(f.version(), stable[0].spec().app.version());
+    assert!(f.journal.state().previous.get("web").is_none(), "nothing was committed");
 }

@@ -117,8 +117,9 @@ pub struct Controller {
     steering: Mutex<BTreeMap<String, (String, Arc<Steering>)>>,
     /// Per app: the previous set a blue-green swap keeps warm.
     warm: Mutex<BTreeMap<String, bluegreen::Warm>>,
-    /// How canaries get their share of traffic (the route table).
-    traffic: Arc<dyn canary::traffic::Traffic>,
+    /// How canaries get their share of traffic (the route table unless
+    /// [`Controller::set_traffic`] said otherwise).
+    traffic: std::sync::RwLock<Arc<dyn canary::traffic::Traffic>>,
 }
 
 impl Controller {
@@ -134,7 +135,7 @@ impl Controller {
     ) -> Arc<Self> {
         let traffic: Arc<dyn canary::traffic::Traffic> = Arc::clone(supervisor.routing()) as _;
         Arc::new(Self {
-            traffic,
+            traffic: std::sync::RwLock::new(traffic),
             steering: Mutex::new(BTreeMap::new()),
             warm: Mutex::new(BTreeMap::new()),
             supervisor,
@@ -153,6 +154,16 @@ impl Controller {
             recent: Mutex::new(Vec::new()),
             retiring: Arc::new(Mutex::new(BTreeSet::new())),
         })
+    }
+
+    /// Splits canary traffic through `traffic` from the next deployment
+    /// on (the route table by default; tests measure with their own).
+    pub fn set_traffic(&self, traffic: Arc<dyn canary::traffic::Traffic>) {
+        *self.traffic.write().unwrap_or_else(|e| e.into_inner()) = traffic;
+    }
+
+    fn traffic(&self) -> Arc<dyn canary::traffic::Traffic> {
+        Arc::clone(&self.traffic.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The supervisor.
@@ -295,7 +306,7 @@ impl Controller {
             Arc::clone(&log),
             on_commit,
         )
-        .with_progressive(Arc::clone(&self.traffic), on_warm);
+        .with_progressive(self.traffic(), on_warm);
         let guard = RunningGuard {
             controller: Arc::clone(self),
             app: name.clone(),
