@@ -161,3 +161,62 @@ pub(crate) fn outcome_count(registry: &Registry, outcome: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deploy::canary::analysis::{Judgement, Verdict};
+
+    fn scrape(registry: &Registry) -> String {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn canary_series_exist_at_zero_follow_the_canary_and_leave_with_the_app() {
+        let registry = Registry::new();
+        let metrics = DeployMetrics::new(&registry).unwrap();
+        metrics.app_configured("web");
+        let text = scrape(&registry);
+        assert!(text.contains("cutover_canary_weight{app=\"web\"} 0"), "{text}");
+        for metric in ANALYSIS_METRICS {
+            let series = format!("cutover_deployment_analysis{{app=\"web\",metric=\"{metric}\"}} 0");
+            assert!(text.contains(&series), "{series} in {text}");
+        }
+        for strategy in ["canary", "bluegreen"] {
+            let series =
+                format!("cutover_deployments_total{{app=\"web\",outcome=\"aborted\",strategy=\"{strategy}\"}} 0");
+            assert!(text.contains(&series), "{series} in {text}");
+        }
+
+        let progress = Progress {
+            step: 1,
+            steps: 3,
+            weight: 25,
+            waiting_manual: false,
+            judgement: Some(Judgement {
+                error_rate: 0.002,
+                latency_ratio: Some(1.25),
+                requests: 80,
+                verdict: Verdict::Healthy,
+            }),
+        };
+        metrics.canary_progress("web", Some(&progress));
+        let text = scrape(&registry);
+        assert!(text.contains("cutover_canary_weight{app=\"web\"} 25"), "{text}");
+        assert!(text.contains("cutover_deployment_analysis{app=\"web\",metric=\"latency_ratio\"} 1.25"));
+        assert!(text.contains("cutover_deployment_analysis{app=\"web\",metric=\"requests\"} 80"));
+        metrics.canary_progress("web", None);
+        let text = scrape(&registry);
+        assert!(text.contains("cutover_canary_weight{app=\"web\"} 0"), "{text}");
+        assert!(
+            text.contains("cutover_deployment_analysis{app=\"web\",metric=\"requests\"} 80"),
+            "the last values the analysis saw stay"
+        );
+
+        metrics.app_removed("web");
+        let text = scrape(&registry);
+        assert!(!text.contains("app=\"web\""), "{text}");
+    }
+}
