@@ -48,6 +48,28 @@ pub struct JournalState {
     /// a kill between commit and finish the journal still tells what serves.
     #[serde(default)]
     pub commits: BTreeMap<String, Committed>,
+    /// Per app: the definition that served before the current one, written
+    /// with every commit that changes the version (`cutover rollback`
+    /// deploys it).
+    #[serde(default)]
+    pub previous: BTreeMap<String, AppSource>,
+    /// Per app: the number the next canary's name gets (`web-canary-<n>`).
+    #[serde(default)]
+    pub next_canary: BTreeMap<String, u64>,
+    /// Per app: the number the next green instance's name gets (`web-green-<n>`).
+    #[serde(default)]
+    pub next_green: BTreeMap<String, u64>,
+}
+
+/// Which family of never-reused instance names a number is taken from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    /// `web-clone-<n>`.
+    Clone,
+    /// `web-canary-<n>`.
+    Canary,
+    /// `web-green-<n>`.
+    Green,
 }
 
 /// Which version of a deployment serves, once it committed.
@@ -125,6 +147,23 @@ impl Journal {
         let mut first = 0;
         self.update(|s| {
             let next = s.next_clone.entry(app.to_string()).or_insert(0);
+            first = *next;
+            *next = next.saturating_add(count);
+        })?;
+        Ok(first)
+    }
+
+    /// Takes `count` numbers of `app`'s `kind` of instance names: the first
+    /// of them (the rest follow it).
+    pub fn take_instance_numbers(&self, app: &str, kind: NameKind, count: u64) -> Result<u64, JournalError> {
+        let mut first = 0;
+        self.update(|s| {
+            let counters = match kind {
+                NameKind::Clone => &mut s.next_clone,
+                NameKind::Canary => &mut s.next_canary,
+                NameKind::Green => &mut s.next_green,
+            };
+            let next = counters.entry(app.to_string()).or_insert(0);
             first = *next;
             *next = next.saturating_add(count);
         })?;
@@ -385,6 +424,34 @@ mod tests {
         assert_eq!(j.take_clone_numbers("api", 1).unwrap(), 0);
         let j = Journal::open(&d).unwrap();
         assert_eq!(j.take_clone_numbers("web", 1).unwrap(), 4);
+        let _ = fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn canary_and_green_numbers_are_counted_apart_and_survive_reopen() {
+        let d = dir("names");
+        let j = Journal::open(&d).unwrap();
+        assert_eq!(j.take_instance_numbers("web", NameKind::Canary, 2).unwrap(), 0);
+        assert_eq!(j.take_instance_numbers("web", NameKind::Green, 1).unwrap(), 0);
+        assert_eq!(j.take_instance_numbers("web", NameKind::Clone, 1).unwrap(), 0);
+        let j = Journal::open(&d).unwrap();
+        assert_eq!(j.take_instance_numbers("web", NameKind::Canary, 1).unwrap(), 2);
+        assert_eq!(j.take_instance_numbers("web", NameKind::Green, 1).unwrap(), 1);
+        let _ = fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_journal_written_before_previous_existed_still_opens() {
+        let d = dir("old-format");
+        fs::create_dir_all(&d).unwrap();
+        fs::write(
+            d.join("journal.json"),
+            r#"{"current": {}, "staged": {}, "routes_config": null, "next_deployment": 3}"#,
+        )
+        .unwrap();
+        let j = Journal::open(&d).unwrap();
+        assert!(j.state().previous.is_empty());
+        assert_eq!(j.state().next_deployment, 3);
         let _ = fs::remove_dir_all(d);
     }
 

@@ -76,10 +76,7 @@ impl Collector for StateCollector {
                     self.inflight
                         .with_label_values(&[app.name.as_str(), instance.name.as_str()])
                         .set(i64::try_from(instance.inflight).unwrap_or(i64::MAX));
-                    let role = match instance.role {
-                        crate::supervisor::instance::Role::Original => "original",
-                        crate::supervisor::instance::Role::Clone => "clone",
-                    };
+                    let role = instance.role.as_str();
                     self.ready
                         .with_label_values(&[app.name.as_str(), instance.name.as_str(), role])
                         .set(i64::from(instance.state == "ready"));

@@ -18,6 +18,9 @@ use cutover_proxy::{
 use crate::config::{AppConfig, HostPattern, ProxyConfig, RouteConfig, Upstream};
 use crate::supervisor::instance::{Instance, OnChange};
 
+mod split;
+pub use split::CanarySet;
+
 /// The control plane's side of the route table.
 pub struct Routing {
     table: Arc<TableHandle>,
@@ -41,6 +44,9 @@ struct AppRouting {
     metrics: Arc<AppMetrics>,
     serving: Vec<Arc<Instance>>,
     upstream: UpstreamProtocol,
+    /// canary: the new version's instances and their share, while a
+    /// canary deployment walks its steps (see [`split`]).
+    canary: Option<CanarySet>,
 }
 
 /// An app as [`Routing::configure`] takes it: its config (name and
@@ -141,6 +147,7 @@ impl Routing {
                         metrics,
                         serving: Vec::new(),
                         upstream: UpstreamProtocol::Http1,
+                        canary: None,
                     },
                 );
             }
@@ -164,6 +171,26 @@ impl Routing {
             }
         }
         self.publish()
+    }
+
+    /// canary: `app`'s canary set from now on (`None`: no split), and,
+    /// when given, its serving set, in one table swap.
+    pub fn set_canary(&self, app: &str, canary: Option<CanarySet>, serving: Option<Vec<Arc<Instance>>>) -> u64 {
+        {
+            let mut state = self.lock();
+            if let Some(slot) = state.apps.get_mut(app) {
+                slot.canary = canary;
+                if let Some(serving) = serving {
+                    slot.serving = serving;
+                }
+            }
+        }
+        self.publish()
+    }
+
+    /// canary: `app`'s canary set, if it has one.
+    pub fn canary(&self, app: &str) -> Option<CanarySet> {
+        self.lock().apps.get(app).and_then(|a| a.canary.clone())
     }
 
     /// The instances serving `app`.
@@ -204,6 +231,9 @@ impl Routing {
                 .first()
                 .map_or(app.upstream, |instance| upstream_protocol(instance.spec().app.upstream));
             builder.upstream(app.id, upstream);
+            if let Some(canary) = &app.canary {
+                split::add_split(&mut builder, app.id, name, canary);
+            }
         }
         for route in &state.routes {
             let Some(app) = state.apps.get(&route.app) else {

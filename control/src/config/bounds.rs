@@ -91,6 +91,22 @@ pub const STOP_TIMEOUT: DurationBounds = DurationBounds::up_to(secs(HOUR));
 /// added to an `Instant`, so it is the one bound above [`LONGEST`].
 pub const HSTS: DurationBounds = DurationBounds::up_to(secs(2 * 365 * DAY));
 
+/// `apps.*.bluegreen.keep_previous`: 0 stops the previous set right after
+/// the swap; a day of two full sets is plenty for a rollback window.
+pub const KEEP_PREVIOUS: DurationBounds = DurationBounds::up_to(secs(DAY));
+/// `apps.*.canary.steps[*].pause`: 0 passes as soon as `min_requests`
+/// reached the new version; a day is the longest sensible soak.
+pub const STEP_PAUSE: DurationBounds = DurationBounds::up_to(secs(DAY));
+/// `apps.*.canary.steps`: how many steps a canary may have.
+pub const CANARY_STEPS: (usize, usize) = (1, 20);
+/// `apps.*.canary.steps[*].weight`: percent of new requests.
+pub const CANARY_WEIGHT: (i64, i64) = (1, 100);
+/// `apps.*.canary.analysis.min_requests`: 0 judges on whatever came.
+pub const MIN_REQUESTS: (i64, i64) = (0, 1_000_000);
+/// `apps.*.canary.analysis.max_latency_ratio`: below 1 the new version
+/// would have to be faster than the stable one; above 100 it judges nothing.
+pub const LATENCY_RATIO: (f64, f64) = (1.0, 100.0);
+
 /// `proxy.threads`: 1 to 256 worker threads. A fixed bound rather than a
 /// multiple of this machine's CPUs, so a file that `cutover validate`
 /// accepts on a laptop is accepted on the server too; 256 covers the largest
@@ -105,7 +121,7 @@ pub const MAX_CONNECTIONS: (i64, i64) = (1, 1_000_000);
 
 /// Every duration key with its bounds, for documentation and tests
 /// (`apps.*` stands for each app).
-pub const DURATIONS: [(&str, DurationBounds); 12] = [
+pub const DURATIONS: [(&str, DurationBounds); 13] = [
     ("proxy.hold_timeout", HOLD_TIMEOUT),
     ("proxy.limits.header_timeout", HEADER_TIMEOUT),
     ("proxy.limits.keepalive_timeout", KEEPALIVE_TIMEOUT),
@@ -118,6 +134,7 @@ pub const DURATIONS: [(&str, DurationBounds); 12] = [
     ("apps.*.drain_timeout", DRAIN_TIMEOUT),
     ("apps.*.stop_timeout", STOP_TIMEOUT),
     ("proxy.tls.hsts", HSTS),
+    ("apps.*.bluegreen.keep_previous", KEEP_PREVIOUS),
 ];
 
 /// Keys whose value is never added to an `Instant` (see [`HSTS`]).

@@ -182,6 +182,113 @@ pub struct AppConfig {
     /// (the binary must speak it): a change is deployed, and the table
     /// switches protocol with the instances.
     pub upstream: Upstream,
+    /// `canary:` — how the canary strategy walks (used by `canary` only).
+    pub canary: CanaryConfig,
+    /// `bluegreen:` — how the bluegreen strategy keeps the previous set.
+    pub bluegreen: BluegreenConfig,
+}
+
+/// `apps.<name>.canary:` (SPEC §3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanaryConfig {
+    /// At least one; weights 1..=100 and never decreasing. Default 5%/30s,
+    /// 25%/1m, 50%/manual.
+    pub steps: Vec<CanaryStep>,
+    /// A client keeps the version it was first given (cookie). Default true.
+    pub sticky: bool,
+    /// `canary.analysis:`
+    pub analysis: AnalysisConfig,
+}
+
+/// One step of a canary: the new version's share of new requests, then a pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CanaryStep {
+    /// Percent, 1..=100.
+    pub weight: u8,
+    /// How long the step lasts once it has enough requests.
+    pub pause: StepPause,
+}
+
+/// A canary step's pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepPause {
+    /// The step passes after this long (and `min_requests`).
+    For(Duration),
+    /// `manual`: the step waits for `cutover promote`.
+    Manual,
+}
+
+/// `apps.<name>.canary.analysis:` — the limits the new version is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnalysisConfig {
+    /// The new version's share of 5xx answers and failed connections, in
+    /// basis points (`1%` = 100). Default 100.
+    pub max_error_rate_bp: u32,
+    /// The new version's p99 over the stable version's, in thousandths
+    /// (`1.5` = 1500). Default 1500.
+    pub max_latency_ratio_milli: u32,
+    /// Requests that must reach the new version in a step before it can pass. Default 50.
+    pub min_requests: u64,
+}
+
+impl AnalysisConfig {
+    /// `max_error_rate` as a fraction (0.01 for `1%`).
+    pub fn max_error_rate(&self) -> f64 {
+        f64::from(self.max_error_rate_bp) / 10_000.0
+    }
+
+    /// `max_latency_ratio` as written (1.5).
+    pub fn max_latency_ratio(&self) -> f64 {
+        f64::from(self.max_latency_ratio_milli) / 1000.0
+    }
+}
+
+impl Default for CanaryConfig {
+    fn default() -> Self {
+        Self {
+            steps: vec![
+                CanaryStep {
+                    weight: 5,
+                    pause: StepPause::For(Duration::from_secs(30)),
+                },
+                CanaryStep {
+                    weight: 25,
+                    pause: StepPause::For(Duration::from_secs(60)),
+                },
+                CanaryStep {
+                    weight: 50,
+                    pause: StepPause::Manual,
+                },
+            ],
+            sticky: true,
+            analysis: AnalysisConfig::default(),
+        }
+    }
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        Self {
+            max_error_rate_bp: 100,
+            max_latency_ratio_milli: 1500,
+            min_requests: 50,
+        }
+    }
+}
+
+/// `apps.<name>.bluegreen:` (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BluegreenConfig {
+    /// How long the previous set stays warm after the swap. Default 5m.
+    pub keep_previous: Duration,
+}
+
+impl Default for BluegreenConfig {
+    fn default() -> Self {
+        Self {
+            keep_previous: Duration::from_secs(5 * 60),
+        }
+    }
 }
 
 /// The protocol between cutover and an app (`apps.*.upstream`).
@@ -241,6 +348,31 @@ pub enum Strategy {
     Rolling,
     /// Drain and stop, then start the new version; requests are held meanwhile.
     Stopstart,
+    /// The new version beside the stable one, step by step, judged by
+    /// the proxy's own measurements.
+    Canary,
+    /// A full new set, one table swap, the previous set kept warm.
+    Bluegreen,
+}
+
+impl Strategy {
+    /// Every strategy, for metric series created at 0.
+    pub const ALL: [Strategy; 4] = [
+        Strategy::Rolling,
+        Strategy::Stopstart,
+        Strategy::Canary,
+        Strategy::Bluegreen,
+    ];
+
+    /// As written in `deploy.yaml` and shown in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Rolling => "rolling",
+            Strategy::Stopstart => "stopstart",
+            Strategy::Canary => "canary",
+            Strategy::Bluegreen => "bluegreen",
+        }
+    }
 }
 
 /// One entry of `routes:`.
@@ -375,6 +507,8 @@ mod tests {
             deploy_strategy: Strategy::Stopstart,
             manual_deployments: false,
             upstream: Upstream::Http1,
+            canary: CanaryConfig::default(),
+            bluegreen: BluegreenConfig::default(),
         }
     }
 

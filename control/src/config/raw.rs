@@ -142,6 +142,82 @@ pub struct RawApp {
     pub deploy_strategy: Option<Strategy>,
     pub manual_deployments: Option<bool>,
     pub upstream: Option<Upstream>,
+    pub canary: Option<RawCanary>,
+    pub bluegreen: Option<RawBluegreen>,
+}
+
+/// `apps.<name>.canary:`
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with steps, sticky and analysis")]
+pub struct RawCanary {
+    pub steps: Option<Vec<RawCanaryStep>>,
+    pub sticky: Option<bool>,
+    pub analysis: Option<RawAnalysis>,
+}
+
+/// One item of `apps.<name>.canary.steps:`
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a step such as { weight: 5, pause: 30s }")]
+pub struct RawCanaryStep {
+    pub weight: Option<i64>,
+    /// A duration, or `manual`.
+    pub pause: Option<RawDuration>,
+}
+
+/// `apps.<name>.canary.analysis:`
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with max_error_rate, max_latency_ratio and min_requests"
+)]
+pub struct RawAnalysis {
+    pub max_error_rate: Option<RawPercent>,
+    pub max_latency_ratio: Option<f64>,
+    pub min_requests: Option<i64>,
+}
+
+/// `apps.<name>.bluegreen:`
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with keep_previous")]
+pub struct RawBluegreen {
+    pub keep_previous: Option<RawDuration>,
+}
+
+/// A percentage as written (`1%`, `0.5%`); a bare number is kept as text
+/// so the validator can say to add the `%`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawPercent(pub String);
+
+impl<'de> Deserialize<'de> for RawPercent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(PercentVisitor)
+    }
+}
+
+struct PercentVisitor;
+
+impl Visitor<'_> for PercentVisitor {
+    type Value = RawPercent;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a percentage such as 1% or 0.5%")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawPercent, E> {
+        Ok(RawPercent(v.to_string()))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawPercent, E> {
+        Ok(RawPercent(v.to_string()))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawPercent, E> {
+        Ok(RawPercent(v.to_string()))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawPercent, E> {
+        Ok(RawPercent(v.to_string()))
+    }
 }
 
 /// `apps.<name>.health:`

@@ -1,9 +1,14 @@
 //! Deployment metrics (SPEC §6): how many, how long, which phase now.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
+use super::canary::Progress;
 use super::phase::{Outcome, Phase};
 use super::record::Deployment;
+use crate::config::Strategy;
+
+/// The analysis' metrics, as `cutover_deployment_analysis{metric}` names them.
+pub const ANALYSIS_METRICS: [&str; 3] = ["error_rate", "latency_ratio", "requests"];
 
 /// Deployment metric families.
 #[derive(Clone)]
@@ -11,6 +16,8 @@ pub struct DeployMetrics {
     total: IntCounterVec,
     duration: HistogramVec,
     phase: IntGaugeVec,
+    canary_weight: GaugeVec,
+    analysis: GaugeVec,
 }
 
 impl DeployMetrics {
@@ -36,7 +43,24 @@ impl DeployMetrics {
                 ),
                 &["app", "phase"],
             )?,
+            canary_weight: GaugeVec::new(
+                Opts::new(
+                    "cutover_canary_weight",
+                    "Percent of the app's new requests a running canary gets; 0 without one.",
+                ),
+                &["app"],
+            )?,
+            analysis: GaugeVec::new(
+                Opts::new(
+                    "cutover_deployment_analysis",
+                    "What the canary analysis last saw: error_rate (a fraction), latency_ratio (new p99 over \
+                     stable p99), requests (reached the new version in the current step).",
+                ),
+                &["app", "metric"],
+            )?,
         };
+        registry.register(Box::new(metrics.canary_weight.clone()))?;
+        registry.register(Box::new(metrics.analysis.clone()))?;
         registry.register(Box::new(metrics.total.clone()))?;
         registry.register(Box::new(metrics.duration.clone()))?;
         registry.register(Box::new(metrics.phase.clone()))?;
@@ -47,7 +71,11 @@ impl DeployMetrics {
     /// start-up, so a dashboard shows 0 rather than "no data"): each
     /// strategy and outcome, each phase.
     pub fn app_configured(&self, app: &str) {
-        for strategy in ["rolling", "stopstart"] {
+        self.canary_weight.with_label_values(&[app]);
+        for metric in ANALYSIS_METRICS {
+            self.analysis.with_label_values(&[app, metric]);
+        }
+        for strategy in Strategy::ALL.map(Strategy::as_str) {
             for outcome in Outcome::ALL {
                 self.total.with_label_values(&[app, strategy, outcome.as_str()]);
             }
@@ -61,7 +89,11 @@ impl DeployMetrics {
     /// Deletes `app`'s series: a removed app leaves nothing behind (SPEC §6
     /// "label sets of removed instances are deleted"; the same for apps).
     pub fn app_removed(&self, app: &str) {
-        for strategy in ["rolling", "stopstart"] {
+        let _ = self.canary_weight.remove_label_values(&[app]);
+        for metric in ANALYSIS_METRICS {
+            let _ = self.analysis.remove_label_values(&[app, metric]);
+        }
+        for strategy in Strategy::ALL.map(Strategy::as_str) {
             for outcome in Outcome::ALL {
                 let _ = self.total.remove_label_values(&[app, strategy, outcome.as_str()]);
             }
@@ -81,6 +113,23 @@ impl DeployMetrics {
         }
     }
 
+    /// A canary's progress: its weight now (0 once over) and what the
+    /// analysis last saw (kept after the canary ended: the last values).
+    pub fn canary_progress(&self, app: &str, progress: Option<&Progress>) {
+        let weight = progress.map_or(0.0, |p| f64::from(p.weight));
+        self.canary_weight.with_label_values(&[app]).set(weight);
+        if let Some(judgement) = progress.and_then(|p| p.judgement.as_ref()) {
+            let values = [
+                judgement.error_rate,
+                judgement.latency_ratio.unwrap_or(0.0),
+                judgement.requests as f64,
+            ];
+            for (metric, value) in ANALYSIS_METRICS.into_iter().zip(values) {
+                self.analysis.with_label_values(&[app, metric]).set(value);
+            }
+        }
+    }
+
     /// Counts a finished deployment.
     pub fn finished(&self, record: &Deployment, outcome: Outcome) {
         let strategy = strategy_label(record);
@@ -97,10 +146,7 @@ impl DeployMetrics {
 }
 
 fn strategy_label(record: &Deployment) -> &'static str {
-    match record.strategy {
-        crate::config::Strategy::Rolling => "rolling",
-        crate::config::Strategy::Stopstart => "stopstart",
-    }
+    record.strategy.as_str()
 }
 
 /// Test helper: the sum of `cutover_deployments_total` with `outcome`.
@@ -114,4 +160,63 @@ pub(crate) fn outcome_count(registry: &Registry, outcome: &str) -> f64 {
         .filter(|l| l.starts_with("cutover_deployments_total{") && l.contains(&label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deploy::canary::analysis::{Judgement, Verdict};
+
+    fn scrape(registry: &Registry) -> String {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn canary_series_exist_at_zero_follow_the_canary_and_leave_with_the_app() {
+        let registry = Registry::new();
+        let metrics = DeployMetrics::new(&registry).unwrap();
+        metrics.app_configured("web");
+        let text = scrape(&registry);
+        assert!(text.contains("cutover_canary_weight{app=\"web\"} 0"), "{text}");
+        for metric in ANALYSIS_METRICS {
+            let series = format!("cutover_deployment_analysis{{app=\"web\",metric=\"{metric}\"}} 0");
+            assert!(text.contains(&series), "{series} in {text}");
+        }
+        for strategy in ["canary", "bluegreen"] {
+            let series =
+                format!("cutover_deployments_total{{app=\"web\",outcome=\"aborted\",strategy=\"{strategy}\"}} 0");
+            assert!(text.contains(&series), "{series} in {text}");
+        }
+
+        let progress = Progress {
+            step: 1,
+            steps: 3,
+            weight: 25,
+            waiting_manual: false,
+            judgement: Some(Judgement {
+                error_rate: 0.002,
+                latency_ratio: Some(1.25),
+                requests: 80,
+                verdict: Verdict::Healthy,
+            }),
+        };
+        metrics.canary_progress("web", Some(&progress));
+        let text = scrape(&registry);
+        assert!(text.contains("cutover_canary_weight{app=\"web\"} 25"), "{text}");
+        assert!(text.contains("cutover_deployment_analysis{app=\"web\",metric=\"latency_ratio\"} 1.25"));
+        assert!(text.contains("cutover_deployment_analysis{app=\"web\",metric=\"requests\"} 80"));
+        metrics.canary_progress("web", None);
+        let text = scrape(&registry);
+        assert!(text.contains("cutover_canary_weight{app=\"web\"} 0"), "{text}");
+        assert!(
+            text.contains("cutover_deployment_analysis{app=\"web\",metric=\"requests\"} 80"),
+            "the last values the analysis saw stay"
+        );
+
+        metrics.app_removed("web");
+        let text = scrape(&registry);
+        assert!(!text.contains("app=\"web\""), "{text}");
+    }
 }

@@ -10,9 +10,16 @@
 //! - [`push`]: comparing a pushed config with the running one.
 //! - [`gate`]: the one serialised path every verb takes.
 //! - [`boot`]: start-up (restoring the journal, closing cut deployments).
+//! - [`canary`]: the canary strategy's steps, analysis and traffic seam.
+//! - [`bluegreen`]: the previous set kept warm after a blue-green swap.
+//! - [`verbs`]: rollback, promote, abort and the canary's status.
 
+pub mod bluegreen;
 pub mod boot;
+pub mod canary;
 pub mod drain;
+#[cfg(test)]
+mod fake;
 pub mod gate;
 pub mod metrics;
 pub mod ops;
@@ -20,6 +27,7 @@ pub mod phase;
 pub mod push;
 pub mod record;
 pub mod run;
+pub mod verbs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -31,10 +39,11 @@ use serde::Serialize;
 use crate::config::{self, AppConfig, Config, ConfigError, Strategy};
 use crate::journal::{AppSource, Committed, Journal};
 use crate::supervisor::Supervisor;
+use canary::Steering;
 use gate::{Exclusive, RunningEntry, RunningGuard};
 use metrics::DeployMetrics;
 use phase::Outcome;
-use record::{Deployment, DeploymentLog, EventKind};
+use record::{Deployment, DeploymentLog, EventKind, Operation};
 
 /// Deployments kept in memory for the API (older ones stay in the journal).
 const RECENT: usize = 200;
@@ -103,6 +112,14 @@ pub struct Controller {
     /// Apps removed by a push whose instances are still draining: their
     /// names (and so their instance names) cannot be taken again yet.
     retiring: Arc<Mutex<BTreeSet<String>>>,
+    /// Per app: the running deployment's id and its steering (abort,
+    /// promote, canary progress).
+    steering: Mutex<BTreeMap<String, (String, Arc<Steering>)>>,
+    /// Per app: the previous set a blue-green swap keeps warm.
+    warm: Mutex<BTreeMap<String, bluegreen::Warm>>,
+    /// How canaries get their share of traffic (the route table unless
+    /// [`Controller::set_traffic`] said otherwise).
+    traffic: std::sync::RwLock<Arc<dyn canary::traffic::Traffic>>,
 }
 
 impl Controller {
@@ -116,7 +133,11 @@ impl Controller {
         config: Config,
         sources: BTreeMap<String, String>,
     ) -> Arc<Self> {
+        let traffic: Arc<dyn canary::traffic::Traffic> = Arc::clone(supervisor.routing()) as _;
         Arc::new(Self {
+            traffic: std::sync::RwLock::new(traffic),
+            steering: Mutex::new(BTreeMap::new()),
+            warm: Mutex::new(BTreeMap::new()),
             supervisor,
             journal,
             metrics,
@@ -133,6 +154,16 @@ impl Controller {
             recent: Mutex::new(Vec::new()),
             retiring: Arc::new(Mutex::new(BTreeSet::new())),
         })
+    }
+
+    /// Splits canary traffic through `traffic` from the next deployment
+    /// on (the route table by default; tests measure with their own).
+    pub fn set_traffic(&self, traffic: Arc<dyn canary::traffic::Traffic>) {
+        *self.traffic.write().unwrap_or_else(|e| e.into_inner()) = traffic;
+    }
+
+    fn traffic(&self) -> Arc<dyn canary::traffic::Traffic> {
+        Arc::clone(&self.traffic.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The supervisor.
@@ -195,11 +226,27 @@ impl Controller {
     /// that the app exists and runs nothing.
     fn start_deployment(
         self: &Arc<Self>,
+        gate: &Exclusive<'_>,
+        target: Arc<AppConfig>,
+        source: String,
+        strategy: Option<Strategy>,
+        number: u64,
+    ) -> Started {
+        self.start_operation(gate, target, source, strategy, number, Operation::Deploy)
+    }
+
+    /// [`Self::start_deployment`], recorded as `operation` (a rollback is
+    /// a deployment of the previous version). A warm blue-green set of the
+    /// app is retired first: the new deployment replaces what it could
+    /// swap back to.
+    fn start_operation(
+        self: &Arc<Self>,
         _gate: &Exclusive<'_>,
         target: Arc<AppConfig>,
         source: String,
         strategy: Option<Strategy>,
         number: u64,
+        operation: Operation,
     ) -> Started {
         let name = target.name.clone();
         let strategy = strategy.unwrap_or(target.deploy_strategy);
@@ -208,8 +255,11 @@ impl Controller {
             .app(&name)
             .map_or_else(|| Arc::clone(&target), |a| a.config);
         let id = format!("{name}-{number}");
-        let record = Deployment::new(id.clone(), &name, strategy, previous.version(), target.version());
+        let mut record = Deployment::new(id.clone(), &name, strategy, previous.version(), target.version());
+        record.operation = operation;
         let log = Arc::new(DeploymentLog::with_observer(record, Some(self.observer())));
+        let warm = self.take_warm(&name);
+        let steering = self.steer(&name, &id);
         self.lock_running().insert(
             name.clone(),
             RunningEntry {
@@ -237,6 +287,17 @@ impl Controller {
                 controller.commit(serving, text, &id, committed);
             })
         };
+        let on_warm = {
+            let controller = Arc::downgrade(self);
+            let previous = Arc::clone(&previous);
+            let source = self.lock_active().sources.get(&name).cloned().unwrap_or_default();
+            let keep = target.bluegreen.keep_previous;
+            let id = id.clone();
+            Box::new(move |instances| match controller.upgrade() {
+                Some(controller) => controller.keep_warm(&previous, source.clone(), instances, keep, &id),
+                None => bluegreen::stop_in_background(instances, previous.drain_timeout),
+            })
+        };
         let ops = ops::AppOps::new(
             Arc::clone(&self.supervisor),
             Arc::clone(&self.journal),
@@ -244,7 +305,8 @@ impl Controller {
             Arc::clone(&target),
             Arc::clone(&log),
             on_commit,
-        );
+        )
+        .with_progressive(self.traffic(), on_warm);
         let guard = RunningGuard {
             controller: Arc::clone(self),
             app: name.clone(),
@@ -254,7 +316,11 @@ impl Controller {
         };
         let task = tokio::spawn(async move {
             let mut guard = guard;
-            guard.outcome = Some(run::drive(strategy, &ops, &guard.log).await);
+            if let Some(warm) = warm {
+                guard.log.info(None, "retiring the previous blue-green set first");
+                warm.retire().await;
+            }
+            guard.outcome = Some(run::drive(strategy, &ops, &guard.log, &steering).await);
         });
         if let Some(entry) = self.lock_running().get_mut(&name) {
             if Arc::ptr_eq(&entry.log, &log) {
@@ -272,14 +338,28 @@ impl Controller {
     fn commit(&self, serving: &Arc<AppConfig>, source: String, id: &str, committed: Committed) {
         let name = serving.name.clone();
         let version = serving.version();
+        // What `cutover rollback` goes back to: the version this commit
+        // replaces, as it served until now (the journal has no `current`
+        // for an app that never changed since `cutover up`). A rollback's
+        // own commit makes the version it left the next one to go back to.
+        let replaced = {
+            let active = self.lock_active();
+            active.config.apps.get(&name).map(|app| AppSource {
+                version: app.version(),
+                config: active.sources.get(&name).cloned().unwrap_or_default(),
+            })
+        };
         if let Err(e) = self.journal.update(|s| {
             s.current.insert(
                 name.clone(),
                 AppSource {
-                    version,
+                    version: version.clone(),
                     config: source.clone(),
                 },
             );
+            if let Some(replaced) = replaced.filter(|r| r.version != version) {
+                s.previous.insert(name.clone(), replaced);
+            }
             s.commits.insert(id.to_string(), committed);
         }) {
             tracing::error!(error = %e, app = %name, "cannot journal the deployed version");
@@ -314,6 +394,7 @@ impl Controller {
                 }
             }
         }
+        self.unsteer(app, &log.id());
         log.finish_with(outcome, |record| {
             self.metrics.finished(record, record.outcome.unwrap_or(outcome));
             let mut running = self.lock_running();

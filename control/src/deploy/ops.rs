@@ -8,13 +8,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::future::join_all;
 
+use super::canary::traffic::{Measure, SplitEnd, Traffic};
 use super::drain::drain_and_stop;
 use super::record::DeploymentLog;
 use super::run::{DeployOps, HookKind, Version};
-use crate::config::AppConfig;
+use crate::config::{AppConfig, CanaryConfig};
 use crate::hooks::Hook;
-use crate::journal::Journal;
-use crate::supervisor::instance::Instance;
+use crate::journal::{Journal, NameKind};
+use crate::supervisor::instance::{Instance, Role};
 use crate::supervisor::Supervisor;
 
 /// How long `build` may run.
@@ -24,6 +25,9 @@ const DEPLOY_HOOK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// Called with the definition that serves once a deployment commits.
 pub type OnCommit = Box<dyn Fn(&Arc<AppConfig>) + Send + Sync>;
+
+/// bluegreen: takes the previous set after the swap, to keep it warm.
+pub type OnWarm = Box<dyn Fn(Vec<Arc<Instance>>) + Send + Sync>;
 
 /// One deployment's operations on one app.
 pub struct AppOps {
@@ -37,6 +41,10 @@ pub struct AppOps {
     /// the new originals get them back when free.
     ports: Mutex<BTreeMap<String, u16>>,
     on_commit: OnCommit,
+    /// canary: how traffic is split (the route table in production).
+    traffic: Option<Arc<dyn Traffic>>,
+    /// bluegreen: who keeps the previous set warm.
+    on_warm: Option<OnWarm>,
 }
 
 impl AppOps {
@@ -56,7 +64,24 @@ impl AppOps {
             log,
             ports: Mutex::new(BTreeMap::new()),
             on_commit,
+            traffic: None,
+            on_warm: None,
         }
+    }
+
+    /// With what the progressive strategies need: the traffic split
+    /// (canary) and the keeper of the previous set (bluegreen).
+    pub fn with_progressive(mut self, traffic: Arc<dyn Traffic>, on_warm: OnWarm) -> Self {
+        self.traffic = Some(traffic);
+        self.on_warm = Some(on_warm);
+        self
+    }
+
+    fn candidates(&self) -> Vec<Arc<Instance>> {
+        self.supervisor
+            .app(self.app())
+            .map(|a| a.candidates)
+            .unwrap_or_default()
     }
 
     fn app(&self) -> &str {
@@ -276,5 +301,129 @@ impl DeployOps for AppOps {
         let config = Arc::clone(self.config(serving));
         self.supervisor.update(self.app(), |a| a.config = Arc::clone(&config));
         (self.on_commit)(&config);
+    }
+
+    async fn start_candidates(&self, role: Role) -> Result<(), String> {
+        let count = u64::from(self.target.instances.max(1));
+        let (kind, what) = match role {
+            Role::Green => (NameKind::Green, "green"),
+            _ => (NameKind::Canary, "canary"),
+        };
+        // Names are never reused (`web-canary-<n>`, `web-green-<n>`): the
+        // instances keep them when they become the app's own.
+        let first = self
+            .journal
+            .take_instance_numbers(self.app(), kind, count)
+            .map_err(|e| format!("cannot name the {what} instances: {e}"))?;
+        let instances: Vec<_> = (first..first.saturating_add(count))
+            .map(|n| {
+                let spec = match role {
+                    Role::Green => self.supervisor.green_spec(&self.target, n),
+                    _ => self.supervisor.canary_spec(&self.target, n),
+                };
+                self.supervisor.spawn(spec)
+            })
+            .collect();
+        for i in &instances {
+            self.log.info(
+                Some(i.name()),
+                format!("starting {what} instance (version {})", self.target.version()),
+            );
+        }
+        self.supervisor.update(self.app(), |a| a.candidates = instances.clone());
+        let mut result = self.wait_all_ready(&instances).await;
+        if result.is_ok() {
+            if let Some(script) = &self.target.hooks.deploy {
+                result = self.run_hook("deploy", script, DEPLOY_HOOK_TIMEOUT).await;
+                if result.is_err() {
+                    join_all(instances.iter().map(|i| i.stop())).await;
+                }
+            }
+        }
+        if result.is_err() {
+            self.supervisor.update(self.app(), |a| a.candidates.clear());
+        }
+        result
+    }
+
+    async fn split(&self, weight_bp: u16, sticky: bool) -> Result<Arc<dyn Measure>, String> {
+        let traffic = self.traffic.as_ref().ok_or("no traffic split configured")?;
+        let measure = traffic.set_split(self.app(), &self.candidates(), weight_bp, sticky)?;
+        self.log.info(
+            None,
+            format!(
+                "route table: {}% of new requests to the canaries",
+                f64::from(weight_bp) / 100.0
+            ),
+        );
+        Ok(measure)
+    }
+
+    async fn retire_candidates(&self) {
+        if let Some(traffic) = &self.traffic {
+            let generation = traffic.end_split(self.app(), SplitEnd::Stable);
+            self.log.info(
+                None,
+                format!("the new version's instances left the route table (generation {generation})"),
+            );
+        }
+        let candidates = self.candidates();
+        self.drain_and_stop(&candidates).await;
+        self.supervisor.update(self.app(), |a| a.candidates.clear());
+    }
+
+    async fn promote_canaries(&self) {
+        let canaries = self.candidates();
+        let stable = self.originals();
+        for canary in &canaries {
+            canary.promote();
+        }
+        self.supervisor.update(self.app(), |a| {
+            a.originals = canaries.clone();
+            a.candidates.clear();
+        });
+        let generation = match &self.traffic {
+            Some(traffic) => traffic.end_split(self.app(), SplitEnd::Canary(canaries)),
+            None => self.supervisor.routing().serve(self.app(), canaries),
+        };
+        self.log.info(
+            None,
+            format!("the new version serves alone (route table generation {generation})"),
+        );
+        self.drain_and_stop(&stable).await;
+    }
+
+    async fn swap_to_green(&self) {
+        let green = self.candidates();
+        let previous = self.originals();
+        for instance in &green {
+            instance.promote();
+        }
+        self.supervisor.update(self.app(), |a| {
+            a.originals = green.clone();
+            a.candidates.clear();
+        });
+        let generation = self.supervisor.routing().serve(self.app(), green);
+        self.log.info(
+            None,
+            format!("traffic now goes to the green set (route table generation {generation})"),
+        );
+        match &self.on_warm {
+            Some(keep) => {
+                self.log.info(
+                    None,
+                    format!(
+                        "the previous set stays warm for {} (cutover rollback swaps back)",
+                        humantime::format_duration(self.target.bluegreen.keep_previous)
+                    ),
+                );
+                keep(previous);
+            }
+            None => self.drain_and_stop(&previous).await,
+        }
+    }
+
+    fn canary(&self) -> CanaryConfig {
+        self.target.canary.clone()
     }
 }

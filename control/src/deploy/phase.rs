@@ -17,7 +17,24 @@
 //!                                │ fails
 //!                                ▼
 //!                              failed
+//!
+//! canary:     build ─▶ canary ─▶ steps ─▶ promote ─▶ done
+//!               │        │         │ breach / abort
+//!               ▼        ▼         ▼
+//!             failed   failed   rollback ─▶ rolled_back (aborted)
+//!
+//! bluegreen:  build ─▶ green ─▶ swap ─▶ done
+//!               │        │ └─ abort ─▶ rollback ─▶ aborted
+//!               ▼        ▼
+//!             failed   failed
 //! ```
+//!
+//! `cutover abort` is honoured at the next transition out of a phase that
+//! comes before the new version serves alone ([`abortable`]): the
+//! deployment takes the way back (rolling: the rollback path; stopstart:
+//! restart the previous version; canary: the rollback; bluegreen: the
+//! green set is stopped) and ends `aborted`. Once the new version serves
+//! alone, an abort changes nothing.
 
 use serde::{Deserialize, Serialize};
 
@@ -44,15 +61,28 @@ pub enum Phase {
     /// stopstart: start the new version; `hooks.deploy`; serve it;
     /// `hooks.post_deploy`.
     Start,
-    /// Start the previous version again in the original slots.
+    /// Start the previous version again in the original slots; canary:
+    /// the canaries leave the table, drain and stop.
     Rollback,
+    /// canary: start the new version's instances beside the stable ones.
+    Canary,
+    /// canary: walk the steps, the analysis judging each one.
+    Steps,
+    /// canary: the new version serves alone; the stable instances drain
+    /// and stop.
+    Promote,
+    /// bluegreen: start a full set of the new version.
+    Green,
+    /// bluegreen: one table swap to the green set; the previous set stays
+    /// warm (no traffic) for `keep_previous`.
+    Swap,
     /// Record the outcome.
     Done,
 }
 
 impl Phase {
     /// Every phase, for metrics that show one series per phase.
-    pub const ALL: [Phase; 9] = [
+    pub const ALL: [Phase; 14] = [
         Phase::Build,
         Phase::Clone,
         Phase::Route,
@@ -61,6 +91,11 @@ impl Phase {
         Phase::Stop,
         Phase::Start,
         Phase::Rollback,
+        Phase::Canary,
+        Phase::Steps,
+        Phase::Promote,
+        Phase::Green,
+        Phase::Swap,
         Phase::Done,
     ];
 
@@ -75,6 +110,11 @@ impl Phase {
             Phase::Stop => "stop",
             Phase::Start => "start",
             Phase::Rollback => "rollback",
+            Phase::Canary => "canary",
+            Phase::Steps => "steps",
+            Phase::Promote => "promote",
+            Phase::Green => "green",
+            Phase::Swap => "swap",
             Phase::Done => "done",
         }
     }
@@ -94,15 +134,18 @@ pub enum Outcome {
     /// cutover stopped (SIGTERM) or was killed during it; the last
     /// committed version serves at the next start.
     Interrupted,
+    /// Stopped by `cutover abort`; the previous version serves.
+    Aborted,
 }
 
 impl Outcome {
     /// Every outcome, for series created at 0.
-    pub const ALL: [Outcome; 4] = [
+    pub const ALL: [Outcome; 5] = [
         Outcome::Succeeded,
         Outcome::Failed,
         Outcome::RolledBack,
         Outcome::Interrupted,
+        Outcome::Aborted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -111,6 +154,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::RolledBack => "rolled_back",
             Outcome::Interrupted => "interrupted",
+            Outcome::Aborted => "aborted",
         }
     }
 }
@@ -122,36 +166,89 @@ pub enum Next {
     Finish(Outcome),
 }
 
+/// What the driver knows besides the phase that ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// A rollback phase succeeded: `done` reports `rolled_back`.
+    pub rolling_back: bool,
+    /// `cutover abort` was honoured (see [`abortable`]): the way back is
+    /// taken and `done` reports `aborted`.
+    pub aborting: bool,
+}
+
+/// Whether an abort requested while `phase` ran is honoured when it ends:
+/// the phase comes before the new version serves alone.
+pub fn abortable(strategy: Strategy, phase: Phase) -> bool {
+    use Phase::*;
+    match strategy {
+        Strategy::Rolling => matches!(phase, Build | Clone | Route | Upgrade),
+        Strategy::Stopstart => matches!(phase, Build | Stop),
+        Strategy::Canary => matches!(phase, Build | Canary | Steps),
+        Strategy::Bluegreen => matches!(phase, Build | Green),
+    }
+}
+
 /// The transition function: where a deployment goes after `phase` ended
-/// with `ok`. `rolling_back` is true once a rollback succeeded, so `done`
-/// reports `rolled_back` rather than `succeeded`.
-pub fn transition(strategy: Strategy, phase: Phase, ok: bool, rolling_back: bool) -> Next {
+/// with `ok`, given `flags`.
+pub fn transition(strategy: Strategy, phase: Phase, ok: bool, flags: Flags) -> Next {
     use Next::{Finish, Phase as Go};
     use Phase::*;
+    let back = if flags.aborting {
+        Outcome::Aborted
+    } else {
+        Outcome::RolledBack
+    };
     match (strategy, phase, ok) {
+        (_, Build, true) if flags.aborting => Finish(Outcome::Aborted),
         (_, Build, true) => match strategy {
             Strategy::Rolling => Go(Clone),
             Strategy::Stopstart => Go(Stop),
+            Strategy::Canary => Go(Canary),
+            Strategy::Bluegreen => Go(Green),
         },
         (_, Build, false) => Finish(Outcome::Failed),
 
+        // Aborted with the clones ready: the switch back to the originals
+        // (which never stopped) removes them.
+        (Strategy::Rolling, Clone, true) if flags.aborting => Go(Switch),
         (Strategy::Rolling, Clone, true) => Go(Route),
         (Strategy::Rolling, Clone, false) => Finish(Outcome::Failed),
+        (Strategy::Rolling, Route, _) if flags.aborting => Go(Rollback),
         (Strategy::Rolling, Route, _) => Go(Upgrade),
-        (Strategy::Rolling, Upgrade, true) => Go(Switch),
-        (Strategy::Rolling, Upgrade, false) => Go(Rollback),
+        (Strategy::Rolling, Upgrade, true) if !flags.aborting => Go(Switch),
+        (Strategy::Rolling, Upgrade, _) => Go(Rollback),
         (Strategy::Rolling, Rollback, true) => Go(Switch),
         // The clones stay and become the originals: still the old version.
-        (Strategy::Rolling, Rollback, false) => Finish(Outcome::RolledBack),
+        (Strategy::Rolling, Rollback, false) => Finish(back),
         (Strategy::Rolling, Switch, _) => Go(Done),
 
+        (Strategy::Stopstart, Stop, _) if flags.aborting => Go(Rollback),
         (Strategy::Stopstart, Stop, _) => Go(Start),
         (Strategy::Stopstart, Start, true) => Go(Done),
         (Strategy::Stopstart, Start, false) => Go(Rollback),
         (Strategy::Stopstart, Rollback, true) => Go(Done),
         (Strategy::Stopstart, Rollback, false) => Finish(Outcome::Failed),
 
-        (_, Done, _) => Finish(if rolling_back {
+        (Strategy::Canary, Canary, true) if flags.aborting => Go(Rollback),
+        (Strategy::Canary, Canary, true) => Go(Steps),
+        (Strategy::Canary, Canary, false) => Finish(Outcome::Failed),
+        (Strategy::Canary, Steps, true) if !flags.aborting => Go(Promote),
+        (Strategy::Canary, Steps, _) => Go(Rollback),
+        // The stable instances never stopped: whatever the canaries did,
+        // the previous version serves.
+        (Strategy::Canary, Rollback, _) => Finish(back),
+        (Strategy::Canary, Promote, _) => Go(Done),
+
+        (Strategy::Bluegreen, Green, true) if flags.aborting => Go(Rollback),
+        (Strategy::Bluegreen, Green, true) => Go(Swap),
+        (Strategy::Bluegreen, Green, false) => Finish(Outcome::Failed),
+        (Strategy::Bluegreen, Swap, _) => Go(Done),
+        // The green set is stopped; the previous set never stopped.
+        (Strategy::Bluegreen, Rollback, _) => Finish(back),
+
+        (_, Done, _) => Finish(if flags.aborting {
+            Outcome::Aborted
+        } else if flags.rolling_back {
             Outcome::RolledBack
         } else {
             Outcome::Succeeded
@@ -159,7 +256,10 @@ pub fn transition(strategy: Strategy, phase: Phase, ok: bool, rolling_back: bool
 
         // Phases that do not belong to the strategy end it as failed; the
         // driver never asks for them.
-        (Strategy::Stopstart, Clone | Route | Upgrade | Switch, _) | (Strategy::Rolling, Stop | Start, _) => {
+        (Strategy::Rolling, Stop | Start | Canary | Steps | Promote | Green | Swap, _)
+        | (Strategy::Stopstart, Clone | Route | Upgrade | Switch | Canary | Steps | Promote | Green | Swap, _)
+        | (Strategy::Canary, Clone | Route | Upgrade | Switch | Stop | Start | Green | Swap, _)
+        | (Strategy::Bluegreen, Clone | Route | Upgrade | Switch | Stop | Start | Canary | Steps | Promote, _) => {
             Finish(Outcome::Failed)
         }
     }
@@ -171,12 +271,18 @@ mod tests {
     use Next::{Finish, Phase as Go};
     use Phase::*;
 
-    /// Walks the machine with the given results per phase (missing = ok).
     fn walk(strategy: Strategy, fails: &[Phase]) -> (Vec<Phase>, Outcome) {
+        walk_aborting(strategy, fails, None)
+    }
+
+    /// Walks the machine with the given results per phase (missing = ok),
+    /// an abort requested while `abort_in` runs.
+    fn walk_aborting(strategy: Strategy, fails: &[Phase], abort_in: Option<Phase>) -> (Vec<Phase>, Outcome) {
         let mut phase = Build;
         let mut seen = vec![Build];
-        let mut rolling_back = false;
+        let mut flags = Flags::default();
         let mut failed_once = Vec::new();
+        let mut abort_requested = false;
         loop {
             // A phase fails at most once (the rollback's switch must work).
             let ok = !fails.contains(&phase) || failed_once.contains(&phase);
@@ -184,9 +290,13 @@ mod tests {
                 failed_once.push(phase);
             }
             if phase == Rollback && ok {
-                rolling_back = true;
+                flags.rolling_back = true;
             }
-            match transition(strategy, phase, ok, rolling_back) {
+            abort_requested |= abort_in == Some(phase);
+            if abort_requested && abortable(strategy, phase) {
+                flags.aborting = true;
+            }
+            match transition(strategy, phase, ok, flags) {
                 Go(next) => {
                     seen.push(next);
                     phase = next;
@@ -243,12 +353,99 @@ mod tests {
     #[test]
     fn phases_of_the_other_strategy_fail() {
         assert_eq!(
-            transition(Strategy::Stopstart, Clone, true, false),
+            transition(Strategy::Stopstart, Clone, true, Flags::default()),
             Finish(Outcome::Failed)
         );
         assert_eq!(
-            transition(Strategy::Rolling, Stop, true, false),
+            transition(Strategy::Rolling, Stop, true, Flags::default()),
             Finish(Outcome::Failed)
+        );
+        assert_eq!(
+            transition(Strategy::Bluegreen, Steps, true, Flags::default()),
+            Finish(Outcome::Failed)
+        );
+    }
+
+    #[test]
+    fn canary_paths() {
+        assert_eq!(
+            walk(Strategy::Canary, &[]),
+            (vec![Build, Canary, Steps, Promote, Done], Outcome::Succeeded)
+        );
+        assert_eq!(
+            walk(Strategy::Canary, &[Canary]),
+            (vec![Build, Canary], Outcome::Failed),
+            "canaries that never got ready changed nothing"
+        );
+        assert_eq!(
+            walk(Strategy::Canary, &[Steps]),
+            (vec![Build, Canary, Steps, Rollback], Outcome::RolledBack),
+            "a breach rolls back"
+        );
+        assert_eq!(
+            walk_aborting(Strategy::Canary, &[Steps], Some(Steps)),
+            (vec![Build, Canary, Steps, Rollback], Outcome::Aborted)
+        );
+        assert_eq!(
+            walk_aborting(Strategy::Canary, &[], Some(Canary)),
+            (vec![Build, Canary, Rollback], Outcome::Aborted)
+        );
+        assert_eq!(
+            walk_aborting(Strategy::Canary, &[], Some(Promote)),
+            (vec![Build, Canary, Steps, Promote, Done], Outcome::Succeeded),
+            "too late once the canaries serve alone"
+        );
+    }
+
+    #[test]
+    fn bluegreen_paths() {
+        assert_eq!(
+            walk(Strategy::Bluegreen, &[]),
+            (vec![Build, Green, Swap, Done], Outcome::Succeeded)
+        );
+        assert_eq!(
+            walk(Strategy::Bluegreen, &[Green]),
+            (vec![Build, Green], Outcome::Failed)
+        );
+        assert_eq!(
+            walk_aborting(Strategy::Bluegreen, &[], Some(Green)),
+            (vec![Build, Green, Rollback], Outcome::Aborted)
+        );
+        assert_eq!(
+            walk_aborting(Strategy::Bluegreen, &[], Some(Swap)),
+            (vec![Build, Green, Swap, Done], Outcome::Succeeded)
+        );
+    }
+
+    #[test]
+    fn abort_takes_the_way_back_of_rolling_and_stopstart() {
+        assert_eq!(
+            walk_aborting(Strategy::Rolling, &[], Some(Build)),
+            (vec![Build], Outcome::Aborted)
+        );
+        assert_eq!(
+            walk_aborting(Strategy::Rolling, &[], Some(Clone)),
+            (vec![Build, Clone, Switch, Done], Outcome::Aborted),
+            "the clones go, the originals never stopped"
+        );
+        assert_eq!(
+            walk_aborting(Strategy::Rolling, &[], Some(Upgrade)),
+            (
+                vec![Build, Clone, Route, Upgrade, Rollback, Switch, Done],
+                Outcome::Aborted
+            )
+        );
+        assert_eq!(
+            walk_aborting(Strategy::Rolling, &[], Some(Switch)),
+            (vec![Build, Clone, Route, Upgrade, Switch, Done], Outcome::Succeeded)
+        );
+        assert_eq!(
+            walk_aborting(Strategy::Stopstart, &[], Some(Stop)),
+            (vec![Build, Stop, Rollback, Done], Outcome::Aborted)
+        );
+        assert_eq!(
+            walk_aborting(Strategy::Stopstart, &[], Some(Start)),
+            (vec![Build, Stop, Start, Done], Outcome::Succeeded)
         );
     }
 }

@@ -129,6 +129,7 @@ impl Controller {
             for name in &report.removed {
                 s.current.remove(name);
                 s.staged.remove(name);
+                s.previous.remove(name);
             }
             for name in &staging {
                 s.staged.insert(
@@ -194,7 +195,14 @@ impl Controller {
     fn retire_app(&self, name: &str) {
         let Some(app) = self.supervisor.app(name) else { return };
         self.supervisor.remove_app(name);
-        let instances: Vec<_> = app.originals.into_iter().chain(app.clones).collect();
+        let instances: Vec<_> = app
+            .originals
+            .into_iter()
+            .chain(app.clones)
+            .chain(app.candidates)
+            .chain(app.previous)
+            .collect();
+        self.forget_warm(name);
         let drain_timeout = app.config.drain_timeout;
         self.lock_retiring().insert(name.to_string());
         let retiring = Retiring {

@@ -2,11 +2,16 @@
 //! phase's work through [`DeployOps`]. The real operations act on the
 //! supervisor and the route table (`super::ops`); tests use a fake.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
-use super::phase::{transition, Next, Outcome, Phase};
+use super::canary::traffic::Measure;
+use super::canary::{steps, Steering};
+use super::phase::{abortable, transition, Flags, Next, Outcome, Phase};
 use super::record::DeploymentLog;
-use crate::config::Strategy;
+use crate::config::{CanaryConfig, Strategy};
+use crate::supervisor::instance::Role;
 
 /// Which definition of the app an operation uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,25 +59,46 @@ pub trait DeployOps: Send + Sync {
     async fn revive_previous(&self);
     /// Records which version now serves.
     async fn commit(&self, serving: Version);
+
+    /// canary, bluegreen: starts the target's instances beside the
+    /// serving ones with `role` (`canary` or `green`), as many as the
+    /// target has, waits until each is ready and runs `hooks.deploy`. On
+    /// failure, stops what it started.
+    async fn start_candidates(&self, role: Role) -> Result<(), String>;
+    /// canary: one table swap: `weight_bp` of new requests to the canaries.
+    async fn split(&self, weight_bp: u16, sticky: bool) -> Result<Arc<dyn Measure>, String>;
+    /// canary, bluegreen: the candidates leave the table (one swap, when
+    /// they were in it), drain and stop.
+    async fn retire_candidates(&self);
+    /// canary: one table swap: the canaries serve alone and become the
+    /// app's instances; the stable instances drain and stop.
+    async fn promote_canaries(&self);
+    /// bluegreen: one table swap: the green set serves and becomes the
+    /// app's instances; the previous set stays warm (no traffic) for
+    /// `keep_previous`, held by the controller.
+    async fn swap_to_green(&self);
+    /// The target's `canary:` settings.
+    fn canary(&self) -> CanaryConfig;
 }
 
 /// Runs a deployment to its end and returns the outcome. Every phase
 /// start, end and the outcome go to `log`.
-pub async fn execute(strategy: Strategy, ops: &dyn DeployOps, log: &DeploymentLog) -> Outcome {
-    let outcome = drive(strategy, ops, log).await;
+pub async fn execute(strategy: Strategy, ops: &dyn DeployOps, log: &DeploymentLog, steering: &Steering) -> Outcome {
+    let outcome = drive(strategy, ops, log, steering).await;
     log.finish(outcome);
     outcome
 }
 
 /// Runs a deployment's phases and returns the outcome, leaving the log
 /// unfinished: the caller records the outcome (the controller frees the
-/// app in the same step, see `gate::RunningGuard`).
-pub async fn drive(strategy: Strategy, ops: &dyn DeployOps, log: &DeploymentLog) -> Outcome {
+/// app in the same step, see `gate::RunningGuard`). `steering` carries
+/// the verbs' requests (abort, promote) and the canary's progress.
+pub async fn drive(strategy: Strategy, ops: &dyn DeployOps, log: &DeploymentLog, steering: &Steering) -> Outcome {
     let mut phase = Phase::Build;
-    let mut rolling_back = false;
+    let mut flags = Flags::default();
     let outcome = loop {
         log.phase_started(phase);
-        let ok = match run_phase(strategy, phase, rolling_back, ops, log).await {
+        let ok = match run_phase(strategy, phase, flags, ops, log, steering).await {
             Ok(()) => true,
             Err(reason) => {
                 log.error(None, format!("{} failed: {reason}", phase.as_str()));
@@ -81,9 +107,13 @@ pub async fn drive(strategy: Strategy, ops: &dyn DeployOps, log: &DeploymentLog)
         };
         log.phase_finished(phase, ok);
         if phase == Phase::Rollback && ok {
-            rolling_back = true;
+            flags.rolling_back = true;
         }
-        match transition(strategy, phase, ok, rolling_back) {
+        if !flags.aborting && steering.abort_requested() && abortable(strategy, phase) {
+            flags.aborting = true;
+            log.warn(None, "aborted by cutover abort: going back to the previous version");
+        }
+        match transition(strategy, phase, ok, flags) {
             Next::Phase(next) => phase = next,
             Next::Finish(outcome) => break outcome,
         }
@@ -94,10 +124,12 @@ pub async fn drive(strategy: Strategy, ops: &dyn DeployOps, log: &DeploymentLog)
 async fn run_phase(
     strategy: Strategy,
     phase: Phase,
-    rolling_back: bool,
+    flags: Flags,
     ops: &dyn DeployOps,
     log: &DeploymentLog,
+    steering: &Steering,
 ) -> Result<(), String> {
+    let rolling_back = flags.rolling_back || flags.aborting;
     match (strategy, phase) {
         (_, Phase::Build) => ops.hook(HookKind::Build).await,
         (_, Phase::Clone) => ops.start_clones().await,
@@ -128,19 +160,34 @@ async fn run_phase(
             post_deploy(ops, log).await;
             Ok(())
         }
-        (Strategy::Rolling, Phase::Rollback) => match ops.start_originals(Version::Previous).await {
-            Ok(()) => Ok(()),
-            Err(reason) => {
-                log.warn(
-                    None,
-                    "the previous version did not start either: the clones stay as the originals",
-                );
-                ops.promote_clones().await;
-                ops.commit(Version::Previous).await;
-                Err(reason)
+        (Strategy::Canary, Phase::Rollback) | (Strategy::Bluegreen, Phase::Rollback) => {
+            steering.set_progress(None);
+            ops.retire_candidates().await;
+            Ok(())
+        }
+        (Strategy::Rolling, Phase::Rollback) => {
+            if flags.aborting {
+                // Aborted after the upgrade started the new version: its
+                // instances (out of the table) make room for the old one.
+                ops.retire_originals().await;
             }
-        },
-        (Strategy::Stopstart, Phase::Rollback) => match ops.start_originals(Version::Previous).await {
+            rolling_rollback(ops, log).await
+        }
+        (_, Phase::Canary) => ops.start_candidates(Role::Canary).await,
+        (_, Phase::Steps) => steps::walk(&ops.canary(), ops, steering, log).await,
+        (_, Phase::Promote) => {
+            steering.set_progress(None);
+            ops.promote_canaries().await;
+            post_deploy(ops, log).await;
+            Ok(())
+        }
+        (_, Phase::Green) => ops.start_candidates(Role::Green).await,
+        (_, Phase::Swap) => {
+            ops.swap_to_green().await;
+            post_deploy(ops, log).await;
+            Ok(())
+        }
+        (_, Phase::Rollback) => match ops.start_originals(Version::Previous).await {
             Ok(()) => {
                 ops.route_to_originals().await;
                 Ok(())
@@ -151,12 +198,14 @@ async fn run_phase(
             }
         },
         (_, Phase::Done) => {
-            // `rolled back` is known from the log: a finished rollback phase.
-            let rolled_back = log
-                .snapshot()
-                .phases
-                .iter()
-                .any(|t| t.phase == Phase::Rollback && t.ok == Some(true));
+            // `rolled back` is known from the log: a finished rollback
+            // phase; an honoured abort went back too.
+            let rolled_back = flags.aborting
+                || log
+                    .snapshot()
+                    .phases
+                    .iter()
+                    .any(|t| t.phase == Phase::Rollback && t.ok == Some(true));
             ops.commit(if rolled_back {
                 Version::Previous
             } else {
@@ -164,6 +213,23 @@ async fn run_phase(
             })
             .await;
             Ok(())
+        }
+    }
+}
+
+/// rolling's way back: the previous version in the original slots; if
+/// even that fails, the clones stay as the originals.
+async fn rolling_rollback(ops: &dyn DeployOps, log: &DeploymentLog) -> Result<(), String> {
+    match ops.start_originals(Version::Previous).await {
+        Ok(()) => Ok(()),
+        Err(reason) => {
+            log.warn(
+                None,
+                "the previous version did not start either: the clones stay as the originals",
+            );
+            ops.promote_clones().await;
+            ops.commit(Version::Previous).await;
+            Err(reason)
         }
     }
 }
@@ -178,90 +244,14 @@ async fn post_deploy(ops: &dyn DeployOps, log: &DeploymentLog) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use super::*;
+    use crate::deploy::fake::FakeOps;
     use crate::deploy::record::Deployment;
-
-    /// Records every call; fails the calls named in `fail`.
-    #[derive(Default)]
-    struct FakeOps {
-        calls: Mutex<Vec<String>>,
-        fail: Vec<&'static str>,
-    }
-
-    impl FakeOps {
-        fn failing(fail: &[&'static str]) -> Self {
-            Self {
-                fail: fail.to_vec(),
-                ..Self::default()
-            }
-        }
-
-        fn call(&self, name: &str) -> Result<(), String> {
-            self.calls.lock().unwrap().push(name.to_string());
-            if self.fail.contains(&name) {
-                Err(format!("{name} broke"))
-            } else {
-                Ok(())
-            }
-        }
-
-        fn calls(&self) -> Vec<String> {
-            self.calls.lock().unwrap().clone()
-        }
-    }
-
-    #[async_trait]
-    impl DeployOps for FakeOps {
-        async fn hook(&self, kind: HookKind) -> Result<(), String> {
-            self.call(match kind {
-                HookKind::Build => "build",
-                HookKind::PostDeploy => "post_deploy",
-            })
-        }
-        async fn start_clones(&self) -> Result<(), String> {
-            self.call("start_clones")
-        }
-        async fn route_to_clones(&self) {
-            let _ = self.call("route_to_clones");
-        }
-        async fn route_to_none(&self) {
-            let _ = self.call("route_to_none");
-        }
-        async fn retire_originals(&self) {
-            let _ = self.call("retire_originals");
-        }
-        async fn start_originals(&self, version: Version) -> Result<(), String> {
-            self.call(match version {
-                Version::Previous => "start_previous",
-                Version::Target => "start_target",
-            })
-        }
-        async fn route_to_originals(&self) {
-            let _ = self.call("route_to_originals");
-        }
-        async fn retire_clones(&self) {
-            let _ = self.call("retire_clones");
-        }
-        async fn promote_clones(&self) {
-            let _ = self.call("promote_clones");
-        }
-        async fn revive_previous(&self) {
-            let _ = self.call("revive_previous");
-        }
-        async fn commit(&self, serving: Version) {
-            let _ = self.call(match serving {
-                Version::Previous => "commit_previous",
-                Version::Target => "commit_target",
-            });
-        }
-    }
 
     async fn run(strategy: Strategy, fail: &[&'static str]) -> (Outcome, Vec<String>, Deployment) {
         let ops = FakeOps::failing(fail);
         let log = DeploymentLog::new(Deployment::new("t-1".into(), "web", strategy, "a".into(), "b".into()));
-        let outcome = execute(strategy, &ops, &log).await;
+        let outcome = execute(strategy, &ops, &log, &Steering::default()).await;
         (outcome, ops.calls(), log.snapshot())
     }
 

@@ -148,7 +148,7 @@ impl Supervisor {
                 retry_first_start: true,
             };
             let instance = self.start(spec, Some(adoption));
-            if record.role == Role::Clone {
+            if matches!(record.role, Role::Clone | Role::Canary | Role::Green) {
                 // It serves as one of the app's own from now on, like a
                 // clone a failed rollback keeps.
                 instance.promote();
@@ -161,6 +161,8 @@ impl Supervisor {
                 config: Arc::clone(&app),
                 originals: adopted.clone(),
                 clones: Vec::new(),
+                candidates: Vec::new(),
+                previous: Vec::new(),
             },
         );
         self.routing.serve(&app.name, adopted.clone());

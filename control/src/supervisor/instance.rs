@@ -35,12 +35,15 @@ use super::pidfile::{self, INSTANCE_VAR};
 use super::task::run;
 use crate::config::AppConfig;
 
-/// Whether an instance is the app's own or a temporary clone (SPEC §3).
+/// Whether an instance is the app's own, a temporary clone, a canary of
+/// the new version or a blue-green new set before its switch (SPEC §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Original,
     Clone,
+    Canary,
+    Green,
 }
 
 impl Role {
@@ -49,6 +52,8 @@ impl Role {
         match self {
             Role::Original => "original",
             Role::Clone => "clone",
+            Role::Canary => "canary",
+            Role::Green => "green",
         }
     }
 }
@@ -244,7 +249,8 @@ impl Instance {
         }
     }
 
-    /// Makes a clone an original for good.
+    /// Makes a clone (or a promoted canary, a swapped-in green) an
+    /// original for good.
     pub fn promote(&self) {
         self.promoted.store(true, Ordering::SeqCst);
     }

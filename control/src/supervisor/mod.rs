@@ -63,6 +63,12 @@ pub struct AppRuntime {
     pub originals: Vec<Arc<Instance>>,
     /// Temporary clones; only during a rolling deployment.
     pub clones: Vec<Arc<Instance>>,
+    /// The new version's instances: canaries during a canary deployment,
+    /// the green set during a blue-green one (until the swap).
+    pub candidates: Vec<Arc<Instance>>,
+    /// bluegreen: the set that served before the last swap, kept running
+    /// without traffic for `keep_previous` (a rollback swaps it back).
+    pub previous: Vec<Arc<Instance>>,
 }
 
 impl Supervisor {
@@ -106,6 +112,8 @@ impl Supervisor {
                 config: Arc::clone(&app),
                 originals: instances.clone(),
                 clones: Vec::new(),
+                candidates: Vec::new(),
+                previous: Vec::new(),
             },
         );
         self.routing.serve(&app.name, instances.clone());
@@ -141,6 +149,29 @@ impl Supervisor {
             pid_file: Some(self.run_dir.join(format!("{name}.pid"))),
             name,
             role: Role::Clone,
+            preferred_port: None,
+            retry_first_start: false,
+        }
+    }
+
+    /// The spec of canary `index` of `app` (`web-canary-<n>`, never reused).
+    pub fn canary_spec(&self, app: &Arc<AppConfig>, index: u64) -> InstanceSpec {
+        self.numbered_spec(app, "canary", index, Role::Canary)
+    }
+
+    /// The spec of green instance `index` of `app` (`web-green-<n>`, never reused).
+    pub fn green_spec(&self, app: &Arc<AppConfig>, index: u64) -> InstanceSpec {
+        self.numbered_spec(app, "green", index, Role::Green)
+    }
+
+    fn numbered_spec(&self, app: &Arc<AppConfig>, kind: &str, index: u64, role: Role) -> InstanceSpec {
+        let name = format!("{}-{kind}-{index}", app.name);
+        InstanceSpec {
+            app: Arc::clone(app),
+            log: self.log_path(&name),
+            pid_file: Some(self.run_dir.join(format!("{name}.pid"))),
+            name,
+            role,
             preferred_port: None,
             retry_first_start: false,
         }
@@ -222,6 +253,8 @@ impl Supervisor {
                     .originals
                     .iter()
                     .chain(app.clones.iter())
+                    .chain(app.candidates.iter())
+                    .chain(app.previous.iter())
                     .map(|i| InstanceStatus::of(i))
                     .collect(),
                 name,

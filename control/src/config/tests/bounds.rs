@@ -28,6 +28,7 @@ fn every_duration_with(key: &str, value: &str) -> String {
         ("apps.*.drain_timeout", "24h".into()),
         ("apps.*.stop_timeout", "10s".into()),
         ("proxy.tls.hsts", "0s".into()),
+        ("apps.*.bluegreen.keep_previous", "5m".into()),
     ];
     let slot = values.iter_mut().find(|(k, _)| *k == key);
     slot.unwrap_or_else(|| panic!("no key {key}")).1 = value.to_string();
@@ -60,6 +61,8 @@ fn every_duration_with(key: &str, value: &str) -> String {
          \x20     start_timeout: {}\n\
          \x20   drain_timeout: {}\n\
          \x20   stop_timeout: {}\n\
+         \x20   bluegreen:\n\
+         \x20     keep_previous: {}\n\
          routes:\n\
          \x20 - app: web\n",
         v("proxy.hold_timeout"),
@@ -74,6 +77,7 @@ fn every_duration_with(key: &str, value: &str) -> String {
         v("apps.*.health.start_timeout"),
         v("apps.*.drain_timeout"),
         v("apps.*.stop_timeout"),
+        v("apps.*.bluegreen.keep_previous"),
     )
 }
 

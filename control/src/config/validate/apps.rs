@@ -76,6 +76,8 @@ impl Check<'_> {
             deploy_strategy: raw.deploy_strategy.unwrap_or(Strategy::Stopstart),
             manual_deployments: raw.manual_deployments.unwrap_or(false),
             upstream: raw.upstream.unwrap_or_default(),
+            canary: self.canary(&key("canary"), raw.canary.as_ref()),
+            bluegreen: self.bluegreen(&key("bluegreen"), raw.bluegreen.as_ref()),
         }
     }
 

@@ -7,6 +7,7 @@
 
 mod apps;
 mod listeners;
+mod progressive;
 mod routes;
 mod tls;
 
