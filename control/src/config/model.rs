@@ -182,6 +182,12 @@ pub struct AppConfig {
     /// (the binary must speak it): a change is deployed, and the table
     /// switches protocol with the instances.
     pub upstream: Upstream,
+    /// The directory of the app's own `502.html`, `503.html`, `504.html`
+    /// and `maintenance.html` (each optional), resolved against the config
+    /// file's directory like `cwd`; `None`: the proxy's built-in answers.
+    /// A proxy setting, not part of the version: a push that changes only
+    /// this applies it with a table swap, without a deployment.
+    pub error_pages: Option<PathBuf>,
 }
 
 /// The protocol between cutover and an app (`apps.*.upstream`).
@@ -375,6 +381,7 @@ mod tests {
             deploy_strategy: Strategy::Stopstart,
             manual_deployments: false,
             upstream: Upstream::Http1,
+            error_pages: None,
         }
     }
 
@@ -418,6 +425,7 @@ mod tests {
         scaled.deploy_strategy = Strategy::Rolling;
         scaled.drain_timeout = Duration::from_secs(5);
         scaled.manual_deployments = true;
+        scaled.error_pages = Some(PathBuf::from("/srv/pages"));
         assert_eq!(scaled.version(), base);
     }
 

@@ -142,6 +142,7 @@ pub struct RawApp {
     pub deploy_strategy: Option<Strategy>,
     pub manual_deployments: Option<bool>,
     pub upstream: Option<Upstream>,
+    pub error_pages: Option<String>,
 }
 
 /// `apps.<name>.health:`
