@@ -5,7 +5,7 @@
 //!
 //! - `journal.json`: per app, the config text it was last deployed from
 //!   (and its version); staged configs; the config whose routes apply; the
-//!   next deployment number.
+//!   next deployment number; the operator's switches per app.
 //! - `deployments/<id>.json`: a running deployment, rewritten on every
 //!   phase transition.
 //! - `history.jsonl`: finished deployments, one JSON object per line,
@@ -19,6 +19,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::progressive::AppSwitches;
 use crate::deploy::record::Deployment;
 
 /// A config text and the version of one app in it.
@@ -48,6 +49,11 @@ pub struct JournalState {
     /// a kill between commit and finish the journal still tells what serves.
     #[serde(default)]
     pub commits: BTreeMap<String, Committed>,
+    /// Per app: the operator's switches (pause, maintenance) in effect; an
+    /// app with none is absent. Restored at start-up, so a restarted
+    /// cutover keeps them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub switches: BTreeMap<String, AppSwitches>,
 }
 
 /// Which version of a deployment serves, once it committed.

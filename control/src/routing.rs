@@ -6,8 +6,13 @@
 //! are *ready* is the instances' own state. A table contains exactly the
 //! serving instances that are ready, so the table only ever points at
 //! instances that passed readiness.
+//!
+//! An app's operator switches (pause, maintenance) and its error-page
+//! directory live here per app too, not in a table: every table built,
+//! whoever publishes it (a deployment's swaps included), carries them.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -15,6 +20,7 @@ use cutover_proxy::{
     AppId, AppMetrics, HostMatch, LongLivedSettings, ProxyMetrics, RouteTable, TableHandle, UpstreamProtocol,
 };
 
+use crate::api::progressive::AppSwitches;
 use crate::config::{AppConfig, HostPattern, ProxyConfig, RouteConfig, Upstream};
 use crate::supervisor::instance::{Instance, OnChange};
 
@@ -34,6 +40,10 @@ struct State {
     /// App ids are never reused, so a request routed on one table finds
     /// the same app (or none) on the next.
     next_id: u32,
+    /// Per app: the operator's switches; apps with none are absent.
+    switches: BTreeMap<String, AppSwitches>,
+    /// Per app: its `error_pages` directory, if it has one.
+    error_pages: BTreeMap<String, PathBuf>,
 }
 
 struct AppRouting {
@@ -50,6 +60,10 @@ pub trait RoutedApp<'a> {
     fn name(&self) -> &'a str;
     /// How the proxy speaks to its instances.
     fn upstream(&self) -> UpstreamProtocol;
+    /// Its `error_pages` directory; none by default.
+    fn error_pages(&self) -> Option<&'a Path> {
+        None
+    }
 }
 
 impl<'a> RoutedApp<'a> for &'a str {
@@ -69,6 +83,10 @@ impl<'a> RoutedApp<'a> for &'a AppConfig {
 
     fn upstream(&self) -> UpstreamProtocol {
         upstream_protocol(self.upstream)
+    }
+
+    fn error_pages(&self) -> Option<&'a Path> {
+        self.error_pages.as_deref()
     }
 }
 
@@ -127,6 +145,8 @@ impl Routing {
             .collect();
         for name in gone {
             state.apps.remove(&name);
+            state.switches.remove(&name);
+            state.error_pages.remove(&name);
             self.metrics.remove_app(&name);
         }
         for name in wanted {
@@ -149,6 +169,10 @@ impl Routing {
             if let Some(slot) = state.apps.get_mut(app.name()) {
                 slot.upstream = app.upstream();
             }
+            match app.error_pages() {
+                Some(dir) => state.error_pages.insert(app.name().to_string(), dir.to_path_buf()),
+                None => state.error_pages.remove(app.name()),
+            };
         }
         state.routes = routes.to_vec();
         state.hold_timeout = Some(proxy.hold_timeout);
@@ -164,6 +188,39 @@ impl Routing {
             }
         }
         self.publish()
+    }
+
+    /// Sets `app`'s operator switches, in one table swap. Returns the new
+    /// generation. An app that is not configured keeps none.
+    pub fn set_switches(&self, app: &str, switches: AppSwitches) -> u64 {
+        {
+            let mut state = self.lock();
+            if state.apps.contains_key(app) {
+                put_switches(&mut state, app, switches);
+            }
+        }
+        self.publish()
+    }
+
+    /// Sets the switches of every configured app named in `switches` (at
+    /// start-up, from the journal). Does not publish.
+    pub fn restore_switches(&self, switches: BTreeMap<String, AppSwitches>) {
+        let mut state = self.lock();
+        for (app, switches) in switches {
+            if state.apps.contains_key(&app) {
+                put_switches(&mut state, &app, switches);
+            }
+        }
+    }
+
+    /// `app`'s operator switches (none for an unknown app).
+    pub fn switches(&self, app: &str) -> AppSwitches {
+        self.lock().switches.get(app).cloned().unwrap_or_default()
+    }
+
+    /// `app`'s `error_pages` directory, as last configured.
+    pub fn error_pages(&self, app: &str) -> Option<PathBuf> {
+        self.lock().error_pages.get(app).cloned()
     }
 
     /// The instances serving `app`.
@@ -224,6 +281,15 @@ impl Routing {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Keeps `switches` for `app`; none at all is no entry.
+fn put_switches(state: &mut State, app: &str, switches: AppSwitches) {
+    if switches == AppSwitches::default() {
+        state.switches.remove(app);
+    } else {
+        state.switches.insert(app.to_string(), switches);
     }
 }
 

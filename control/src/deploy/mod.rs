@@ -9,6 +9,7 @@
 //! - [`metrics`]: deployment metrics.
 //! - [`push`]: comparing a pushed config with the running one.
 //! - [`gate`]: the one serialised path every verb takes.
+//! - [`switches`]: the operator's switches (pause, resume, maintenance).
 //! - [`boot`]: start-up (restoring the journal, closing cut deployments).
 
 pub mod boot;
@@ -20,6 +21,7 @@ pub mod phase;
 pub mod push;
 pub mod record;
 pub mod run;
+pub mod switches;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
