@@ -57,10 +57,7 @@ pub fn problems(dir: &Path) -> Vec<String> {
         }
         Err(e) => return vec![format!("cannot read directory {shown}: {e}")],
     }
-    PAGES
-        .iter()
-        .filter_map(|page| page_problem(&dir.join(page)))
-        .collect()
+    PAGES.iter().filter_map(|page| page_problem(&dir.join(page))).collect()
 }
 
 /// What is wrong with one page, if it exists.
@@ -82,7 +79,5 @@ fn page_problem(path: &Path) -> Option<String> {
         ));
     }
     // Readable by cutover (permissions), not only present.
-    File::open(path)
-        .err()
-        .map(|e| format!("cannot read {shown}: {e}"))
+    File::open(path).err().map(|e| format!("cannot read {shown}: {e}"))
 }

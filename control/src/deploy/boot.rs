@@ -139,7 +139,10 @@ pub fn restore(journal: &Journal, config: &Config, source: &str, base_dir: &Path
 }
 
 fn app_from(source: &str, name: &str, base_dir: &Path) -> Option<AppConfig> {
-    config::parse_journaled(source, "journal", base_dir).ok()?.apps.remove(name)
+    config::parse_journaled(source, "journal", base_dir)
+        .ok()?
+        .apps
+        .remove(name)
 }
 
 /// Puts the journaled operator switches (pause, maintenance) of the apps

@@ -137,7 +137,10 @@ impl Controller {
                         since: now_rfc3339(),
                         message: message.clone(),
                     });
-                    format!("maintenance on; requests get 503 with the maintenance page{}", said(&message))
+                    format!(
+                        "maintenance on; requests get 503 with the maintenance page{}",
+                        said(&message)
+                    )
                 }
                 (true, Some(was)) => {
                     next.maintenance = Some(Maintenance {

@@ -72,7 +72,10 @@ fn a_missing_directory_is_refused_at_its_key() {
     let dir = Dir::new("missing");
     let message = dir.problem(&web_with("error_pages: nowhere"));
     assert!(message.contains("does not exist"), "{message}");
-    assert!(message.contains(&dir.0.join("nowhere").display().to_string()), "{message}");
+    assert!(
+        message.contains(&dir.0.join("nowhere").display().to_string()),
+        "{message}"
+    );
 }
 
 #[test]
@@ -89,7 +92,10 @@ fn an_oversized_page_is_refused() {
     std::fs::create_dir_all(dir.0.join("pages")).unwrap();
     let limit = crate::config::error_pages::MAX_PAGE_BYTES;
     std::fs::write(dir.0.join("pages/502.html"), vec![b'x'; limit as usize]).unwrap();
-    assert!(dir.parse(&web_with("error_pages: pages")).is_ok(), "exactly 1 MiB is fine");
+    assert!(
+        dir.parse(&web_with("error_pages: pages")).is_ok(),
+        "exactly 1 MiB is fine"
+    );
     std::fs::write(dir.0.join("pages/502.html"), vec![b'x'; limit as usize + 1]).unwrap();
     let message = dir.problem(&web_with("error_pages: pages"));
     assert!(message.contains("502.html is 1048577 bytes"), "{message}");
@@ -122,5 +128,8 @@ fn error_pages_is_not_part_of_the_version() {
     let b = dir.parse(&web_with("error_pages: b")).unwrap();
     assert_ne!(a.apps["web"], b.apps["web"]);
     assert_eq!(a.apps["web"].version(), b.apps["web"].version());
-    assert_eq!(a.apps["web"].version(), dir.parse(MINIMAL).unwrap().apps["web"].version());
+    assert_eq!(
+        a.apps["web"].version(),
+        dir.parse(MINIMAL).unwrap().apps["web"].version()
+    );
 }
