@@ -409,6 +409,36 @@ mod tests {
     }
 
     #[test]
+    fn switches_survive_reopen_and_older_journals_have_none() {
+        use crate::api::progressive::Paused;
+        let d = dir("switches");
+        fs::create_dir_all(&d).unwrap();
+        // Written before switches existed.
+        fs::write(
+            d.join("journal.json"),
+            r#"{"current": {}, "staged": {}, "routes_config": null, "next_deployment": 3}"#,
+        )
+        .unwrap();
+        let j = Journal::open(&d).unwrap();
+        assert!(j.state().switches.is_empty());
+        let paused = AppSwitches {
+            paused: Some(Paused {
+                since: "2026-01-01T00:00:00.000Z".into(),
+                max_pause_ms: 60_000,
+            }),
+            maintenance: None,
+        };
+        j.update(|s| {
+            s.switches.insert("web".into(), paused.clone());
+        })
+        .unwrap();
+        let j = Journal::open(&d).unwrap();
+        assert_eq!(j.state().switches["web"], paused);
+        assert_eq!(j.state().next_deployment, 3);
+        let _ = fs::remove_dir_all(d);
+    }
+
+    #[test]
     fn a_corrupt_journal_is_a_clear_error() {
         let d = dir("corrupt");
         fs::create_dir_all(&d).unwrap();

@@ -301,3 +301,76 @@ pub fn long_lived_settings(proxy: &ProxyConfig) -> LongLivedSettings {
         idle_timeout: proxy.long_lived.idle_timeout,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::api::progressive::Maintenance;
+
+    fn routing(source: &str) -> (Arc<Routing>, crate::config::Config) {
+        let config = crate::config::parse_journaled(source, "deploy.yaml", Path::new("/srv")).unwrap();
+        let metrics = ProxyMetrics::new(&prometheus::Registry::new()).unwrap();
+        let routing = Routing::new(TableHandle::new(RouteTable::default()), metrics);
+        routing.configure(&config.routes, &config.proxy, config.apps.values());
+        (routing, config)
+    }
+
+    fn maintenance() -> AppSwitches {
+        AppSwitches {
+            paused: None,
+            maintenance: Some(Maintenance {
+                since: "2026-01-01T00:00:00.000Z".into(),
+                message: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn switches_and_error_pages_live_per_app_and_go_with_it() {
+        let two = "apps:\n  web: { command: [w], error_pages: pages }\n  api: { command: [a] }\nroutes:\n  - { path: /, app: web }\n  - { path: /api, app: api }\n";
+        let (routing, _) = routing(two);
+        assert_eq!(routing.error_pages("web"), Some(PathBuf::from("/srv/pages")));
+        assert_eq!(routing.error_pages("api"), None);
+        let before = routing.table().load().generation();
+        let generation = routing.set_switches("api", maintenance());
+        assert_eq!(generation, before + 1, "one table swap");
+        assert_eq!(routing.switches("api"), maintenance());
+        // Every later table carries them: they are not part of one table.
+        routing.serve("api", Vec::new());
+        assert_eq!(routing.switches("api"), maintenance());
+        // An app that is not configured keeps none.
+        routing.set_switches("nope", maintenance());
+        assert_eq!(routing.switches("nope"), AppSwitches::default());
+        // Cleared switches leave no entry behind.
+        routing.set_switches("api", AppSwitches::default());
+        assert_eq!(routing.switches("api"), AppSwitches::default());
+        routing.set_switches("api", maintenance());
+
+        // Configured without api and without web's pages: both go.
+        let one = "apps:\n  web: { command: [w] }\nroutes:\n  - { path: /, app: web }\n";
+        let config = crate::config::parse_journaled(one, "deploy.yaml", Path::new("/srv")).unwrap();
+        routing.configure(&config.routes, &config.proxy, config.apps.values());
+        assert_eq!(routing.switches("api"), AppSwitches::default());
+        assert_eq!(routing.error_pages("web"), None);
+        // Configured back: api starts with no switch.
+        let config = crate::config::parse_journaled(two, "deploy.yaml", Path::new("/srv")).unwrap();
+        routing.configure(&config.routes, &config.proxy, config.apps.values());
+        assert_eq!(routing.switches("api"), AppSwitches::default());
+        assert_eq!(routing.error_pages("web"), Some(PathBuf::from("/srv/pages")));
+    }
+
+    #[test]
+    fn restored_switches_are_set_without_a_publish() {
+        let (routing, _) = routing("apps:\n  web: { command: [w] }\nroutes:\n  - { path: /, app: web }\n");
+        let before = routing.table().load().generation();
+        routing.restore_switches(BTreeMap::from([
+            ("web".to_string(), maintenance()),
+            ("gone".to_string(), maintenance()),
+        ]));
+        assert_eq!(routing.table().load().generation(), before);
+        assert_eq!(routing.switches("web"), maintenance());
+        assert_eq!(routing.switches("gone"), AppSwitches::default());
+    }
+}
