@@ -59,8 +59,10 @@ impl Wanted {
             };
         }
         match &switches.paused {
+            // Within the bounds even if the journal on disk says otherwise:
+            // the data plane adds it to the arrival of every held request.
             Some(paused) => Wanted::Paused {
-                max_pause: Duration::from_millis(paused.max_pause_ms),
+                max_pause: Duration::from_millis(paused.max_pause_ms).clamp(MAX_PAUSE.min, MAX_PAUSE.max),
             },
             None => Wanted::Serving,
         }
@@ -253,4 +255,60 @@ fn said(message: &Option<String>) -> String {
 
 fn human(duration: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paused(max_pause_ms: u64) -> AppSwitches {
+        AppSwitches {
+            paused: Some(Paused {
+                since: now_rfc3339(),
+                max_pause_ms,
+            }),
+            maintenance: None,
+        }
+    }
+
+    #[test]
+    fn a_journaled_max_pause_out_of_bounds_is_brought_within_them() {
+        let max_pause = |switches: &AppSwitches| match Wanted::of(switches) {
+            Wanted::Paused { max_pause } => max_pause,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(max_pause(&paused(u64::MAX)), MAX_PAUSE.max);
+        assert_eq!(max_pause(&paused(0)), MAX_PAUSE.min);
+        assert_eq!(max_pause(&paused(2500)), Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn maintenance_wins_over_a_pause_and_nothing_is_serving() {
+        assert_eq!(Wanted::of(&AppSwitches::default()), Wanted::Serving);
+        let mut both = paused(1000);
+        both.maintenance = Some(Maintenance {
+            since: now_rfc3339(),
+            message: Some("soon".into()),
+        });
+        assert_eq!(
+            Wanted::of(&both),
+            Wanted::Maintenance {
+                message: Some(Arc::from("soon"))
+            }
+        );
+    }
+
+    #[test]
+    fn messages_are_one_line_of_at_most_a_kibibyte() {
+        assert_eq!(check_message(None).unwrap(), None);
+        assert_eq!(check_message(Some(" \t ".into())).unwrap(), None);
+        assert_eq!(
+            check_message(Some("back soon".into())).unwrap().as_deref(),
+            Some("back soon")
+        );
+        assert!(check_message(Some("x".repeat(MAX_MESSAGE_BYTES))).is_ok());
+        assert!(check_message(Some("x".repeat(MAX_MESSAGE_BYTES + 1))).is_err());
+        assert!(check_message(Some("a\u{7f}b".into())).is_err());
+        assert!(check_message(Some("tab\there".into())).is_err());
+    }
 }
