@@ -417,18 +417,39 @@ async fn a_push_changing_only_error_pages_swaps_the_table_and_deploys_nothing() 
     assert_eq!(report.staged, ["web"], "{report:?}");
     assert!(report.routes_changed);
     assert_eq!(f.routing.error_pages("web"), Some(green.clone()));
+    // Pages alone while a change is staged: the staged definition
+    // follows (so deploying it later keeps the pages the table has), and
+    // stays staged.
+    let report = f.controller.push(&text, None, &certs).unwrap();
+    assert!(report.staged.is_empty() && report.routes_changed, "{report:?}");
+    assert_eq!(f.controller.staged().len(), 1);
+    assert_eq!(f.routing.error_pages("web"), Some(blue.clone()));
+    let back = source(
+        &format!("{manual}    error_pages: blue\n    env: {{ V: \"2\" }}\n"),
+        false,
+    );
+    let started = f.controller.deploy(Some("web"), None).unwrap();
+    assert_eq!(started.len(), 1);
+    // While it runs, restating its definition is no conflict (so it
+    // carries blue); other pages would be lost by it: 409.
+    let report = f.controller.push(&back, None, &certs).unwrap();
+    assert!(report.deployments.is_empty() && !report.routes_changed, "{report:?}");
+    let report = f.controller.push(&changed, None, &certs);
+    assert!(matches!(report, Err(DeployError::Conflict { .. })), "{report:?}");
+    assert_eq!(f.routing.error_pages("web"), Some(blue.clone()));
     f.stop().await;
 
     // A restart takes the last pushed pages from the journal, even if the
     // directory is gone by then (the proxy's built-in pages serve).
-    std::fs::remove_dir_all(&green).unwrap();
+    std::fs::remove_dir_all(&blue).unwrap();
     let journal = Journal::open(&f.dir).unwrap();
     let restored = boot::restore(&journal, &f.config, &source(manual, false), &f.dir);
-    assert_eq!(restored.config.apps["web"].error_pages, Some(green));
+    assert_eq!(restored.config.apps["web"].error_pages, Some(blue));
     assert_eq!(
         restored.config.apps["web"].version(),
         f.version(),
         "the serving definition"
     );
     assert_eq!(restored.staged.len(), 1, "the staged change is back too");
+    drop(green);
 }

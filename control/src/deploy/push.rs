@@ -169,21 +169,20 @@ impl Controller {
                     .insert(name.clone(), (Arc::new(new.apps[name].clone()), source.to_string()));
             }
             // Error pages apply with this push's table swap (below), to
-            // every app, whatever else happens to it.
+            // every app, whatever else happens to it; the definitions kept
+            // in memory follow, so a later deployment of one keeps them.
             for (name, app) in &new.apps {
                 if let Some(current) = active.config.apps.get_mut(name) {
                     current.error_pages.clone_from(&app.error_pages);
                 }
+                if let Some((staged, _)) = active.staged.get_mut(name) {
+                    with_error_pages(staged, app);
+                }
             }
         }
         for (name, app) in &new.apps {
-            self.supervisor.update(name, |runtime| {
-                if runtime.config.error_pages != app.error_pages {
-                    let mut config = (*runtime.config).clone();
-                    config.error_pages.clone_from(&app.error_pages);
-                    runtime.config = Arc::new(config);
-                }
-            });
+            self.supervisor
+                .update(name, |runtime| with_error_pages(&mut runtime.config, app));
         }
 
         // The new certificates (if any) in one store swap; the ACME service
@@ -254,6 +253,15 @@ fn definition_changed(current: &AppConfig, new: &AppConfig) -> bool {
     let mut new = new.clone();
     new.error_pages.clone_from(&current.error_pages);
     *current != new
+}
+
+/// Gives `config` the error pages of `pushed` (a new `Arc` when they differ).
+fn with_error_pages(config: &mut Arc<AppConfig>, pushed: &AppConfig) {
+    if config.error_pages != pushed.error_pages {
+        let mut changed = (**config).clone();
+        changed.error_pages.clone_from(&pushed.error_pages);
+        *config = Arc::new(changed);
+    }
 }
 
 /// A refused config's problems, one per line, without the file name (the
