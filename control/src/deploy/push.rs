@@ -2,9 +2,10 @@
 //! stage) changed apps, start added ones, retire removed ones, and swap
 //! the table for route and proxy-setting changes (an app's `error_pages`
 //! among them: not part of its definition, so a change of it alone
-//! deploys nothing), swap the certificates when their files changed. A config that does not validate (certificate
-//! files included), or that conflicts with a running deployment, changes
-//! nothing (see [`super::gate`]).
+//! deploys nothing), swap the certificates when their files changed. A
+//! config that does not validate (certificate files and error pages
+//! included), or that conflicts with a running deployment, changes nothing
+//! (see [`super::gate`]).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
