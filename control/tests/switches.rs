@@ -451,5 +451,9 @@ async fn a_push_changing_only_error_pages_swaps_the_table_and_deploys_nothing() 
         "the serving definition"
     );
     assert_eq!(restored.staged.len(), 1, "the staged change is back too");
+    assert_eq!(
+        restored.staged[0].0.error_pages,
+        restored.config.apps["web"].error_pages
+    );
     drop(green);
 }

@@ -93,7 +93,8 @@ pub fn restore(journal: &Journal, config: &Config, source: &str, base_dir: &Path
     let mut sources: BTreeMap<String, String> = config.apps.keys().map(|n| (n.clone(), source.to_string())).collect();
 
     // The last pushed config also says each app's error pages (a proxy
-    // setting, applied by a push whether or not the app was deployed).
+    // setting, applied by a push whether or not the app was deployed or
+    // its change staged).
     let mut error_pages = BTreeMap::new();
     if let Some(routes_source) = &state.routes_config {
         match config::parse_journaled(routes_source, "journal", base_dir) {
@@ -116,8 +117,8 @@ pub fn restore(journal: &Journal, config: &Config, source: &str, base_dir: &Path
         }
     }
     for (name, app) in &mut restored.apps {
-        if let Some(pages) = error_pages.remove(name) {
-            app.error_pages = pages;
+        if let Some(pages) = error_pages.get(name) {
+            app.error_pages.clone_from(pages);
         }
     }
     // A route to an app that exists in neither would make the table
@@ -128,7 +129,11 @@ pub fn restore(journal: &Journal, config: &Config, source: &str, base_dir: &Path
         .staged
         .iter()
         .filter_map(|(name, entry)| {
-            app_from(&entry.config, name, base_dir).map(|app| (Arc::new(app), entry.config.clone()))
+            let mut app = app_from(&entry.config, name, base_dir)?;
+            if let Some(pages) = error_pages.get(name) {
+                app.error_pages.clone_from(pages);
+            }
+            Some((Arc::new(app), entry.config.clone()))
         })
         .collect();
     Restored {
