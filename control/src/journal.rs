@@ -5,7 +5,7 @@
 //!
 //! - `journal.json`: per app, the config text it was last deployed from
 //!   (and its version); staged configs; the config whose routes apply; the
-//!   next deployment number.
+//!   next deployment number; the operator's switches per app.
 //! - `deployments/<id>.json`: a running deployment, rewritten on every
 //!   phase transition.
 //! - `history.jsonl`: finished deployments, one JSON object per line,
@@ -19,6 +19,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::progressive::AppSwitches;
 use crate::deploy::record::Deployment;
 
 /// A config text and the version of one app in it.
@@ -59,6 +60,11 @@ pub struct JournalState {
     /// Per app: the number the next green instance's name gets (`web-green-<n>`).
     #[serde(default)]
     pub next_green: BTreeMap<String, u64>,
+    /// Per app: the operator's switches (pause, maintenance) in effect; an
+    /// app with none is absent. Restored at start-up, so a restarted
+    /// cutover keeps them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub switches: BTreeMap<String, AppSwitches>,
 }
 
 /// Which family of never-reused instance names a number is taken from.
@@ -466,6 +472,36 @@ mod tests {
         assert_eq!(Journal::open(&d).unwrap().state().commits["web-1"], Committed::Target);
         j.append_history(&record("web-1")).unwrap();
         assert!(Journal::open(&d).unwrap().state().commits.is_empty());
+        let _ = fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn switches_survive_reopen_and_older_journals_have_none() {
+        use crate::api::progressive::Paused;
+        let d = dir("switches");
+        fs::create_dir_all(&d).unwrap();
+        // Written before switches existed.
+        fs::write(
+            d.join("journal.json"),
+            r#"{"current": {}, "staged": {}, "routes_config": null, "next_deployment": 3}"#,
+        )
+        .unwrap();
+        let j = Journal::open(&d).unwrap();
+        assert!(j.state().switches.is_empty());
+        let paused = AppSwitches {
+            paused: Some(Paused {
+                since: "2026-01-01T00:00:00.000Z".into(),
+                max_pause_ms: 60_000,
+            }),
+            maintenance: None,
+        };
+        j.update(|s| {
+            s.switches.insert("web".into(), paused.clone());
+        })
+        .unwrap();
+        let j = Journal::open(&d).unwrap();
+        assert_eq!(j.state().switches["web"], paused);
+        assert_eq!(j.state().next_deployment, 3);
         let _ = fs::remove_dir_all(d);
     }
 

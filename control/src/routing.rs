@@ -6,8 +6,13 @@
 //! are *ready* is the instances' own state. A table contains exactly the
 //! serving instances that are ready, so the table only ever points at
 //! instances that passed readiness.
+//!
+//! An app's operator switches (pause, maintenance) and its error-page
+//! directory live here per app too, not in a table: every table built,
+//! whoever publishes it (a deployment's swaps included), carries them.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -15,6 +20,7 @@ use cutover_proxy::{
     AppId, AppMetrics, HostMatch, LongLivedSettings, ProxyMetrics, RouteTable, TableHandle, UpstreamProtocol,
 };
 
+use crate::api::progressive::AppSwitches;
 use crate::config::{AppConfig, HostPattern, ProxyConfig, RouteConfig, Upstream};
 use crate::supervisor::instance::{Instance, OnChange};
 
@@ -37,6 +43,10 @@ struct State {
     /// App ids are never reused, so a request routed on one table finds
     /// the same app (or none) on the next.
     next_id: u32,
+    /// Per app: the operator's switches; apps with none are absent.
+    switches: BTreeMap<String, AppSwitches>,
+    /// Per app: its `error_pages` directory, if it has one.
+    error_pages: BTreeMap<String, PathBuf>,
 }
 
 struct AppRouting {
@@ -56,6 +66,10 @@ pub trait RoutedApp<'a> {
     fn name(&self) -> &'a str;
     /// How the proxy speaks to its instances.
     fn upstream(&self) -> UpstreamProtocol;
+    /// Its `error_pages` directory; none by default.
+    fn error_pages(&self) -> Option<&'a Path> {
+        None
+    }
 }
 
 impl<'a> RoutedApp<'a> for &'a str {
@@ -75,6 +89,10 @@ impl<'a> RoutedApp<'a> for &'a AppConfig {
 
     fn upstream(&self) -> UpstreamProtocol {
         upstream_protocol(self.upstream)
+    }
+
+    fn error_pages(&self) -> Option<&'a Path> {
+        self.error_pages.as_deref()
     }
 }
 
@@ -133,6 +151,8 @@ impl Routing {
             .collect();
         for name in gone {
             state.apps.remove(&name);
+            state.switches.remove(&name);
+            state.error_pages.remove(&name);
             self.metrics.remove_app(&name);
         }
         for name in wanted {
@@ -156,6 +176,10 @@ impl Routing {
             if let Some(slot) = state.apps.get_mut(app.name()) {
                 slot.upstream = app.upstream();
             }
+            match app.error_pages() {
+                Some(dir) => state.error_pages.insert(app.name().to_string(), dir.to_path_buf()),
+                None => state.error_pages.remove(app.name()),
+            };
         }
         state.routes = routes.to_vec();
         state.hold_timeout = Some(proxy.hold_timeout);
@@ -188,9 +212,42 @@ impl Routing {
         self.publish()
     }
 
+    /// Sets `app`'s operator switches, in one table swap. Returns the new
+    /// generation. An app that is not configured keeps none.
+    pub fn set_switches(&self, app: &str, switches: AppSwitches) -> u64 {
+        {
+            let mut state = self.lock();
+            if state.apps.contains_key(app) {
+                put_switches(&mut state, app, switches);
+            }
+        }
+        self.publish()
+    }
+
     /// canary: `app`'s canary set, if it has one.
     pub fn canary(&self, app: &str) -> Option<CanarySet> {
         self.lock().apps.get(app).and_then(|a| a.canary.clone())
+    }
+
+    /// Sets the switches of every configured app named in `switches` (at
+    /// start-up, from the journal). Does not publish.
+    pub fn restore_switches(&self, switches: BTreeMap<String, AppSwitches>) {
+        let mut state = self.lock();
+        for (app, switches) in switches {
+            if state.apps.contains_key(&app) {
+                put_switches(&mut state, &app, switches);
+            }
+        }
+    }
+
+    /// `app`'s operator switches (none for an unknown app).
+    pub fn switches(&self, app: &str) -> AppSwitches {
+        self.lock().switches.get(app).cloned().unwrap_or_default()
+    }
+
+    /// `app`'s `error_pages` directory, as last configured.
+    pub fn error_pages(&self, app: &str) -> Option<PathBuf> {
+        self.lock().error_pages.get(app).cloned()
     }
 
     /// The instances serving `app`.
@@ -257,11 +314,93 @@ impl Routing {
     }
 }
 
+/// Keeps `switches` for `app`; none at all is no entry.
+fn put_switches(state: &mut State, app: &str, switches: AppSwitches) {
+    if switches == AppSwitches::default() {
+        state.switches.remove(app);
+    } else {
+        state.switches.insert(app.to_string(), switches);
+    }
+}
+
 /// The data plane's view of `proxy.long_lived`.
 pub fn long_lived_settings(proxy: &ProxyConfig) -> LongLivedSettings {
     LongLivedSettings {
         spread: proxy.long_lived.spread,
         close_grace: proxy.long_lived.close_grace,
         idle_timeout: proxy.long_lived.idle_timeout,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::api::progressive::Maintenance;
+
+    fn routing(source: &str) -> (Arc<Routing>, crate::config::Config) {
+        let config = crate::config::parse_journaled(source, "deploy.yaml", Path::new("/srv")).unwrap();
+        let metrics = ProxyMetrics::new(&prometheus::Registry::new()).unwrap();
+        let routing = Routing::new(TableHandle::new(RouteTable::default()), metrics);
+        routing.configure(&config.routes, &config.proxy, config.apps.values());
+        (routing, config)
+    }
+
+    fn maintenance() -> AppSwitches {
+        AppSwitches {
+            paused: None,
+            maintenance: Some(Maintenance {
+                since: "2026-01-01T00:00:00.000Z".into(),
+                message: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn switches_and_error_pages_live_per_app_and_go_with_it() {
+        let two = "apps:\n  web: { command: [w], error_pages: pages }\n  api: { command: [a] }\nroutes:\n  - { path: /, app: web }\n  - { path: /api, app: api }\n";
+        let (routing, _) = routing(two);
+        assert_eq!(routing.error_pages("web"), Some(PathBuf::from("/srv/pages")));
+        assert_eq!(routing.error_pages("api"), None);
+        let before = routing.table().load().generation();
+        let generation = routing.set_switches("api", maintenance());
+        assert_eq!(generation, before + 1, "one table swap");
+        assert_eq!(routing.switches("api"), maintenance());
+        // Every later table carries them: they are not part of one table.
+        routing.serve("api", Vec::new());
+        assert_eq!(routing.switches("api"), maintenance());
+        // An app that is not configured keeps none.
+        routing.set_switches("nope", maintenance());
+        assert_eq!(routing.switches("nope"), AppSwitches::default());
+        // Cleared switches leave no entry behind.
+        routing.set_switches("api", AppSwitches::default());
+        assert_eq!(routing.switches("api"), AppSwitches::default());
+        routing.set_switches("api", maintenance());
+
+        // Configured without api and without web's pages: both go.
+        let one = "apps:\n  web: { command: [w] }\nroutes:\n  - { path: /, app: web }\n";
+        let config = crate::config::parse_journaled(one, "deploy.yaml", Path::new("/srv")).unwrap();
+        routing.configure(&config.routes, &config.proxy, config.apps.values());
+        assert_eq!(routing.switches("api"), AppSwitches::default());
+        assert_eq!(routing.error_pages("web"), None);
+        // Configured back: api starts with no switch.
+        let config = crate::config::parse_journaled(two, "deploy.yaml", Path::new("/srv")).unwrap();
+        routing.configure(&config.routes, &config.proxy, config.apps.values());
+        assert_eq!(routing.switches("api"), AppSwitches::default());
+        assert_eq!(routing.error_pages("web"), Some(PathBuf::from("/srv/pages")));
+    }
+
+    #[test]
+    fn restored_switches_are_set_without_a_publish() {
+        let (routing, _) = routing("apps:\n  web: { command: [w] }\nroutes:\n  - { path: /, app: web }\n");
+        let before = routing.table().load().generation();
+        routing.restore_switches(BTreeMap::from([
+            ("web".to_string(), maintenance()),
+            ("gone".to_string(), maintenance()),
+        ]));
+        assert_eq!(routing.table().load().generation(), before);
+        assert_eq!(routing.switches("web"), maintenance());
+        assert_eq!(routing.switches("gone"), AppSwitches::default());
     }
 }

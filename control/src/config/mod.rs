@@ -9,6 +9,7 @@
 //! `cutover validate` prints.
 
 pub mod bounds;
+pub mod error_pages;
 mod location;
 mod model;
 mod problem;
@@ -32,7 +33,7 @@ use location::Locations;
 use problem::Findings;
 
 /// Reads and validates the config file at `path`. Relative paths inside it
-/// (`cwd`, `state_dir`) are resolved against the file's directory,
+/// (`cwd`, `state_dir`, `error_pages`) are resolved against the file's directory,
 /// canonicalised when possible.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let source = fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -48,8 +49,21 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Validates config text. `file` names it in problems; `base_dir` is where
-/// relative paths in it are resolved from.
+/// relative paths in it are resolved from. Files the config names are
+/// checked too (`apps.*.error_pages`).
 pub fn parse(source: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+    parse_with(source, file, base_dir, true)
+}
+
+/// Validates config text the journal kept: like [`parse`], without
+/// looking at the files it names. What was deployed stays readable even if
+/// a file changed since (a missing error page then means the proxy's
+/// built-in one, not a different version of the app).
+pub fn parse_journaled(source: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+    parse_with(source, file, base_dir, false)
+}
+
+fn parse_with(source: &str, file: &str, base_dir: &Path, check_files: bool) -> Result<Config, ConfigError> {
     let mut findings = Findings::default();
     let raw = match read::read(source, &mut findings) {
         Ok(raw) => raw,
@@ -63,6 +77,9 @@ pub fn parse(source: &str, file: &str, base_dir: &Path) -> Result<Config, Config
         }
     };
     let config = validate::validate(&raw, base_dir, &mut findings);
+    if check_files {
+        error_pages::check(&config, &mut findings);
+    }
     if findings.is_empty() {
         return Ok(config);
     }

@@ -186,6 +186,12 @@ pub struct AppConfig {
     pub canary: CanaryConfig,
     /// `bluegreen:` — how the bluegreen strategy keeps the previous set.
     pub bluegreen: BluegreenConfig,
+    /// The directory of the app's own `502.html`, `503.html`, `504.html`
+    /// and `maintenance.html` (each optional), resolved against the config
+    /// file's directory like `cwd`; `None`: the proxy's built-in answers.
+    /// A proxy setting, not part of the version: a push that changes only
+    /// this applies it with a table swap, without a deployment.
+    pub error_pages: Option<PathBuf>,
 }
 
 /// `apps.<name>.canary:` (SPEC §3).
@@ -509,6 +515,7 @@ mod tests {
             upstream: Upstream::Http1,
             canary: CanaryConfig::default(),
             bluegreen: BluegreenConfig::default(),
+            error_pages: None,
         }
     }
 
@@ -552,6 +559,7 @@ mod tests {
         scaled.deploy_strategy = Strategy::Rolling;
         scaled.drain_timeout = Duration::from_secs(5);
         scaled.manual_deployments = true;
+        scaled.error_pages = Some(PathBuf::from("/srv/pages"));
         assert_eq!(scaled.version(), base);
     }
 

@@ -144,6 +144,7 @@ pub struct RawApp {
     pub upstream: Option<Upstream>,
     pub canary: Option<RawCanary>,
     pub bluegreen: Option<RawBluegreen>,
+    pub error_pages: Option<String>,
 }
 
 /// `apps.<name>.canary:`

@@ -386,7 +386,7 @@ mod tests {
         assert_eq!(
             found[0].1,
             "unknown key \"comand\" (did you mean \"command\"?); expected one of command, cwd, env, \
-             instances, health, hooks, drain_timeout, stop_timeout, deploy_strategy, manual_deployments, upstream, canary, bluegreen"
+             instances, health, hooks, drain_timeout, stop_timeout, deploy_strategy, manual_deployments, upstream, error_pages, canary, bluegreen"
         );
     }
 }

@@ -3,6 +3,8 @@
 //! with; a difference from `deploy.yaml` is then applied like a push.
 //! Deployments the previous run left unfinished are closed first
 //! ([`close_interrupted`]), consistently with what the journal says serves.
+//! The operator's switches come back too ([`restore_switches`]), before
+//! the first table is published.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +16,7 @@ use super::phase::Outcome;
 use super::record::{now_rfc3339, Event, EventKind};
 use crate::config::{self, AppConfig, Config};
 use crate::journal::Journal;
+use crate::routing::Routing;
 
 /// Closes the deployments a killed cutover left in `deployments/`: one
 /// that committed a version (a kill between commit and its end) gets the
@@ -89,9 +92,16 @@ pub fn restore(journal: &Journal, config: &Config, source: &str, base_dir: &Path
     let mut restored = config.clone();
     let mut sources: BTreeMap<String, String> = config.apps.keys().map(|n| (n.clone(), source.to_string())).collect();
 
+    // The last pushed config also says each app's error pages (a proxy
+    // setting, applied by a push whether or not the app was deployed or
+    // its change staged).
+    let mut error_pages = BTreeMap::new();
     if let Some(routes_source) = &state.routes_config {
-        match config::parse(routes_source, "journal", base_dir) {
-            Ok(journaled) => restored.routes = journaled.routes,
+        match config::parse_journaled(routes_source, "journal", base_dir) {
+            Ok(journaled) => {
+                restored.routes = journaled.routes;
+                error_pages = journaled.apps.into_iter().map(|(n, a)| (n, a.error_pages)).collect();
+            }
             Err(e) => tracing::warn!(error = %e, "journaled routes do not parse; using deploy.yaml's"),
         }
     }
@@ -106,6 +116,11 @@ pub fn restore(journal: &Journal, config: &Config, source: &str, base_dir: &Path
             None => tracing::warn!(app = %name, "journaled definition does not parse; using deploy.yaml's"),
         }
     }
+    for (name, app) in &mut restored.apps {
+        if let Some(pages) = error_pages.get(name) {
+            app.error_pages.clone_from(pages);
+        }
+    }
     // A route to an app that exists in neither would make the table
     // invalid; keep only routes to known apps.
     restored.routes.retain(|r| restored.apps.contains_key(&r.app));
@@ -114,7 +129,11 @@ pub fn restore(journal: &Journal, config: &Config, source: &str, base_dir: &Path
         .staged
         .iter()
         .filter_map(|(name, entry)| {
-            app_from(&entry.config, name, base_dir).map(|app| (Arc::new(app), entry.config.clone()))
+            let mut app = app_from(&entry.config, name, base_dir)?;
+            if let Some(pages) = error_pages.get(name) {
+                app.error_pages.clone_from(pages);
+            }
+            Some((Arc::new(app), entry.config.clone()))
         })
         .collect();
     Restored {
@@ -125,7 +144,35 @@ pub fn restore(journal: &Journal, config: &Config, source: &str, base_dir: &Path
 }
 
 fn app_from(source: &str, name: &str, base_dir: &Path) -> Option<AppConfig> {
-    config::parse(source, "journal", base_dir).ok()?.apps.remove(name)
+    config::parse_journaled(source, "journal", base_dir)
+        .ok()?
+        .apps
+        .remove(name)
+}
+
+/// Puts the journaled operator switches (pause, maintenance) of the apps
+/// of `config` (what serves after [`restore`]) back into `routing`, after
+/// its `configure` and before its first publish, so a restarted cutover
+/// never serves a paused or maintained app for a moment. Switches of apps
+/// that no longer exist are dropped from the journal.
+pub fn restore_switches(journal: &Journal, routing: &Routing, config: &Config) {
+    let mut switches = journal.state().switches;
+    let gone: Vec<String> = switches
+        .keys()
+        .filter(|app| !config.apps.contains_key(*app))
+        .cloned()
+        .collect();
+    if !gone.is_empty() {
+        match journal.update(|s| s.switches.retain(|app, _| !gone.contains(app))) {
+            Ok(()) => tracing::info!(apps = ?gone, "dropped the switches of removed apps"),
+            Err(e) => tracing::error!(error = %e, "cannot drop the switches of removed apps"),
+        }
+        switches.retain(|app, _| !gone.contains(app));
+    }
+    for (app, s) in &switches {
+        tracing::info!(app = %app, paused = s.paused.is_some(), maintenance = s.maintenance.is_some(), "switches restored");
+    }
+    routing.restore_switches(switches);
 }
 
 #[cfg(test)]

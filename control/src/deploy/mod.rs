@@ -9,6 +9,7 @@
 //! - [`metrics`]: deployment metrics.
 //! - [`push`]: comparing a pushed config with the running one.
 //! - [`gate`]: the one serialised path every verb takes.
+//! - [`switches`]: the operator's switches (pause, resume, maintenance).
 //! - [`boot`]: start-up (restoring the journal, closing cut deployments).
 //! - [`canary`]: the canary strategy's steps, analysis and traffic seam.
 //! - [`bluegreen`]: the previous set kept warm after a blue-green swap.
@@ -27,6 +28,7 @@ pub mod phase;
 pub mod push;
 pub mod record;
 pub mod run;
+pub mod switches;
 pub mod verbs;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,9 +1,11 @@
 //! Applying a pushed config: compare it with what runs, then deploy (or
 //! stage) changed apps, start added ones, retire removed ones, and swap
-//! the table for route and proxy-setting changes, swap the certificates
-//! when their files changed. A config that does not validate (certificate
-//! files included), or that conflicts with a running deployment, changes
-//! nothing (see [`super::gate`]).
+//! the table for route and proxy-setting changes (an app's `error_pages`
+//! among them: not part of its definition, so a change of it alone
+//! deploys nothing), swap the certificates when their files changed. A
+//! config that does not validate (certificate files and error pages
+//! included), or that conflicts with a running deployment, changes nothing
+//! (see [`super::gate`]).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -28,7 +30,8 @@ pub struct PushReport {
     /// Apps no longer in the config: drained and stopped.
     pub removed: Vec<String>,
     pub unchanged: Vec<String>,
-    /// True when routes or proxy settings changed (applied by a table swap).
+    /// True when routes or proxy settings (an app's `error_pages` included)
+    /// changed (applied by a table swap).
     pub routes_changed: bool,
     /// Settings that only apply at the next start of cutover.
     pub warnings: Vec<String>,
@@ -76,7 +79,7 @@ impl Controller {
                     return Err(DeployError::Conflict { app: name.clone(), id });
                 }
                 report.unchanged.push(name.clone());
-            } else if current != app {
+            } else if definition_changed(current, app) {
                 changed.push(name.clone());
             } else {
                 report.unchanged.push(name.clone());
@@ -108,7 +111,11 @@ impl Controller {
         }
         report.routes_changed = new.routes != old.routes
             || new.proxy.hold_timeout != old.proxy.hold_timeout
-            || new.proxy.long_lived != old.proxy.long_lived;
+            || new.proxy.long_lived != old.proxy.long_lived
+            || new
+                .apps
+                .iter()
+                .any(|(name, app)| old.apps.get(name).is_some_and(|a| a.error_pages != app.error_pages));
         let (staging, deploying): (Vec<String>, Vec<String>) =
             changed.into_iter().partition(|name| new.apps[name].manual_deployments);
 
@@ -130,6 +137,7 @@ impl Controller {
                 s.current.remove(name);
                 s.staged.remove(name);
                 s.previous.remove(name);
+                s.switches.remove(name);
             }
             for name in &staging {
                 s.staged.insert(
@@ -162,6 +170,21 @@ impl Controller {
                     .staged
                     .insert(name.clone(), (Arc::new(new.apps[name].clone()), source.to_string()));
             }
+            // Error pages apply with this push's table swap (below), to
+            // every app, whatever else happens to it; the definitions kept
+            // in memory follow, so a later deployment of one keeps them.
+            for (name, app) in &new.apps {
+                if let Some(current) = active.config.apps.get_mut(name) {
+                    current.error_pages.clone_from(&app.error_pages);
+                }
+                if let Some((staged, _)) = active.staged.get_mut(name) {
+                    with_error_pages(staged, app);
+                }
+            }
+        }
+        for (name, app) in &new.apps {
+            self.supervisor
+                .update(name, |runtime| with_error_pages(&mut runtime.config, app));
         }
 
         // The new certificates (if any) in one store swap; the ACME service
@@ -226,6 +249,27 @@ impl Controller {
         for (app, source) in staged {
             active.staged.insert(app.name.clone(), (app, source));
         }
+    }
+}
+
+/// Whether `new` is another definition of the app than `current`, one to
+/// deploy: any difference but `error_pages`, a proxy setting every push
+/// applies by its table swap.
+fn definition_changed(current: &AppConfig, new: &AppConfig) -> bool {
+    if current.error_pages == new.error_pages {
+        return current != new;
+    }
+    let mut new = new.clone();
+    new.error_pages.clone_from(&current.error_pages);
+    *current != new
+}
+
+/// Gives `config` the error pages of `pushed` (a new `Arc` when they differ).
+fn with_error_pages(config: &mut Arc<AppConfig>, pushed: &AppConfig) {
+    if config.error_pages != pushed.error_pages {
+        let mut changed = (**config).clone();
+        changed.error_pages.clone_from(&pushed.error_pages);
+        *config = Arc::new(changed);
     }
 }
 

@@ -192,7 +192,7 @@ fn unknown_keys_are_errors_with_a_suggestion() {
         &MINIMAL.replace("command:", "comand:"),
         "apps.web.comand",
         "unknown key \"comand\" (did you mean \"command\"?); expected one of command, cwd, env, instances, \
-         health, hooks, drain_timeout, stop_timeout, deploy_strategy, manual_deployments, upstream, canary, bluegreen",
+         health, hooks, drain_timeout, stop_timeout, deploy_strategy, manual_deployments, upstream, error_pages, canary, bluegreen",
     );
     assert_single(
         &format!("{MINIMAL}extra: 1\n"),
@@ -275,7 +275,7 @@ routes:
             "deploy.yaml:5:3: admin.listen: 127.0.0.1:8080 conflicts with proxy listener proxy.listen[0] \
              (127.0.0.1:8080); give the admin API its own port, e.g. 127.0.0.1:9180",
             "deploy.yaml:8:5: apps.web.comand: unknown key \"comand\" (did you mean \"command\"?); expected one of \
-             command, cwd, env, instances, health, hooks, drain_timeout, stop_timeout, deploy_strategy, manual_deployments, upstream, canary, bluegreen",
+             command, cwd, env, instances, health, hooks, drain_timeout, stop_timeout, deploy_strategy, manual_deployments, upstream, error_pages, canary, bluegreen",
             "deploy.yaml:9:15: apps.web.health.path: path \"health\" must start with \"/\", e.g. /health",
             "deploy.yaml:9:29: apps.web.health.interval: invalid duration \"5x\": expected a number with a unit \
              such as 500ms, 30s, 1h",
@@ -295,6 +295,7 @@ routes:
 
 mod bounds;
 mod checks;
+mod error_pages;
 mod progressive;
 mod props;
 mod tls;

@@ -1,7 +1,7 @@
 //! `apps:` — names, commands, environment, health checks and hooks.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::Check;
@@ -78,7 +78,19 @@ impl Check<'_> {
             upstream: raw.upstream.unwrap_or_default(),
             canary: self.canary(&key("canary"), raw.canary.as_ref()),
             bluegreen: self.bluegreen(&key("bluegreen"), raw.bluegreen.as_ref()),
+            error_pages: self.error_pages(&key("error_pages"), raw.error_pages.as_deref(), base_dir),
         }
+    }
+
+    /// `error_pages`: a directory resolved like `cwd`; blank or absent means
+    /// none. Its files are checked by `config::error_pages` (only for a
+    /// config a user gives, not for the journal's).
+    fn error_pages(&mut self, at: &str, raw: Option<&str>, base_dir: &Path) -> Option<PathBuf> {
+        let text = raw.filter(|t| !t.trim().is_empty())?;
+        if let Err(message) = rules::no_nul(text) {
+            self.push(at, message);
+        }
+        Some(super::resolve(base_dir, text))
     }
 
     fn command(&mut self, at: &str, raw: Option<&RawCommand>) -> Command {
