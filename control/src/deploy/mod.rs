@@ -17,6 +17,7 @@ pub mod gate;
 pub mod metrics;
 pub mod ops;
 pub mod phase;
+mod placeholder_verbs; // removed at merge
 pub mod push;
 pub mod record;
 pub mod run;
@@ -67,7 +68,7 @@ pub enum DeployError {
 }
 
 /// A deployment that was started.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Started {
     pub app: String,
     pub id: String,

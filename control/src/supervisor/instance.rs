@@ -36,7 +36,7 @@ use super::task::run;
 use crate::config::AppConfig;
 
 /// Whether an instance is the app's own or a temporary clone (SPEC §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Original,
