@@ -13,7 +13,7 @@ use axum::Json;
 use futures_util::stream::{self, Stream, StreamExt};
 
 use super::{AdminState, ApiError};
-use crate::api::{wire_name, Deployment, ErrorBody, Event};
+use crate::api::{wire_name, Deployment, DeploymentStreamEvent, ErrorBody, Event};
 use crate::deploy::DeploymentRef;
 
 /// Past and running deployments (and the switches' entries), newest last,
@@ -58,7 +58,7 @@ pub(super) async fn one(
     tag = "deployments",
     params(("id" = String, Path, description = "a deployment id, e.g. `web-3`")),
     responses(
-        (status = 200, description = "server-sent events: `event:` is the kind (`phase_started`, `phase_finished`, `info`, `warning`, `error`, `outcome`), `data:` an `Event` as JSON; the stream ends after the `outcome` event", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "server-sent events, every one so far then each new one: `event:` is the kind, `data:` an `Event` as JSON; the stream ends after the `outcome` event", body = DeploymentStreamEvent, content_type = "text/event-stream"),
         (status = 404, description = "no such deployment", body = ErrorBody),
     )
 )]

@@ -14,7 +14,8 @@ use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::handler::Handler;
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde::de::DeserializeOwned;
@@ -120,20 +121,20 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi::serve))
-        .route("/deploy", post(deploy))
-        .route("/push", post(push))
-        .route("/rollback", post(verbs::rollback))
+        .route("/deploy", posted(deploy))
+        .route("/push", posted(push))
+        .route("/rollback", posted(verbs::rollback))
         .route("/certificates", get(certificates::list))
-        .route("/certificates/reload", post(certificates::reload))
+        .route("/certificates/reload", posted(certificates::reload))
         .route("/deployments", get(deployments::list))
         .route("/deployments/{id}", get(deployments::one))
         .route("/deployments/{id}/events", get(deployments::events))
-        .route("/deployments/{id}/promote", post(verbs::promote))
-        .route("/deployments/{id}/abort", post(verbs::abort))
-        .route("/apps/{app}/pause", post(apps::pause))
-        .route("/apps/{app}/resume", post(apps::resume))
-        .route("/apps/{app}/maintenance", post(apps::maintenance))
-        .route("/upgrade", post(upgrades::start))
+        .route("/deployments/{id}/promote", posted(verbs::promote))
+        .route("/deployments/{id}/abort", posted(verbs::abort))
+        .route("/apps/{app}/pause", posted(apps::pause))
+        .route("/apps/{app}/resume", posted(apps::resume))
+        .route("/apps/{app}/maintenance", posted(apps::maintenance))
+        .route("/upgrade", posted(upgrades::start))
         .route("/upgrades/{id}/events", get(upgrades::events))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         // Layers run outside in: the last added runs first. `json_errors`
@@ -143,6 +144,16 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .layer(middleware::from_fn_with_state(Arc::clone(&state), guard::guard))
         .layer(middleware::from_fn(errors::json_errors))
         .with_state(state)
+}
+
+/// A POST route: the Content-Type check ([`guard::content_type`]) runs on
+/// this method's handler only, so a POST to a GET-only path is a 405.
+fn posted<H, T>(handler: H) -> MethodRouter<Arc<AdminState>>
+where
+    H: Handler<T, Arc<AdminState>>,
+    T: 'static,
+{
+    post(handler).layer(middleware::from_fn(guard::content_type))
 }
 
 /// Binds the admin listener.

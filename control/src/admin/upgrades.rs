@@ -14,7 +14,7 @@ use axum::Json;
 use futures_util::stream::{self, StreamExt};
 
 use super::{json_body, AdminState, ApiError};
-use crate::api::{ErrorBody, UpgradeAnswer, UpgradeEvent, UpgradeRequest};
+use crate::api::{ErrorBody, UpgradeAnswer, UpgradeEvent, UpgradeRequest, UpgradeStreamEvent};
 use crate::upgrade::UpgradeError;
 
 /// Replaces the running cutover by a new binary (SPEC §10); progress as
@@ -55,7 +55,7 @@ pub(super) async fn start(State(state): State<Arc<AdminState>>, body: Bytes) -> 
     tag = "upgrades",
     params(("id" = String, Path, description = "an upgrade id, from `POST /upgrade`")),
     responses(
-        (status = 200, description = "server-sent events: `event:` is `step` or `outcome`, `data:` an `UpgradeEvent` as JSON; the stream ends after the outcome", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "server-sent events: `event:` is `step` or `outcome`, `data:` an `UpgradeEvent` as JSON; the stream ends after the outcome", body = UpgradeStreamEvent, content_type = "text/event-stream"),
         (status = 404, description = "no such upgrade (or one long past)", body = ErrorBody),
     )
 )]

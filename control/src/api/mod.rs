@@ -13,6 +13,7 @@ pub mod deploy;
 pub mod error;
 pub mod progressive;
 pub mod status;
+pub mod stream;
 pub mod upgrade;
 
 use serde::Serialize;
@@ -35,6 +36,7 @@ pub use progressive::{
     RollbackRequest,
 };
 pub use status::{AppStatus, InstanceStatus, StatusBody};
+pub use stream::{DeploymentStreamEvent, UpgradeStreamEvent};
 pub use upgrade::{UpgradeAnswer, UpgradeEvent, UpgradeRequest};
 
 /// The name a unit enum value has on the wire (`rolling`, `maintenance_on`,
