@@ -50,7 +50,11 @@ trait Follower {
 /// (`Some`), or the stream ends without one (`None`). An event this client
 /// cannot read is an error: it would otherwise wait for an outcome it
 /// cannot recognise.
-async fn read_events<F: Follower>(client: &AdminClient, path: &str, follower: &mut F) -> anyhow::Result<Option<F::Outcome>> {
+async fn read_events<F: Follower>(
+    client: &AdminClient,
+    path: &str,
+    follower: &mut F,
+) -> anyhow::Result<Option<F::Outcome>> {
     let response = client.stream(path).await?;
     let mut body = response.into_body();
     let mut buffer = String::new();

@@ -11,8 +11,8 @@ mod upgrade;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use client::commands;
 use clap::{Parser, Subcommand, ValueEnum};
+use client::commands;
 use cutover_control::api::Strategy;
 use cutover_control::config::{self, ConfigError};
 

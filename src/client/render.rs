@@ -228,10 +228,24 @@ mod tests {
             None,
         );
         let lines: Vec<&str> = table.lines().collect();
-        assert!(lines[1].contains(" rolling ") && lines[1].contains("succeeded"), "{table}");
-        assert!(lines[2].contains(" rollback/rolling ") && lines[2].contains("rolled_back"), "{table}");
-        assert!(lines[3].contains(" maintenance_on ") && lines[3].contains("running"), "{table}");
-        assert_eq!(render_history(&[record(Operation::Deploy, None)], Some("api")).lines().count(), 1);
+        assert!(
+            lines[1].contains(" rolling ") && lines[1].contains("succeeded"),
+            "{table}"
+        );
+        assert!(
+            lines[2].contains(" rollback/rolling ") && lines[2].contains("rolled_back"),
+            "{table}"
+        );
+        assert!(
+            lines[3].contains(" maintenance_on ") && lines[3].contains("running"),
+            "{table}"
+        );
+        assert_eq!(
+            render_history(&[record(Operation::Deploy, None)], Some("api"))
+                .lines()
+                .count(),
+            1
+        );
     }
 
     #[test]
@@ -247,8 +261,14 @@ mod tests {
             }),
         };
         let line = render_switches("web", &switches);
-        assert!(line.contains("paused since 2026-01-01T00:00:00Z") && line.contains("1m 30s"), "{line}");
-        assert!(line.contains("maintenance since") && line.contains("\"back soon\""), "{line}");
+        assert!(
+            line.contains("paused since 2026-01-01T00:00:00Z") && line.contains("1m 30s"),
+            "{line}"
+        );
+        assert!(
+            line.contains("maintenance since") && line.contains("\"back soon\""),
+            "{line}"
+        );
         assert!(render_switches("web", &AppSwitches::default()).starts_with("serving"));
 
         let canary = CanaryStatus {
@@ -271,7 +291,13 @@ mod tests {
             ],
         };
         let text = render_canary("web", &canary);
-        assert!(text.contains("canary web-4: step 2/3, weight 25%, waiting for `cutover promote web`"), "{text}");
-        assert!(text.contains("error_rate 0.4% (max 1%), requests 30 (min 50)"), "{text}");
+        assert!(
+            text.contains("canary web-4: step 2/3, weight 25%, waiting for `cutover promote web`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("error_rate 0.4% (max 1%), requests 30 (min 50)"),
+            "{text}"
+        );
     }
 }

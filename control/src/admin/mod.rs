@@ -11,10 +11,10 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::handler::Handler;
 use axum::http::{header, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::handler::Handler;
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use prometheus::{Encoder, Registry, TextEncoder};
@@ -163,14 +163,24 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Parses a JSON request body into `T`. An empty body reads as `{}` (the
 /// CLI sends one, but `curl -X POST` with only a Content-Type should work
-/// too); a bad one is a 400 saying what was `expected`.
+/// too); a bad one is a 400 saying what was `expected`. Only an object is
+/// a body: serde would also read a struct from an array (`[]`), which the
+/// document does not allow.
 pub(crate) fn json_body<T: DeserializeOwned>(body: &Bytes, what: &str, expected: &str) -> Result<T, ApiError> {
-    let parsed = if body.iter().all(u8::is_ascii_whitespace) {
-        serde_json::from_slice(b"{}")
-    } else {
-        serde_json::from_slice(body)
+    let bad = |why: String| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("bad {what} request: {why}; expected {expected}"),
+        )
     };
-    parsed.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad {what} request: {e}; expected {expected}")))
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return serde_json::from_slice(b"{}").map_err(|e| bad(e.to_string()));
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+    if !value.is_object() {
+        return Err(bad("the body is not a JSON object".into()));
+    }
+    serde_json::from_value(value).map_err(|e| bad(e.to_string()))
 }
 
 /// cutover runs.
@@ -274,12 +284,7 @@ async fn push(
     query: Result<Query<PushQuery>, QueryRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("bad query: {e}"),
-        )
-    })?;
+    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
     let source = std::str::from_utf8(&body)
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the pushed config is not UTF-8 text"))?;
     let report: PushReport = state.controller.push(source, query.deploy_strategy, &state.certs)?;

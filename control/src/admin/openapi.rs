@@ -126,7 +126,11 @@ fn add_refusals(operation: &mut Operation, post: bool) {
 /// The document as served, built once.
 pub fn document() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")))
+    DOC.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_json()
+            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    })
 }
 
 /// This document.
@@ -192,7 +196,10 @@ mod tests {
         assert!(routed.len() >= 19, "the source scan found the routes: {routed:?}");
         let documented = documented();
         let undocumented: Vec<_> = routed.difference(&documented).collect();
-        assert!(undocumented.is_empty(), "routes without #[utoipa::path] in ApiDoc: {undocumented:?}");
+        assert!(
+            undocumented.is_empty(),
+            "routes without #[utoipa::path] in ApiDoc: {undocumented:?}"
+        );
         let stale: Vec<_> = documented.difference(&routed).collect();
         assert!(stale.is_empty(), "documented but not routed: {stale:?}");
     }

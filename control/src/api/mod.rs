@@ -18,8 +18,8 @@ pub mod upgrade;
 
 use serde::Serialize;
 
-pub use crate::certs::AcmeState;
 pub use crate::certs::manager::AcmeInfo;
+pub use crate::certs::AcmeState;
 pub use crate::config::Strategy;
 pub use crate::deploy::phase::{Outcome, Phase};
 pub use crate::deploy::push::PushReport;

@@ -6,8 +6,6 @@
 //! one event: its `event`, `id` and `data` fields. `data` is JSON text whose
 //! own schema is given by `contentSchema`.
 
-use std::borrow::Cow;
-
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
@@ -61,7 +59,7 @@ impl ToSchema for UpgradeStreamEvent {
     }
 }
 
-fn sse_event(kind: RefOr<Schema>, data: &Cow<'_, str>, description: &str) -> RefOr<Schema> {
+fn sse_event(kind: RefOr<Schema>, data: &str, description: &str) -> RefOr<Schema> {
     let string = || ObjectBuilder::new().schema_type(SchemaType::new(Type::String));
     ObjectBuilder::new()
         .schema_type(SchemaType::new(Type::Object))
@@ -74,7 +72,7 @@ fn sse_event(kind: RefOr<Schema>, data: &Cow<'_, str>, description: &str) -> Ref
             "data",
             string()
                 .content_media_type("application/json")
-                .content_schema(Some(Ref::from_schema_name(data.as_ref()))),
+                .content_schema(Some(Ref::from_schema_name(data))),
         )
         .required("data")
         .into()
