@@ -23,7 +23,7 @@ pub const DEFAULT_MAX_PAUSE: Duration = Duration::from_secs(60);
     post,
     path = "/apps/{app}/pause",
     tag = "apps",
-    params(("app" = String, Path, description = "the app")),
+    params(("app" = String, Path, description = "the app", example = "web")),
     request_body(content = PauseRequest, description = "`max_pause` optional (default 60s, at most 10m)"),
     responses(
         (status = 200, description = "paused; the app's switches now", body = AppSwitches),
@@ -66,7 +66,7 @@ fn max_pause(text: &str) -> Result<Duration, ApiError> {
     post,
     path = "/apps/{app}/resume",
     tag = "apps",
-    params(("app" = String, Path, description = "the app")),
+    params(("app" = String, Path, description = "the app", example = "web")),
     request_body(content = Option<serde_json::Value>, description = "ignored (send `{}`)", content_type = "application/json"),
     responses(
         (status = 200, description = "resumed (or was not paused); the app's switches now", body = AppSwitches),
@@ -89,7 +89,7 @@ pub(super) async fn resume(
     post,
     path = "/apps/{app}/maintenance",
     tag = "apps",
-    params(("app" = String, Path, description = "the app")),
+    params(("app" = String, Path, description = "the app", example = "web")),
     request_body(content = MaintenanceRequest, description = "`on` required; `message` optional, shown on the page"),
     responses(
         (status = 200, description = "the app's switches now", body = AppSwitches),

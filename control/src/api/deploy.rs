@@ -11,6 +11,7 @@ use super::{Started, Strategy};
 pub struct DeployRequest {
     /// The app; every app when absent.
     #[serde(default)]
+    #[schema(example = "web")]
     pub app: Option<String>,
     /// Default: the app's `deploy_strategy`.
     #[serde(default)]
