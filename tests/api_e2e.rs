@@ -194,9 +194,15 @@ fn the_new_verbs_refuse_bad_arguments_before_anything_runs() {
     let (code, out, err) = cutover.cli(&["pause", "web", "--max-pause", "soon"]);
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(err.contains("max_pause") && err.contains("soon"), "{err}");
-    let (code, out, err) = cutover.cli(&["pause", "ghost"]);
-    assert_eq!(code, 1, "{out}\n{err}");
-    assert!(err.contains("ghost"), "{err}");
+    for verb in [
+        &["pause", "ghost"][..],
+        &["rollback", "ghost"],
+        &["maintenance", "ghost", "on"],
+    ] {
+        let (code, out, err) = cutover.cli(verb);
+        assert_eq!(code, 1, "{verb:?}: {out}\n{err}");
+        assert!(err.contains("ghost"), "{verb:?}: {err}");
+    }
     // promote and abort need the app's running deployment, from /status.
     for verb in ["promote", "abort"] {
         let (code, out, err) = cutover.cli(&[verb, "web"]);
