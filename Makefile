@@ -5,10 +5,17 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test fuzz deps build bench bench-deploy bench-upgrade bench-websocket bench-idle bench-peers bench-tls selfsigned
+## schemathesis (PyPI), pinned, in a venv of its own: `make schemathesis`
+## runs it against a live cutover (.ci/schemathesis).
+SCHEMATHESIS_VERSION := 4.32.5
+SCHEMATHESIS_VENV := target/schemathesis-venv
+SCHEMATHESIS := $(SCHEMATHESIS_VENV)/bin/schemathesis
+
+.PHONY: up test fuzz schemathesis deps build bench bench-deploy bench-upgrade bench-websocket bench-idle bench-peers bench-tls selfsigned
 
 ## Install prerequisites when missing: pingora needs cmake (zlib-ng) and a
-## C toolchain; the test runner is cargo-nextest; the metrics tests run a
+## C toolchain; the test runner is cargo-nextest; the admin API's
+## conformance run uses schemathesis (pinned, in a venv); the metrics tests run a
 ## real Prometheus (Debian's prometheus package, which brings promtool);
 ## the ACME tests run a real ACME server (Debian's pebble package, which
 ## brings pebble-challtestsrv); the TLS tests use curl (HTTP/2) and
@@ -31,6 +38,13 @@ deps:
 	@command -v curl >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1 || { \
 		echo "installing curl, openssl and python3 (real clients, and an HTTP/1-only app, for the TLS and h2c tests)"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq curl openssl python3; }
+	@python3 -m venv --help >/dev/null 2>&1 || { \
+		echo "installing python3-venv (schemathesis runs in a venv)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv; }
+	@command -v $(SCHEMATHESIS) >/dev/null 2>&1 && $(SCHEMATHESIS) --version 2>/dev/null | grep -qF '$(SCHEMATHESIS_VERSION)' || { \
+		echo "installing schemathesis $(SCHEMATHESIS_VERSION) into $(SCHEMATHESIS_VENV) (the admin API's conformance run)"; \
+		python3 -m venv $(SCHEMATHESIS_VENV) && \
+		$(SCHEMATHESIS_VENV)/bin/pip install -q --disable-pip-version-check 'schemathesis==$(SCHEMATHESIS_VERSION)'; }
 
 build: deps
 	$(CARGO) build --release --bins
@@ -42,6 +56,12 @@ up: build
 ## Run the whole test suite.
 test: deps
 	$(CARGO) nextest run --workspace --no-fail-fast
+
+## schemathesis against a live cutover: every answer of the admin API
+## conforms to its /openapi.json and none is a 5xx (a few minutes at most;
+## see .ci/schemathesis for knobs).
+schemathesis: deps
+	SCHEMATHESIS=$(CURDIR)/$(SCHEMATHESIS) .ci/schemathesis
 
 ## Fuzz every cargo-fuzz target (proxy/fuzz, control/fuzz) for a bounded
 ## time each (FUZZ_SECONDS, default 45); fails on any crash. See .ci/fuzz.

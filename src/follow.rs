@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use cutover_control::api::{Event, EventKind, Outcome, UpgradeEvent, UpgradeOutcome};
 use http_body_util::BodyExt;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 
 use crate::client::AdminClient;
 
@@ -18,7 +19,7 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_ROLLED_BACK: u8 = 2;
 
 /// Follows one deployment to its end; returns its outcome.
-pub async fn follow(client: &AdminClient, id: &str) -> anyhow::Result<String> {
+pub async fn follow(client: &AdminClient, id: &str) -> anyhow::Result<Outcome> {
     let mut progress = Progress::new(id);
     read_events(client, &format!("/deployments/{id}/events"), &mut progress)
         .await?
@@ -27,7 +28,7 @@ pub async fn follow(client: &AdminClient, id: &str) -> anyhow::Result<String> {
 
 /// Follows an upgrade of cutover itself: one line per step, then the
 /// outcome's message; returns the outcome.
-pub async fn follow_upgrade(client: &AdminClient, id: &str) -> anyhow::Result<String> {
+pub async fn follow_upgrade(client: &AdminClient, id: &str) -> anyhow::Result<UpgradeOutcome> {
     read_events(client, &format!("/upgrades/{id}/events"), &mut UpgradeSteps)
         .await?
         .with_context(|| format!("the event stream of {id} ended before its outcome"))
@@ -35,15 +36,25 @@ pub async fn follow_upgrade(client: &AdminClient, id: &str) -> anyhow::Result<St
 
 /// What a follower does with each event of a stream.
 trait Follower {
+    /// What each `data:` line holds.
+    type Event: DeserializeOwned;
+    /// What the last event says.
+    type Outcome;
     /// Shows `event`; the outcome when it is the last one.
-    fn event(&mut self, event: &Value) -> Option<String>;
+    fn event(&mut self, event: &Self::Event) -> Option<Self::Outcome>;
     /// Called ten times a second (a live progress line's clock).
     fn tick(&mut self) {}
 }
 
 /// Reads the server-sent events at `path` until `follower` sees an outcome
-/// (`Some`), or the stream ends without one (`None`).
-async fn read_events(client: &AdminClient, path: &str, follower: &mut impl Follower) -> anyhow::Result<Option<String>> {
+/// (`Some`), or the stream ends without one (`None`). An event this client
+/// cannot read is an error: it would otherwise wait for an outcome it
+/// cannot recognise.
+async fn read_events<F: Follower>(
+    client: &AdminClient,
+    path: &str,
+    follower: &mut F,
+) -> anyhow::Result<Option<F::Outcome>> {
     let response = client.stream(path).await?;
     let mut body = response.into_body();
     let mut buffer = String::new();
@@ -59,10 +70,10 @@ async fn read_events(client: &AdminClient, path: &str, follower: &mut impl Follo
                     let block: String = buffer.drain(..end + 2).collect();
                     for line in block.lines() {
                         if let Some(json) = line.strip_prefix("data:") {
-                            if let Ok(event) = serde_json::from_str::<Value>(json.trim_start()) {
-                                if let Some(outcome) = follower.event(&event) {
-                                    return Ok(Some(outcome));
-                                }
+                            let event: F::Event = serde_json::from_str(json.trim_start())
+                                .with_context(|| format!("an event of {path} this cutover does not understand: {json}"))?;
+                            if let Some(outcome) = follower.event(&event) {
+                                return Ok(Some(outcome));
                             }
                         }
                     }
@@ -77,32 +88,46 @@ async fn read_events(client: &AdminClient, path: &str, follower: &mut impl Follo
 struct UpgradeSteps;
 
 impl Follower for UpgradeSteps {
-    fn event(&mut self, event: &Value) -> Option<String> {
-        let message = event["message"].as_str().unwrap_or_default();
-        let outcome = event["outcome"].as_str().map(str::to_string);
-        match &outcome {
-            Some(outcome) => println!("upgrade {outcome}: {message}"),
-            None => println!("  {message}"),
+    type Event = UpgradeEvent;
+    type Outcome = UpgradeOutcome;
+
+    fn event(&mut self, event: &UpgradeEvent) -> Option<UpgradeOutcome> {
+        match event.outcome {
+            Some(outcome) => println!("upgrade {}: {}", outcome.as_str(), event.message),
+            None => println!("  {}", event.message),
         }
-        outcome
+        event.outcome
     }
 }
 
-/// The exit code for a set of outcomes: the worst one wins. `interrupted`
-/// (cutover stopped during the deployment) and any outcome this client
-/// does not know count as failed.
-pub fn exit_code(outcomes: &[String]) -> ExitCode {
+/// The exit code for a set of outcomes: the worst one wins. Anything but
+/// `succeeded` and `rolled_back` (`failed`, `interrupted` when cutover
+/// stopped during the deployment, `aborted` by someone else) counts as
+/// failed.
+pub fn exit_code(outcomes: &[Outcome]) -> ExitCode {
     ExitCode::from(exit_status(outcomes))
 }
 
-fn exit_status(outcomes: &[String]) -> u8 {
-    let known = |o: &String| matches!(o.as_str(), "succeeded" | "rolled_back");
+fn exit_status(outcomes: &[Outcome]) -> u8 {
+    let known = |o: &Outcome| matches!(o, Outcome::Succeeded | Outcome::RolledBack);
     if outcomes.iter().any(|o| !known(o)) {
         EXIT_FAILED
-    } else if outcomes.iter().any(|o| o == "rolled_back") {
+    } else if outcomes.contains(&Outcome::RolledBack) {
         EXIT_ROLLED_BACK
     } else {
         0
+    }
+}
+
+/// The exit code of `cutover abort`: 0 once the deployment ended
+/// `aborted`; any other end means the abort did not happen (the deployment
+/// finished first), 1.
+pub fn abort_exit_code(outcome: Outcome) -> ExitCode {
+    if outcome == Outcome::Aborted {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("cutover: the deployment ended {}, not aborted", outcome.as_str());
+        ExitCode::from(EXIT_FAILED)
     }
 }
 
@@ -115,7 +140,10 @@ struct Progress {
 }
 
 impl Follower for Progress {
-    fn event(&mut self, event: &Value) -> Option<String> {
+    type Event = Event;
+    type Outcome = Outcome;
+
+    fn event(&mut self, event: &Event) -> Option<Outcome> {
         Progress::event(self, event)
     }
 
@@ -135,37 +163,34 @@ impl Progress {
     }
 
     /// Shows one event; `Some(outcome)` for the last one.
-    fn event(&mut self, event: &Value) -> Option<String> {
-        let kind = event["kind"].as_str().unwrap_or("");
-        let phase = event["phase"].as_str().unwrap_or("");
-        let message = event["message"].as_str().unwrap_or("");
-        let instance = event["instance"].as_str();
-        match kind {
-            "phase_started" => self.phase = Some((phase.to_string(), Instant::now())),
-            "phase_finished" => {
+    fn event(&mut self, event: &Event) -> Option<Outcome> {
+        let phase = event.phase.map_or("", |p| p.as_str());
+        let message = &event.message;
+        let who = event.instance.as_deref().map(|i| format!("{i}: ")).unwrap_or_default();
+        match event.kind {
+            EventKind::PhaseStarted => self.phase = Some((phase.to_string(), Instant::now())),
+            EventKind::PhaseFinished => {
                 self.clear_line();
-                let ms = event["duration_ms"].as_u64().unwrap_or(0);
+                let ms = event.duration_ms.unwrap_or(0);
                 let ok = message.contains(" done ");
                 let mark = if ok { "✓" } else { "✗" };
                 println!("{} {mark} {:<9} {}", self.id, phase, fmt_ms(ms));
                 self.phase = None;
             }
-            "warning" | "error" => {
+            EventKind::Warning | EventKind::Error => {
                 self.clear_line();
-                let who = instance.map(|i| format!("{i}: ")).unwrap_or_default();
+                let kind = cutover_control::api::wire_name(&event.kind);
                 println!("{}   {kind}: {who}{message}", self.id);
             }
-            "info" if !self.tty => {
-                let who = instance.map(|i| format!("{i}: ")).unwrap_or_default();
-                println!("{}   {who}{message}", self.id);
-            }
-            "outcome" => {
+            EventKind::Info if !self.tty => println!("{}   {who}{message}", self.id),
+            EventKind::Outcome => {
                 self.clear_line();
-                let outcome = event["outcome"].as_str().unwrap_or("unknown").to_string();
                 println!("{} {message}", self.id);
-                return Some(outcome);
+                // An outcome event always names its outcome; one that does
+                // not is read as a failure rather than waited past.
+                return Some(event.outcome.unwrap_or(Outcome::Failed));
             }
-            _ => {}
+            EventKind::Info => {}
         }
         None
     }
@@ -208,22 +233,27 @@ fn fmt_ms(ms: u64) -> String {
 mod tests {
     use super::*;
 
-    fn status(outcomes: &[&str]) -> u8 {
-        exit_status(&outcomes.iter().map(|o| o.to_string()).collect::<Vec<_>>())
-    }
+    use Outcome::*;
 
     #[test]
     fn interrupted_exits_non_zero_like_failed() {
-        assert_eq!(status(&["interrupted"]), EXIT_FAILED);
-        assert_eq!(status(&["succeeded", "interrupted"]), EXIT_FAILED);
-        assert_eq!(status(&["rolled_back", "interrupted"]), EXIT_FAILED);
+        assert_eq!(exit_status(&[Interrupted]), EXIT_FAILED);
+        assert_eq!(exit_status(&[Succeeded, Interrupted]), EXIT_FAILED);
+        assert_eq!(exit_status(&[RolledBack, Interrupted]), EXIT_FAILED);
     }
 
     #[test]
     fn the_worst_outcome_wins() {
-        assert_eq!(status(&["succeeded"]), 0);
-        assert_eq!(status(&["succeeded", "rolled_back"]), EXIT_ROLLED_BACK);
-        assert_eq!(status(&["failed", "rolled_back"]), EXIT_FAILED);
-        assert_eq!(status(&[]), 0);
+        assert_eq!(exit_status(&[Succeeded]), 0);
+        assert_eq!(exit_status(&[Succeeded, RolledBack]), EXIT_ROLLED_BACK);
+        assert_eq!(exit_status(&[Failed, RolledBack]), EXIT_FAILED);
+        assert_eq!(exit_status(&[]), 0);
+    }
+
+    #[test]
+    fn an_aborted_deployment_is_a_failure_when_deploy_follows_it() {
+        assert_eq!(exit_status(&[Succeeded, Aborted]), EXIT_FAILED);
+        let aborted: Outcome = serde_json::from_str("\"aborted\"").unwrap();
+        assert_eq!(aborted, Aborted);
     }
 }

@@ -11,7 +11,9 @@ mod upgrade;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use client::commands;
+use cutover_control::api::Strategy;
 use cutover_control::config::{self, ConfigError};
 
 #[derive(Debug, Parser)]
@@ -60,9 +62,9 @@ enum Command {
     Deploy {
         /// The app; every app when omitted.
         app: Option<String>,
-        /// rolling or stopstart; default: the app's deploy_strategy.
-        #[arg(long, value_parser = ["rolling", "stopstart"])]
-        strategy: Option<String>,
+        /// rolling, stopstart, …; default: the app's deploy_strategy.
+        #[arg(long, value_parser = parse_strategy)]
+        strategy: Option<Strategy>,
         /// Return once the deployment started.
         #[arg(long)]
         no_wait: bool,
@@ -75,15 +77,70 @@ enum Command {
         /// The config to send.
         #[arg(default_value = "deploy.yaml")]
         file: PathBuf,
-        /// rolling or stopstart, for the deployments this push starts.
-        #[arg(long, value_parser = ["rolling", "stopstart"])]
-        deploy_strategy: Option<String>,
+        /// rolling, stopstart, …, for the deployments this push starts.
+        #[arg(long, value_parser = parse_strategy)]
+        deploy_strategy: Option<Strategy>,
         /// Return once the deployments started.
         #[arg(long)]
         no_wait: bool,
         /// Admin endpoint, e.g. http://127.0.0.1:9180 (default: from FILE).
         #[arg(long, env = "CUTOVER_ADMIN")]
         admin: Option<String>,
+    },
+    /// Deploy the previous version of an app (or of every app) from the
+    /// journal with the app's strategy, followed like deploy (same exit codes).
+    Rollback {
+        /// The app; every app that has a previous version when omitted.
+        app: Option<String>,
+        /// Return once the rollback started.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        admin: client::AdminArgs,
+    },
+    /// Move the app's running canary past its manual pause.
+    Promote {
+        app: String,
+        /// Through every remaining step, not only past the current pause.
+        #[arg(long)]
+        full: bool,
+        #[command(flatten)]
+        admin: client::AdminArgs,
+    },
+    /// Stop the app's running deployment and return to the previous
+    /// version; follows it to its end. Exit 0 once it ended `aborted`.
+    Abort {
+        app: String,
+        #[command(flatten)]
+        admin: client::AdminArgs,
+    },
+    /// Hold the app's new requests (in-flight ones finish) until `resume`.
+    Pause {
+        app: String,
+        /// A request held longer than this gets 503 with Retry-After
+        /// (default 60s).
+        #[arg(long, value_name = "DURATION")]
+        max_pause: Option<String>,
+        #[command(flatten)]
+        admin: client::AdminArgs,
+    },
+    /// End a pause: held requests go on.
+    Resume {
+        app: String,
+        #[command(flatten)]
+        admin: client::AdminArgs,
+    },
+    /// Maintenance mode: the app's requests get 503 with a maintenance page
+    /// (JSON for Accept: application/json) and Retry-After.
+    Maintenance {
+        app: String,
+        #[arg(value_enum)]
+        state: OnOff,
+        /// What the maintenance page says.
+        #[arg(long)]
+        message: Option<String>,
+        #[command(flatten)]
+        admin: client::AdminArgs,
     },
     /// Past deployments with strategy, outcome and phase timings.
     History {
@@ -116,6 +173,19 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+/// A strategy by the name the API gives it: whatever [`Strategy`] has, no
+/// list here to keep in step.
+fn parse_strategy(name: &str) -> Result<Strategy, String> {
+    serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -151,14 +221,14 @@ fn main() -> ExitCode {
                 takeover,
             }))
         }
-        Command::Upgrade { binary, admin } => run_async(client::upgrade(admin, binary)),
-        Command::Status { admin, json, watch } => run_async(client::status(admin, json, watch)),
+        Command::Upgrade { binary, admin } => run_async(commands::upgrade(admin, binary)),
+        Command::Status { admin, json, watch } => run_async(commands::status(admin, json, watch)),
         Command::Deploy {
             app,
             strategy,
             no_wait,
             admin,
-        } => run_async(client::deploy(admin, app, strategy, no_wait)),
+        } => run_async(commands::deploy(admin, app, strategy, no_wait)),
         Command::Push {
             file,
             deploy_strategy,
@@ -166,10 +236,21 @@ fn main() -> ExitCode {
             admin,
         } => {
             let admin = client::AdminArgs::new(admin, file.clone());
-            run_async(client::push(admin, file, deploy_strategy, no_wait))
+            run_async(commands::push(admin, file, deploy_strategy, no_wait))
         }
-        Command::History { app, admin } => run_async(client::history(admin, app)),
-        Command::Certs { reload, json, admin } => run_async(client::certs(admin, reload, json)),
+        Command::Rollback { app, no_wait, admin } => run_async(commands::rollback(admin, app, no_wait)),
+        Command::Promote { app, full, admin } => run_async(commands::promote(admin, app, full)),
+        Command::Abort { app, admin } => run_async(commands::abort(admin, app)),
+        Command::Pause { app, max_pause, admin } => run_async(commands::pause(admin, app, max_pause)),
+        Command::Resume { app, admin } => run_async(commands::resume(admin, app)),
+        Command::Maintenance {
+            app,
+            state,
+            message,
+            admin,
+        } => run_async(commands::maintenance(admin, app, state == OnOff::On, message)),
+        Command::History { app, admin } => run_async(commands::history(admin, app)),
+        Command::Certs { reload, json, admin } => run_async(commands::certs(admin, reload, json)),
     }
 }
 

@@ -182,6 +182,9 @@ async fn serve(start: Start) -> anyhow::Result<ExitCode> {
     let routing = Routing::new(Arc::clone(&table), metrics.clone());
     let serving = &restored.config;
     routing.configure(&serving.routes, &serving.proxy, serving.apps.values());
+    // A pause or maintenance switch outlives a restart (and an upgrade):
+    // in place before the first table is published.
+    boot::restore_switches(&journal, &routing, serving);
     for app in serving.apps.keys() {
         deploy_metrics.app_configured(app);
     }

@@ -37,7 +37,7 @@ pub enum UpgradeError {
 }
 
 /// How an upgrade ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UpgradeOutcome {
     /// The new process serves; this one drains and exits.

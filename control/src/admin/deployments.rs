@@ -13,13 +13,32 @@ use axum::Json;
 use futures_util::stream::{self, Stream, StreamExt};
 
 use super::{AdminState, ApiError};
-use crate::deploy::record::{Deployment, Event};
+use crate::api::{wire_name, Deployment, DeploymentStreamEvent, ErrorBody, Event};
 use crate::deploy::DeploymentRef;
 
+/// Past and running deployments (and the switches' entries), newest last,
+/// without their events.
+#[utoipa::path(
+    get,
+    path = "/deployments",
+    tag = "deployments",
+    responses((status = 200, description = "the history", body = Vec<Deployment>))
+)]
 pub(super) async fn list(State(state): State<Arc<AdminState>>) -> Json<Vec<Deployment>> {
     Json(state.controller.deployments().iter().map(Deployment::summary).collect())
 }
 
+/// One deployment with its phases, timings, events and outcome.
+#[utoipa::path(
+    get,
+    path = "/deployments/{id}",
+    tag = "deployments",
+    params(("id" = String, Path, description = "a deployment id, e.g. `web-3`")),
+    responses(
+        (status = 200, description = "the deployment", body = Deployment),
+        (status = 404, description = "no such deployment", body = ErrorBody),
+    )
+)]
 pub(super) async fn one(
     State(state): State<Arc<AdminState>>,
     Path(id): Path<String>,
@@ -33,6 +52,16 @@ pub(super) async fn one(
 
 /// Every event so far, then each new one as it happens; the stream ends
 /// after the outcome.
+#[utoipa::path(
+    get,
+    path = "/deployments/{id}/events",
+    tag = "deployments",
+    params(("id" = String, Path, description = "a deployment id, e.g. `web-3`")),
+    responses(
+        (status = 200, description = "server-sent events, every one so far then each new one: `event:` is the kind, `data:` an `Event` as JSON; the stream ends after the `outcome` event", body = DeploymentStreamEvent, content_type = "text/event-stream"),
+        (status = 404, description = "no such deployment", body = ErrorBody),
+    )
+)]
 pub(super) async fn events(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let stream: std::pin::Pin<Box<dyn Stream<Item = Result<SseEvent, Infallible>> + Send>> =
         match state.controller.deployment(&id) {
@@ -75,12 +104,8 @@ pub(super) async fn events(State(state): State<Arc<AdminState>>, Path(id): Path<
 }
 
 fn sse(event: &Event) -> SseEvent {
-    let kind = serde_json::to_value(event.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| "event".into());
     SseEvent::default()
-        .event(kind)
+        .event(wire_name(&event.kind))
         .id(event.seq.to_string())
         .data(serde_json::to_string(event).unwrap_or_default())
 }

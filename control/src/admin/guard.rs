@@ -19,12 +19,15 @@
 //! 3. **Bearer token** (401), when configured; `/healthz` is exempt.
 //!    Before the Content-Type check so an unauthenticated caller learns
 //!    nothing about what an endpoint accepts.
-//! 4. **Content-Type** (415) on every POST: a browser can only send
+//! 4. **Content-Type** (415) on every POST handler: a browser can only send
 //!    `application/x-www-form-urlencoded`, `multipart/form-data` and
 //!    `text/plain` (or nothing) without a CORS preflight, which this API
 //!    never grants; requiring JSON (or YAML for `/push`) means no such
 //!    request reaches a handler. Checked on the head alone: nothing is read
-//!    from the body of a refused request.
+//!    from the body of a refused request. This one is [`content_type`], a
+//!    layer on each POST method router (the router's `posted`), so it runs
+//!    after routing: a POST to a path that has none is a 405 (with
+//!    `Allow`), not a 415, and runs nothing either way.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -50,13 +53,21 @@ const PUSH_TYPES: &[&str] = &[
     "text/yaml",
 ];
 
-/// The middleware: Host → Origin → token → Content-Type, then the handler.
+/// The middleware: Host → Origin → token, then routing (and, for a POST
+/// handler, [`content_type`]).
 pub(super) async fn guard(State(state): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
     let checked = check_host(state.listen, &request)
         .and_then(|()| check_origin(&state.allowed_origins, request.headers()))
-        .and_then(|()| check_token(state.token.as_deref(), &request))
-        .and_then(|()| check_content_type(&request));
+        .and_then(|()| check_token(state.token.as_deref(), &request));
     match checked {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// The middleware on every POST handler: JSON (YAML for `/push`) or 415.
+pub(super) async fn content_type(request: Request, next: Next) -> Response {
+    match check_content_type(&request) {
         Ok(()) => next.run(request).await,
         Err(refused) => refused.into_response(),
     }

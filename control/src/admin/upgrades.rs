@@ -2,7 +2,6 @@
 //! (`GET /upgrades/{id}/events`), read like a deployment's.
 
 use std::convert::Infallible;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,30 +12,27 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::{self, StreamExt};
-use serde::Deserialize;
 
-use super::{AdminState, ApiError};
-use crate::upgrade::{UpgradeError, UpgradeEvent};
+use super::{json_body, AdminState, ApiError};
+use crate::api::{ErrorBody, UpgradeAnswer, UpgradeEvent, UpgradeRequest, UpgradeStreamEvent};
+use crate::upgrade::UpgradeError;
 
-/// The body of `POST /upgrade`; empty or `{}` upgrades to the binary the
-/// running cutover was started from.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpgradeBody {
-    pub binary: Option<PathBuf>,
-}
-
+/// Replaces the running cutover by a new binary (SPEC §10); progress as
+/// events at `/upgrades/{id}/events`.
+#[utoipa::path(
+    post,
+    path = "/upgrade",
+    tag = "upgrades",
+    request_body(content = UpgradeRequest, description = "an empty body or `{}` upgrades to the binary the running cutover was started from"),
+    responses(
+        (status = 202, description = "the upgrade started", body = UpgradeAnswer),
+        (status = 400, description = "bad request body, or the binary is not an absolute path to an executable regular file", body = ErrorBody),
+        (status = 409, description = "a deployment or another upgrade runs, or the new process could not outlive this one (PID 1, minimal init)", body = ErrorBody),
+        (status = 503, description = "cutover is stopping, or its upgrade task does not run", body = ErrorBody),
+    )
+)]
 pub(super) async fn start(State(state): State<Arc<AdminState>>, body: Bytes) -> Result<Response, ApiError> {
-    let request: UpgradeBody = if body.iter().all(u8::is_ascii_whitespace) {
-        UpgradeBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("bad upgrade request: {e}; expected {{\"binary\": \"/path/to/cutover\"}} or nothing"),
-            )
-        })?
-    };
+    let request: UpgradeRequest = json_body(&body, "upgrade", "{\"binary\": \"/path/to/cutover\"} or nothing")?;
     let log = state.upgrades.request(request.binary).map_err(|e| match e {
         UpgradeError::Refused(refused) => ApiError::from(refused),
         UpgradeError::BadBinary(message) => ApiError::new(StatusCode::BAD_REQUEST, message),
@@ -44,18 +40,25 @@ pub(super) async fn start(State(state): State<Arc<AdminState>>, body: Bytes) -> 
         UpgradeError::NotHere(message) => ApiError::new(StatusCode::CONFLICT, message),
     })?;
     let id = log.id().to_string();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({
-            "events": format!("/upgrades/{id}/events"),
-            "binary": log.binary(),
-            "id": id,
-        })),
-    )
-        .into_response())
+    let answer = UpgradeAnswer {
+        events: format!("/upgrades/{id}/events"),
+        binary: log.binary().to_path_buf(),
+        id,
+    };
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
 /// Every event so far, then each new one; the stream ends after the outcome.
+#[utoipa::path(
+    get,
+    path = "/upgrades/{id}/events",
+    tag = "upgrades",
+    params(("id" = String, Path, description = "an upgrade id, from `POST /upgrade`")),
+    responses(
+        (status = 200, description = "server-sent events: `event:` is `step` or `outcome`, `data:` an `UpgradeEvent` as JSON; the stream ends after the outcome", body = UpgradeStreamEvent, content_type = "text/event-stream"),
+        (status = 404, description = "no such upgrade (or one long past)", body = ErrorBody),
+    )
+)]
 pub(super) async fn events(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let log = state
         .upgrades
@@ -88,9 +91,9 @@ pub(super) async fn events(State(state): State<Arc<AdminState>>, Path(id): Path<
         .into_response())
 }
 
-fn sse(event: &UpgradeEvent) -> SseEvent {
+fn sse(event: &crate::upgrade::UpgradeEvent) -> SseEvent {
     SseEvent::default()
         .event(event.kind)
         .id(event.seq.to_string())
-        .data(serde_json::to_string(event).unwrap_or_default())
+        .data(serde_json::to_string(&UpgradeEvent::from(event)).unwrap_or_default())
 }

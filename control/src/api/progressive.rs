@@ -70,6 +70,7 @@ pub struct AnalysisValue {
 pub struct RollbackRequest {
     /// The app; every app with a previous version when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "web")]
     pub app: Option<String>,
 }
 
@@ -88,6 +89,7 @@ pub struct PromoteRequest {
 pub struct PauseRequest {
     /// Humantime (`60s`); how long one request may be held. Default 60s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "60s")]
     pub max_pause: Option<String>,
 }
 
@@ -98,5 +100,6 @@ pub struct MaintenanceRequest {
     pub on: bool,
     /// What the maintenance page says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "back at 10:00")]
     pub message: Option<String>,
 }

@@ -24,7 +24,7 @@ use super::files::{self, LoadedCert};
 use crate::config::{CertificateConfig, Config, Problems, ProxyConfig};
 
 /// Where an ACME host stands, as the ACME service last reported it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AcmeState {
     /// No certificate yet; the first order is under way.
@@ -100,7 +100,7 @@ pub struct CertInfo {
 }
 
 /// The ACME part of a [`CertInfo`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AcmeInfo {
     pub state: AcmeState,
     pub last_error: Option<String>,

@@ -347,7 +347,7 @@ pub struct Hooks {
 }
 
 /// A deploy strategy (SPEC §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// Clone, route, upgrade, switch: no moment without a ready instance.

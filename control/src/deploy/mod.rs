@@ -78,7 +78,7 @@ pub enum DeployError {
 }
 
 /// A deployment that was started.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Started {
     pub app: String,
     pub id: String,

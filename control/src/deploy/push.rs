@@ -19,7 +19,7 @@ use crate::config::{AppConfig, ConfigError, Problems, Strategy};
 use crate::journal::AppSource;
 
 /// What a push did.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct PushReport {
     /// Deployments started for changed apps.
     pub deployments: Vec<Started>,

@@ -11,7 +11,7 @@ use super::phase::{Outcome, Phase};
 use crate::config::Strategy;
 
 /// What an event says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     PhaseStarted,
@@ -23,7 +23,7 @@ pub enum EventKind {
 }
 
 /// One line of a deployment's story.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     /// 0, 1, 2, … within the deployment.
     pub seq: u64,
@@ -43,7 +43,7 @@ pub struct Event {
 }
 
 /// One phase's timing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PhaseTiming {
     pub phase: Phase,
     pub started_at: String,
@@ -56,7 +56,7 @@ pub struct PhaseTiming {
 /// What an entry of the history did: a deployment (deploy, push, rollback)
 /// or one of the operator's switches, which go through the same gate and
 /// the same history.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
     /// `cutover deploy` or a push.
@@ -75,7 +75,7 @@ pub enum Operation {
 }
 
 /// A deployment, as `/deployments/{id}` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Deployment {
     pub id: String,
     pub app: String,

@@ -37,7 +37,7 @@ use crate::config::AppConfig;
 
 /// Whether an instance is the app's own, a temporary clone, a canary of
 /// the new version or a blue-green new set before its switch (SPEC §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Original,

@@ -1,0 +1,130 @@
+//! `POST /apps/{app}/pause`, `/resume` and `/maintenance` (SPEC §5, §9):
+//! the operator's switches, one table swap each, answered with the app's
+//! switches as they are after it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+
+use super::{json_body, AdminState, ApiError};
+use crate::api::{AppSwitches, ErrorBody, MaintenanceRequest, PauseRequest};
+use crate::config::bounds::HOLD_TIMEOUT;
+
+/// How long a paused app holds one request when the caller names no bound.
+pub const DEFAULT_MAX_PAUSE: Duration = Duration::from_secs(60);
+
+/// Holds the app's new requests (in-flight ones finish) until resume; a
+/// request held longer than `max_pause` gets 503 with `Retry-After`.
+#[utoipa::path(
+    post,
+    path = "/apps/{app}/pause",
+    tag = "apps",
+    params(("app" = String, Path, description = "the app", example = "web")),
+    request_body(content = PauseRequest, description = "`max_pause` optional (default 60s, at most 10m)"),
+    responses(
+        (status = 200, description = "paused; the app's switches now", body = AppSwitches),
+        (status = 400, description = "bad request body or `max_pause`", body = ErrorBody),
+        (status = 404, description = "no such app", body = ErrorBody),
+        (status = 409, description = "a deployment of the app runs (its `id`), the app is retiring, or cutover upgrades itself", body = ErrorBody),
+        (status = 500, description = "the journal could not be written", body = ErrorBody),
+        (status = 503, description = "cutover is stopping", body = ErrorBody),
+    )
+)]
+pub(super) async fn pause(
+    State(state): State<Arc<AdminState>>,
+    Path(app): Path<String>,
+    body: Bytes,
+) -> Result<Json<AppSwitches>, ApiError> {
+    let request: PauseRequest = json_body(&body, "pause", "{\"max_pause\": \"60s\"} (optional)")?;
+    let max_pause = match request.max_pause.as_deref() {
+        None => DEFAULT_MAX_PAUSE,
+        Some(text) => max_pause(text)?,
+    };
+    Ok(Json(state.controller.pause(&app, max_pause)?))
+}
+
+/// `max_pause` as humantime, within `proxy.hold_timeout`'s bounds (a held
+/// request is a client waiting).
+fn max_pause(text: &str) -> Result<Duration, ApiError> {
+    let bad = |why: String| ApiError::new(StatusCode::BAD_REQUEST, format!("bad max_pause {text:?}: {why}"));
+    let duration = humantime::parse_duration(text.trim()).map_err(|e| bad(format!("{e} (e.g. \"60s\", \"2m\")")))?;
+    if !HOLD_TIMEOUT.contains(duration) {
+        return Err(bad(format!(
+            "must be more than 0 and at most {}",
+            humantime::format_duration(HOLD_TIMEOUT.max)
+        )));
+    }
+    Ok(duration)
+}
+
+/// Ends a pause: held requests go on.
+#[utoipa::path(
+    post,
+    path = "/apps/{app}/resume",
+    tag = "apps",
+    params(("app" = String, Path, description = "the app", example = "web")),
+    request_body(content = Option<serde_json::Value>, description = "ignored (send `{}`)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "resumed (or was not paused); the app's switches now", body = AppSwitches),
+        (status = 404, description = "no such app", body = ErrorBody),
+        (status = 409, description = "a deployment of the app runs (its `id`), the app is retiring, or cutover upgrades itself", body = ErrorBody),
+        (status = 500, description = "the journal could not be written", body = ErrorBody),
+        (status = 503, description = "cutover is stopping", body = ErrorBody),
+    )
+)]
+pub(super) async fn resume(
+    State(state): State<Arc<AdminState>>,
+    Path(app): Path<String>,
+) -> Result<Json<AppSwitches>, ApiError> {
+    Ok(Json(state.controller.resume(&app)?))
+}
+
+/// Maintenance on (every request gets 503 with the maintenance page and
+/// `Retry-After`) or off.
+#[utoipa::path(
+    post,
+    path = "/apps/{app}/maintenance",
+    tag = "apps",
+    params(("app" = String, Path, description = "the app", example = "web")),
+    request_body(content = MaintenanceRequest, description = "`on` required; `message` optional, shown on the page"),
+    responses(
+        (status = 200, description = "the app's switches now", body = AppSwitches),
+        (status = 400, description = "bad request body", body = ErrorBody),
+        (status = 404, description = "no such app", body = ErrorBody),
+        (status = 409, description = "a deployment of the app runs (its `id`), the app is retiring, or cutover upgrades itself", body = ErrorBody),
+        (status = 500, description = "the journal could not be written", body = ErrorBody),
+        (status = 503, description = "cutover is stopping", body = ErrorBody),
+    )
+)]
+pub(super) async fn maintenance(
+    State(state): State<Arc<AdminState>>,
+    Path(app): Path<String>,
+    body: Bytes,
+) -> Result<Json<AppSwitches>, ApiError> {
+    let request: MaintenanceRequest = json_body(
+        &body,
+        "maintenance",
+        "{\"on\": true, \"message\": \"back at 10:00\"} (message optional)",
+    )?;
+    Ok(Json(state.controller.maintenance(&app, request.on, request.message)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_pause_is_humantime_within_the_hold_bounds() {
+        assert_eq!(max_pause("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(max_pause(" 2m ").unwrap(), Duration::from_secs(120));
+        for bad in ["0s", "soon", "", "-1s", "11m", "1000000000000y"] {
+            let e = max_pause(bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(e.message.contains("max_pause"), "{}", e.message);
+        }
+    }
+}
