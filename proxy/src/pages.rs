@@ -43,8 +43,8 @@ impl ErrorPages {
     /// serves); a file that is not a regular file or is over 1 MiB is an
     /// error naming it, as is a directory that cannot be read.
     pub fn from_dir(dir: &Path) -> std::io::Result<ErrorPages> {
-        let meta = std::fs::metadata(dir)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        let meta =
+            std::fs::metadata(dir).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
         if !meta.is_dir() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -102,7 +102,10 @@ fn read_page(path: &Path) -> std::io::Result<Option<Bytes>> {
     if bytes.len() as u64 > MAX_PAGE_BYTES {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("{} is larger than 1 MiB; an error page is a small HTML file", path.display()),
+            format!(
+                "{} is larger than 1 MiB; an error page is a small HTML file",
+                path.display()
+            ),
         ));
     }
     Ok(Some(Bytes::from(bytes)))
@@ -218,7 +221,9 @@ impl Answer<'_> {
             Format::Html => {
                 let body = match pages.and_then(|p| p.file(self)) {
                     Some(file) => match message {
-                        Some(message) => Bytes::from(replace(file, MESSAGE_PLACEHOLDER, html_escape(message).as_bytes())),
+                        Some(message) => {
+                            Bytes::from(replace(file, MESSAGE_PLACEHOLDER, html_escape(message).as_bytes()))
+                        }
                         None => file.clone(),
                     },
                     None => Bytes::from(builtin_html(self.title(), message.unwrap_or(self.error()))),
@@ -284,7 +289,11 @@ fn builtin_html(title: &str, text: &str) -> String {
 }
 
 /// Writes `answer` for this request, in the form its `Accept` asks for.
-pub(crate) async fn write(session: &mut Session, answer: Answer<'_>, pages: Option<&ErrorPages>) -> pingora::Result<()> {
+pub(crate) async fn write(
+    session: &mut Session,
+    answer: Answer<'_>,
+    pages: Option<&ErrorPages>,
+) -> pingora::Result<()> {
     let rendered = answer.render(negotiate(&session.req_header().headers), pages);
     let mut resp = ResponseHeader::build(rendered.status, Some(5))?;
     resp.insert_header(header::CONTENT_TYPE, rendered.content_type)?;
@@ -326,7 +335,10 @@ mod tests {
     #[test]
     fn plain_text_is_todays_body() {
         let r = Answer::Unavailable("no ready backend\n").render(Format::Plain, None);
-        assert_eq!((r.status, &r.body[..], r.retry_after), (503, &b"no ready backend\n"[..], Some("1")));
+        assert_eq!(
+            (r.status, &r.body[..], r.retry_after),
+            (503, &b"no ready backend\n"[..], Some("1"))
+        );
         assert_eq!(r.content_type, "text/plain; charset=utf-8");
         let r = Answer::BadGateway("the app failed to answer\n").render(Format::Plain, None);
         assert_eq!((r.status, r.retry_after), (502, None));
@@ -342,7 +354,10 @@ mod tests {
         assert_eq!(r.content_type, "application/json");
         let r = Answer::GatewayTimeout("too slow\n").render(Format::Json, None);
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!((v["status"].as_u64(), v["error"].as_str()), (Some(504), Some("too slow")));
+        assert_eq!(
+            (v["status"].as_u64(), v["error"].as_str()),
+            (Some(504), Some("too slow"))
+        );
         assert!(v.get("message").is_none());
     }
 

@@ -205,7 +205,9 @@ impl AppEntry {
     /// and the cookie); `None` without a split.
     pub(crate) fn served(&self, choice: &Choice) -> Option<Served> {
         let split = self.split.as_ref()?;
-        choice.version.map(|version| Served::new(split, version, choice.set_cookie))
+        choice
+            .version
+            .map(|version| Served::new(split, version, choice.set_cookie))
     }
 }
 

@@ -58,7 +58,10 @@ async fn check_every_form(
         b.error_pages(harness::APP, Arc::clone(&pages));
     });
     let file = ask(BROWSER).await;
-    assert_eq!((file.status, file.body.as_str()), (code, format!("<h1>our {code} page</h1>").as_str()));
+    assert_eq!(
+        (file.status, file.body.as_str()),
+        (code, format!("<h1>our {code} page</h1>").as_str())
+    );
     assert_eq!(file.header("content-type"), Some("text/html; charset=utf-8"));
     check_retry_after(&file);
 
@@ -130,8 +133,7 @@ async fn unresponsive_backend() -> (Arc<Backend>, socket2::Socket, Vec<tokio::ne
     let addr = socket.local_addr().unwrap().as_socket().unwrap();
     let mut fillers = Vec::new();
     for _ in 0..4 {
-        if let Ok(Ok(s)) =
-            tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await
         {
             fillers.push(s);
         }

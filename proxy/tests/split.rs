@@ -59,7 +59,10 @@ async fn the_canary_gets_its_share_at_5_25_and_50_percent() {
         let expected = n * usize::from(weight) / 10_000;
         // Concurrent clients, new ones each time (with `sticky`, each gets
         // its cookie): the share holds to within 1% of the requests.
-        assert!(got.abs_diff(expected) <= n / 100, "weight {weight}: {got} of {n}, expected {expected}");
+        assert!(
+            got.abs_diff(expected) <= n / 100,
+            "weight {weight}: {got} of {n}, expected {expected}"
+        );
         assert_eq!(stats.canary().snapshot().requests as usize, got);
         assert_eq!(stats.stable().snapshot().requests as usize, n - got);
     }
@@ -156,7 +159,14 @@ async fn the_sticky_cookie_is_set_once_honoured_reissued_and_never_seen_by_the_b
 
     // Several Cookie headers: each stripped, the others kept.
     let several = edge
-        .get("/", &["Cookie: a=1", &format!("Cookie: cutover-web={tag}"), "Cookie: b=2; cutover-web=v1"])
+        .get(
+            "/",
+            &[
+                "Cookie: a=1",
+                &format!("Cookie: cutover-web={tag}"),
+                "Cookie: b=2; cutover-web=v1",
+            ],
+        )
         .await;
     assert_eq!(several.cookies_seen(), "a=1 | b=2");
 
@@ -286,4 +296,41 @@ async fn a_slow_canary_shows_in_its_p99() {
     let (slow_p99, fast_p99) = (canary.p99().unwrap(), stable.p99().unwrap());
     assert!(slow_p99 >= Duration::from_millis(300), "{slow_p99:?}");
     assert!(fast_p99 < slow_p99, "stable {fast_p99:?} vs canary {slow_p99:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_and_sse_requests_take_the_split_and_its_cookie_too() {
+    let (edge, stable, canary) = start().await;
+    let stats = SplitStats::new();
+    edge.publish(vec![Arc::clone(&stable.backend)], |b| {
+        b.split(APP, split(vec![Arc::clone(&canary.backend)], 0, true, &stats));
+    });
+    let upgrade = [
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+    ];
+    // These backends answer 200 rather than 101: the takeover forwards the
+    // answer as it is, with the cookie the client lacks.
+    let first = edge.get("/ws", &upgrade).await;
+    assert_eq!((first.status, first.backend()), (200, "stable"), "{first:?}");
+    assert_eq!(
+        first.sticky_cookie(),
+        Some("cutover-web=v1; Path=/; HttpOnly; SameSite=Lax")
+    );
+    // A client holding the canary's cookie goes there, and the backend
+    // never sees the cookie.
+    let mut with_cookie = upgrade.to_vec();
+    with_cookie.push("Cookie: a=1; cutover-web=v2");
+    let second = edge.get("/ws", &with_cookie).await;
+    assert_eq!((second.backend(), second.cookies_seen()), ("canary", "a=1"));
+    assert_eq!(second.sticky_cookie(), None);
+    let events = edge
+        .get("/events", &["Accept: text/event-stream", "Cookie: cutover-web=v2"])
+        .await;
+    assert_eq!((events.backend(), events.cookies_seen()), ("canary", "-"));
+    // Counted for each version like any request.
+    assert_eq!(stats.stable().snapshot().requests, 1);
+    assert_eq!(stats.canary().snapshot().requests, 2);
 }

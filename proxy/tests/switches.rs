@@ -86,16 +86,25 @@ async fn maintenance_answers_503_with_the_page_and_nothing_reaches_the_backend()
     });
 
     // A browser: the built-in page naming the message, escaped.
-    let html = edge.get("/", &["Accept: text/html,application/xhtml+xml,*/*;q=0.8"]).await;
+    let html = edge
+        .get("/", &["Accept: text/html,application/xhtml+xml,*/*;q=0.8"])
+        .await;
     assert_eq!(html.status, 503);
     assert_eq!(html.header("retry-after"), Some("30"));
     assert_eq!(html.header("content-type"), Some("text/html; charset=utf-8"));
-    assert!(html.body.contains("back at 5 &lt;b&gt;&amp;&lt;/b&gt;"), "{}", html.body);
+    assert!(
+        html.body.contains("back at 5 &lt;b&gt;&amp;&lt;/b&gt;"),
+        "{}",
+        html.body
+    );
     assert!(!html.body.contains("<b>"));
 
     // JSON for an API client.
     let json = edge.get("/api", &["Accept: application/json"]).await;
-    assert_eq!((json.status, json.header("content-type")), (503, Some("application/json")));
+    assert_eq!(
+        (json.status, json.header("content-type")),
+        (503, Some("application/json"))
+    );
     assert!(json.header("retry-after").is_some());
     let value: serde_json::Value = serde_json::from_str(&json.body).unwrap();
     assert_eq!(value["status"], 503);

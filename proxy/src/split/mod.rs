@@ -281,7 +281,10 @@ mod tests {
             }
             // Any shorter window: within one request of the share.
             let got = canary_count(&t, 37) as f64;
-            assert!((got - 37.0 * f64::from(weight) / 10_000.0).abs() <= 1.0, "weight {weight}: {got}");
+            assert!(
+                (got - 37.0 * f64::from(weight) / 10_000.0).abs() <= 1.0,
+                "weight {weight}: {got}"
+            );
         }
     }
 

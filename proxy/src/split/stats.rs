@@ -28,7 +28,9 @@ pub const BUCKETS: usize = FINITE + 1;
 /// The first bucket's upper bound: 25 µs.
 const FIRST_BOUND_NS: u64 = 25_000;
 /// `2^(j/8)` for j in 0..8, in 1/1_000_000.
-const STEPS: [u64; PER_OCTAVE] = [1_000_000, 1_090_508, 1_189_207, 1_296_840, 1_414_214, 1_542_211, 1_681_793, 1_834_008];
+const STEPS: [u64; PER_OCTAVE] = [
+    1_000_000, 1_090_508, 1_189_207, 1_296_840, 1_414_214, 1_542_211, 1_681_793, 1_834_008,
+];
 
 /// Upper bounds of the finite buckets, in nanoseconds.
 static BOUNDS_NS: [u64; FINITE] = bounds();
@@ -257,9 +259,15 @@ mod tests {
         stats.answered(200, Duration::from_millis(500));
         stats.answered(200, Duration::from_millis(500));
         let p99 = stats.snapshot().p99().unwrap();
-        assert!(p99 >= Duration::from_millis(500) && p99 < Duration::from_millis(550), "{p99:?}");
+        assert!(
+            p99 >= Duration::from_millis(500) && p99 < Duration::from_millis(550),
+            "{p99:?}"
+        );
         let p50 = stats.snapshot().quantile(0.5).unwrap();
-        assert!(p50 >= Duration::from_millis(1) && p50 < Duration::from_micros(1100), "{p50:?}");
+        assert!(
+            p50 >= Duration::from_millis(1) && p50 < Duration::from_micros(1100),
+            "{p50:?}"
+        );
     }
 
     #[test]

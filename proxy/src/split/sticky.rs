@@ -199,4 +199,41 @@ mod tests {
         // The client sends back what it was given: it hashes as the tag.
         assert_eq!(tag_hash(cookie_value("a b").as_bytes()), tag_hash(b"a%20b"));
     }
+
+    proptest::proptest! {
+        /// Whatever the other cookies, after `strip` no `cutover-web`
+        /// cookie is left, every other pair is kept in order, and `find`
+        /// saw the first of ours.
+        #[test]
+        fn strip_removes_ours_and_keeps_the_rest(
+            headers in proptest::collection::vec(
+                proptest::collection::vec(
+                    (proptest::prop_oneof!["cutover-web", "cutover-api", "[a-z]{1,6}"], "[a-zA-Z0-9]{0,6}"),
+                    1..5,
+                ),
+                1..4,
+            )
+        ) {
+            let values: Vec<String> = headers
+                .iter()
+                .map(|pairs| pairs.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; "))
+                .collect();
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            for v in &values {
+                req.append_header(COOKIE, v.as_str()).unwrap();
+            }
+            let first = headers.iter().flatten().find(|(n, _)| n == "cutover-web");
+            proptest::prop_assert_eq!(find(&req.headers, "web"), first.map(|(_, v)| tag_hash(v.as_bytes())));
+            strip(&mut req, "web");
+            let kept: Vec<(String, String)> = req
+                .headers
+                .get_all(COOKIE)
+                .iter()
+                .flat_map(|v| pairs(v.as_bytes()).map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(v).into_owned())).collect::<Vec<_>>())
+                .collect();
+            let expected: Vec<(String, String)> = headers.iter().flatten().filter(|(n, _)| n != "cutover-web").cloned().collect();
+            proptest::prop_assert_eq!(kept, expected);
+            proptest::prop_assert!(req.headers.get_all(COOKIE).iter().all(|v| !v.is_empty()));
+        }
+    }
 }

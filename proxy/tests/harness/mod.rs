@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cutover_proxy::{
-    AppId, Backend, DataPlane, DataPlaneConfig, HostMatch, ProxyMetrics, ProxySettings, RouteTable,
-    RouteTableBuilder, TableHandle,
+    AppId, Backend, DataPlane, DataPlaneConfig, HostMatch, ProxyMetrics, ProxySettings, RouteTable, RouteTableBuilder,
+    TableHandle,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -259,15 +259,14 @@ impl Response {
 
     /// The `Cookie` headers the backend got (`-` for none).
     pub fn cookies_seen(&self) -> &str {
-        self.body
-            .lines()
-            .find_map(|l| l.strip_prefix("cookie: "))
-            .unwrap_or("")
+        self.body.lines().find_map(|l| l.strip_prefix("cookie: ")).unwrap_or("")
     }
 
     /// The `cutover-web` cookie's `Set-Cookie`, if any.
     pub fn sticky_cookie(&self) -> Option<&str> {
-        self.all("set-cookie").into_iter().find(|c| c.starts_with("cutover-web="))
+        self.all("set-cookie")
+            .into_iter()
+            .find(|c| c.starts_with("cutover-web="))
     }
 }
 
@@ -300,7 +299,10 @@ fn parse(raw: &[u8]) -> Response {
     let mut response = httparse::Response::new(&mut slots);
     let len = match response.parse(raw) {
         Ok(httparse::Status::Complete(len)) => len,
-        other => panic!("no complete response head ({other:?}): {:?}", String::from_utf8_lossy(raw)),
+        other => panic!(
+            "no complete response head ({other:?}): {:?}",
+            String::from_utf8_lossy(raw)
+        ),
     };
     Response {
         status: response.code.unwrap_or(0),
