@@ -37,6 +37,8 @@ pub(crate) fn log(session: &Session, ctx: &RequestCtx, status: u16, elapsed: Dur
         app = ctx.metrics.as_ref().map(|m| m.app()).unwrap_or(""),
         instance = backend.map(|b| b.instance()).unwrap_or(""),
         upstream = backend.map(|b| tracing::field::display(b.addr())),
+        // Which set of a split (a canary) served it; empty without one.
+        version = ctx.served.as_ref().map_or("", |s| s.version.as_str()),
         duration_ms = elapsed.as_secs_f64() * 1000.0,
         bytes_in = session.body_bytes_read(),
         bytes_out = session.body_bytes_sent(),

@@ -22,6 +22,10 @@
 //! - [`handover`]: listening sockets inherited from a predecessor, handed
 //!   to a successor (self-upgrade).
 //! - [`metrics`]: Prometheus families with pre-resolved label handles.
+//! - [`split`]: a canary beside the stable backends: weighted pick, sticky
+//!   cookie, per-version measurements.
+//! - [`mode`]: paused and maintenance apps.
+//! - [`pages`]: the proxy's own error answers (HTML, JSON, plain text).
 
 // `deny`, not `forbid`: `longlived::socket` alone allows it (a dup of the
 // upstream fd for ending event streams on pingora's path), and says why.
@@ -37,10 +41,13 @@ mod hold;
 pub mod limits;
 pub mod longlived;
 pub mod metrics;
+pub mod mode;
+pub mod pages;
 pub mod router;
 pub mod server;
 pub mod service;
 pub mod settings;
+pub mod split;
 pub mod table;
 mod takeover;
 pub mod time;
@@ -51,8 +58,11 @@ pub use handle::TableHandle;
 pub use handover::InheritedListeners;
 pub use longlived::{LongLivedSettings, Stop};
 pub use metrics::{AppMetrics, ProxyMetrics};
+pub use mode::AppMode;
+pub use pages::ErrorPages;
 pub use router::{AppId, DuplicateRoute, HostMatch, Router};
 pub use server::{DataPlane, DataPlaneConfig, DataPlaneError};
 pub use service::CutoverProxy;
 pub use settings::{Limits, ProxySettings};
+pub use split::{Choice, Split, SplitStats, Version, VersionSnapshot, VersionStats};
 pub use table::{AppEntry, RouteTable, RouteTableBuilder, UpstreamProtocol};

@@ -32,8 +32,11 @@ use crate::hold::Refusal;
 use crate::longlived::passthrough::{self, EventStream};
 use crate::longlived::{CloseReason, Kind};
 use crate::metrics::{AppMetrics, ProxyMetrics};
+use crate::mode::AppMode;
+use crate::pages::{self, Answer};
 use crate::router::AppId;
 pub use crate::settings::{Limits, ProxySettings};
+use crate::split::{sticky, Served};
 use crate::table::UpstreamProtocol;
 
 /// The proxy service.
@@ -97,7 +100,7 @@ const H2_STREAMS_PER_CONNECTION: usize = 100;
 /// Per-request state.
 pub struct RequestCtx {
     _active: ActiveGuard,
-    started: Instant,
+    pub(crate) started: Instant,
     pub(crate) app: Option<AppId>,
     pub(crate) metrics: Option<Arc<AppMetrics>>,
     /// The backend this request is using; released on drop.
@@ -113,6 +116,13 @@ pub struct RequestCtx {
     pub(crate) upstream_fd: Option<std::os::fd::RawFd>,
     /// An event stream on pingora's path.
     pub(crate) event_stream: Option<EventStream>,
+    /// The hash of the client's `cutover-<app>` cookie value, if it sent
+    /// one (see [`sticky`]).
+    pub(crate) cookie: Option<u64>,
+    /// The set of a split that the current claim came from.
+    pub(crate) served: Option<Served>,
+    /// The backend's response head arrived (counted once).
+    pub(crate) answered: bool,
 }
 
 impl RequestCtx {
@@ -124,6 +134,30 @@ impl RequestCtx {
     /// Time spent held, waiting for a ready backend.
     pub(crate) fn held(&self) -> Duration {
         self.held
+    }
+
+    /// The app's name (empty before routing).
+    pub(crate) fn app_name(&self) -> &str {
+        self.metrics.as_ref().map_or("", |m| m.app())
+    }
+
+    /// Counts the backend's response head for the split's measurements
+    /// (once per request; informational heads do not count).
+    pub(crate) fn note_answer(&mut self, status: u16) {
+        if self.answered || (status < 200 && status != 101) {
+            return;
+        }
+        self.answered = true;
+        if let Some(served) = &self.served {
+            served.answered(status);
+        }
+    }
+
+    /// Counts a connection that failed or dropped before an answer.
+    pub(crate) fn note_failed_connection(&self) {
+        if let (false, Some(served)) = (self.answered, &self.served) {
+            served.failed();
+        }
     }
 }
 
@@ -145,6 +179,9 @@ impl ProxyHttp for CutoverProxy {
             refusal: None,
             upstream_fd: None,
             event_stream: None,
+            cookie: None,
+            served: None,
+            answered: false,
         }
     }
 
@@ -174,14 +211,27 @@ impl ProxyHttp for CutoverProxy {
         let host = request_host(req);
         let routed = {
             let table = self.table.load();
-            table
-                .route(host, req.uri.path())
-                .and_then(|id| table.app(id).map(|app| (id, Arc::clone(app.metrics()))))
+            table.route(host, req.uri.path()).and_then(|id| {
+                table.app(id).map(|app| {
+                    let maintenance = match app.mode() {
+                        AppMode::Maintenance { message } => Some(message.clone()),
+                        _ => None,
+                    };
+                    (id, Arc::clone(app.metrics()), maintenance)
+                })
+            })
         };
         match routed {
-            Some((id, metrics)) => {
+            Some((id, metrics, maintenance)) => {
+                ctx.cookie = sticky::find(&req.headers, metrics.app());
                 ctx.app = Some(id);
                 ctx.metrics = Some(metrics);
+                if let Some(message) = maintenance {
+                    // Before anything else: nothing reaches a backend, on
+                    // any path (a WebSocket handshake gets the 503 too).
+                    self.answer_maintenance(session, ctx, message).await?;
+                    return Ok(true);
+                }
                 if let Some(problem) = first_chunk_problem(session).await {
                     session.set_keepalive(None);
                     respond(session, 400, Bytes::from(format!("bad request: {problem}\n")), false).await?;
@@ -245,8 +295,9 @@ impl ProxyHttp for CutoverProxy {
                 Ok(Box::new(peer))
             }
             Err(refusal) => {
+                let error = Error::explain(ErrorType::HTTPStatus(503), refusal.reason());
                 ctx.refusal = Some(refusal);
-                Err(Error::explain(ErrorType::HTTPStatus(503), refusal.body().trim_end()))
+                Err(error)
             }
         }
     }
@@ -255,12 +306,15 @@ impl ProxyHttp for CutoverProxy {
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         // pingora already removed the hop-by-hop headers (its default
         // `HttpUpstreamRequestPolicy`: `Connection` and what it names,
         // `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`,
         // `Proxy-Authorization`, `Proxy-Connection`) before this hook.
+        if ctx.cookie.is_some() {
+            sticky::strip(upstream, ctx.app_name());
+        }
         add_forwarded_headers(session, upstream, &self.settings.trusted_proxies)
     }
 
@@ -284,6 +338,7 @@ impl ProxyHttp for CutoverProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.note_answer(upstream_response.status.as_u16());
         if passthrough::is_event_stream(upstream_response) {
             self.watch_event_stream(session, ctx);
         }
@@ -293,9 +348,16 @@ impl ProxyHttp for CutoverProxy {
     async fn response_filter(
         &self,
         session: &mut Session,
-        _response: &mut ResponseHeader,
-        _ctx: &mut RequestCtx,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // A client without a valid sticky cookie learns its version (only
+        // on the final answer: a 1xx is not kept by clients).
+        if response.status.as_u16() >= 200 {
+            if let Some(cookie) = ctx.served.as_ref().and_then(|s| s.set_cookie.clone()) {
+                response.append_header(header::SET_COOKIE, cookie)?;
+            }
+        }
         // pingora decides keep-alive when it reads a head; a response still
         // running when this process stops accepting (a stop or a hand-over
         // to a new cutover) must say `Connection: close` too, or its client
@@ -332,6 +394,7 @@ impl ProxyHttp for CutoverProxy {
         if let Some(metrics) = &ctx.metrics {
             metrics.connect_error();
         }
+        ctx.note_failed_connection();
         // Nothing reached the backend, so any request may go elsewhere.
         if self.note_failure(ctx, peer.group_key) {
             e.set_retry(true);
@@ -367,6 +430,9 @@ impl ProxyHttp for CutoverProxy {
         // A request on a draining backend was cut on purpose (it outlived
         // `drain_timeout`): counted and logged as cut, never replayed.
         let cut_by_drain = ctx.claim.as_ref().is_some_and(|c| c.backend().is_draining());
+        if *e.esource() == ErrorSource::Upstream && !cut_by_drain {
+            ctx.note_failed_connection();
+        }
         if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() || cut_by_drain {
             e.set_retry(false);
         } else {
@@ -400,10 +466,11 @@ impl ProxyHttp for CutoverProxy {
                 can_reuse_downstream: false,
             };
         }
-        let (code, body, retry_after) = match ctx.refusal {
-            Some(refusal) => (503, Bytes::from_static(refusal.body().as_bytes()), true),
+        let plain = |code: u16, body: &'static [u8]| ProxyError::Plain(code, Bytes::from_static(body));
+        let answer = match &ctx.refusal {
+            Some(refusal) => ProxyError::Page(refusal.answer()),
             None => match (e.etype(), e.esource()) {
-                (ErrorType::HTTPStatus(code), _) => (*code, Bytes::new(), false),
+                (ErrorType::HTTPStatus(code), _) => ProxyError::Plain(*code, Bytes::new()),
                 (
                     ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
                     ErrorSource::Downstream,
@@ -414,13 +481,25 @@ impl ProxyHttp for CutoverProxy {
                         can_reuse_downstream: false,
                     };
                 }
-                (_, ErrorSource::Downstream) => (400, Bytes::from_static(b"bad request\n"), false),
-                (_, ErrorSource::Upstream) => (502, Bytes::from_static(b"the app failed to answer\n"), false),
-                _ => (500, Bytes::from_static(b"internal error\n"), false),
+                (_, ErrorSource::Downstream) => plain(400, b"bad request\n"),
+                (
+                    ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+                    ErrorSource::Upstream,
+                ) => ProxyError::Page(Answer::GatewayTimeout(TIMED_OUT)),
+                (_, ErrorSource::Upstream) => ProxyError::Page(Answer::BadGateway(FAILED_TO_ANSWER)),
+                _ => plain(500, b"internal error\n"),
             },
         };
+        let code = match &answer {
+            ProxyError::Page(page) => page.status(),
+            ProxyError::Plain(code, _) => *code,
+        };
         if session.response_written().is_none() {
-            if let Err(err) = respond(session, code, body, retry_after).await {
+            let written = match answer {
+                ProxyError::Page(page) => pages::write(session, page, self.error_pages(ctx.app).as_deref()).await,
+                ProxyError::Plain(code, body) => respond(session, code, body, false).await,
+            };
+            if let Err(err) = written {
                 tracing::debug!(error = %err, "could not send the error response");
             }
         }
@@ -467,6 +546,18 @@ impl ProxyHttp for CutoverProxy {
         ctx.claim = None;
     }
 }
+
+/// An error answer from `fail_to_proxy`: one of the pages, or a plain
+/// text that has no page (400, 500, a status an error carried).
+enum ProxyError<'a> {
+    Page(Answer<'a>),
+    Plain(u16, Bytes),
+}
+
+/// The 502's text (also the plain-text body).
+pub(crate) const FAILED_TO_ANSWER: &str = "the app failed to answer\n";
+/// The 504's text.
+pub(crate) const TIMED_OUT: &str = "the app did not answer in time\n";
 
 /// Sets `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and
 /// `X-Real-IP` on the request for the backend: replaced unless the client is
@@ -531,6 +622,25 @@ fn request_host(req: &RequestHeader) -> &str {
 }
 
 impl CutoverProxy {
+    /// Answers a request for an app in maintenance: a gRPC call with
+    /// status 14 (UNAVAILABLE) and the message, anything else with the
+    /// maintenance page (503, `Retry-After`).
+    async fn answer_maintenance(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        message: Option<Arc<str>>,
+    ) -> Result<()> {
+        let refusal = Refusal::Maintenance(message);
+        if crate::grpc::is_call(session) {
+            crate::grpc::end_call(session, crate::grpc::Status::Unavailable, &refusal.grpc_message()).await;
+        } else {
+            pages::write(session, refusal.answer(), self.error_pages(ctx.app).as_deref()).await?;
+        }
+        ctx.refusal = Some(refusal);
+        Ok(())
+    }
+
     /// Answers a pending ACME `http-01` challenge (RFC 8555 §8.3) on a plain
     /// listener, before routing: no app sees it. `None` when the request is
     /// not one.

@@ -13,7 +13,10 @@ use std::time::Duration;
 use crate::backend::{Backend, InflightGuard};
 use crate::longlived::LongLivedSettings;
 use crate::metrics::AppMetrics;
+use crate::mode::AppMode;
+use crate::pages::ErrorPages;
 use crate::router::{AppId, DuplicateRoute, HostMatch, Router};
+use crate::split::{Choice, Served, Split, SplitEntry, Version};
 
 /// One immutable snapshot.
 #[derive(Debug, Default)]
@@ -52,7 +55,8 @@ impl UpstreamProtocol {
     }
 }
 
-/// One app's ready backends and metric handles.
+/// One app's ready backends and metric handles, its split (a canary) if
+/// any, its mode and its error pages.
 #[derive(Debug)]
 pub struct AppEntry {
     name: Arc<str>,
@@ -62,6 +66,9 @@ pub struct AppEntry {
     /// Rotates the starting point of the least-in-flight scan, so ties
     /// (the common case: all idle) spread round-robin.
     cursor: AtomicUsize,
+    split: Option<SplitEntry>,
+    mode: AppMode,
+    error_pages: Option<Arc<ErrorPages>>,
 }
 
 impl RouteTable {
@@ -121,9 +128,24 @@ impl AppEntry {
         &self.name
     }
 
-    /// Ready backends.
+    /// Ready backends (the stable set when there is a split).
     pub fn backends(&self) -> &[Arc<Backend>] {
         &self.backends
+    }
+
+    /// The split between the stable backends and a canary, if any.
+    pub fn split(&self) -> Option<&Split> {
+        self.split.as_ref().map(|s| &s.split)
+    }
+
+    /// The app's mode (serving, paused, maintenance).
+    pub fn mode(&self) -> &AppMode {
+        &self.mode
+    }
+
+    /// The app's error pages, if it has any.
+    pub fn error_pages(&self) -> Option<&Arc<ErrorPages>> {
+        self.error_pages.as_ref()
     }
 
     /// Metric handles.
@@ -139,7 +161,8 @@ impl AppEntry {
 
     /// Picks the backend with the fewest requests in flight, skipping the
     /// generations in `exclude` (backends this request already failed on),
-    /// and claims it.
+    /// and claims it. With a split, a request without a sticky cookie: see
+    /// [`AppEntry::choose`].
     ///
     /// Least-in-flight rather than plain round-robin: a deploy briefly runs
     /// instances of unequal speed (a clone warming up, `/slow` requests
@@ -151,28 +174,68 @@ impl AppEntry {
     /// (this table is stale): the caller reloads the table and tries again.
     #[inline]
     pub fn pick(&self, exclude: &[u64]) -> Option<InflightGuard> {
-        let n = self.backends.len();
-        if n == 0 {
-            return None;
-        }
-        let start = if n == 1 {
-            0
-        } else {
-            self.cursor.fetch_add(1, Ordering::Relaxed) % n
-        };
-        let mut best: Option<(&Arc<Backend>, u64)> = None;
-        for i in 0..n {
-            let backend = &self.backends[(start + i) % n];
-            if exclude.contains(&backend.generation()) {
-                continue;
-            }
-            let load = backend.inflight();
-            if best.is_none_or(|(_, least)| load < least) {
-                best = Some((backend, load));
-            }
-        }
-        best.and_then(|(backend, _)| backend.try_claim())
+        self.choose(exclude, None).map(|choice| choice.claim)
     }
+
+    /// [`AppEntry::pick`] for a request whose sticky cookie's value hashes
+    /// to `cookie` (see [`crate::split::sticky::find`]). Without a split:
+    /// the least-loaded backend. With one: the set the cookie names (when
+    /// the split is sticky and the cookie names one of its tags), else the
+    /// set the weight gives this request; when that set has no ready
+    /// backend, the other set's. Lock-free and allocation-free.
+    #[inline]
+    pub fn choose(&self, exclude: &[u64], cookie: Option<u64>) -> Option<Choice> {
+        let Some(split) = &self.split else {
+            return least_loaded(&self.backends, &self.cursor, exclude).map(|claim| Choice::new(claim, None, false));
+        };
+        let named = split.named(cookie);
+        let first = named.unwrap_or_else(|| split.weighted());
+        let set_cookie = split.split.sticky && named.is_none();
+        Choice::from_sets(
+            first,
+            |version| match version {
+                Version::Stable => least_loaded(&self.backends, &self.cursor, exclude),
+                Version::Canary => least_loaded(split.canary(), &split.canary_cursor, exclude),
+            },
+            set_cookie,
+        )
+    }
+
+    /// What the request records about a choice (the set, its measurements
+    /// and the cookie); `None` without a split.
+    pub(crate) fn served(&self, choice: &Choice) -> Option<Served> {
+        let split = self.split.as_ref()?;
+        choice
+            .version
+            .map(|version| Served::new(split, version, choice.set_cookie))
+    }
+}
+
+/// The least-loaded backend of `backends` not in `exclude`, claimed; ties
+/// rotate with `cursor`.
+#[inline]
+fn least_loaded(backends: &[Arc<Backend>], cursor: &AtomicUsize, exclude: &[u64]) -> Option<InflightGuard> {
+    let n = backends.len();
+    if n == 0 {
+        return None;
+    }
+    let start = if n == 1 {
+        0
+    } else {
+        cursor.fetch_add(1, Ordering::Relaxed) % n
+    };
+    let mut best: Option<(&Arc<Backend>, u64)> = None;
+    for i in 0..n {
+        let backend = &backends[(start + i) % n];
+        if exclude.contains(&backend.generation()) {
+            continue;
+        }
+        let load = backend.inflight();
+        if best.is_none_or(|(_, least)| load < least) {
+            best = Some((backend, load));
+        }
+    }
+    best.and_then(|(backend, _)| backend.try_claim())
 }
 
 /// Assembles a [`RouteTable`].
@@ -182,9 +245,13 @@ pub struct RouteTableBuilder {
     long_lived: Option<LongLivedSettings>,
     router: Router,
     apps: Vec<Option<AppEntry>>,
-    /// Set apart from `apps` so [`RouteTableBuilder::upstream`] may come
-    /// before or after [`RouteTableBuilder::app`].
+    /// Set apart from `apps` so [`RouteTableBuilder::upstream`] (and the
+    /// split, mode and pages) may come before or after
+    /// [`RouteTableBuilder::app`].
     upstreams: Vec<(AppId, UpstreamProtocol)>,
+    splits: Vec<(AppId, Split)>,
+    modes: Vec<(AppId, AppMode)>,
+    pages: Vec<(AppId, Arc<ErrorPages>)>,
 }
 
 impl RouteTableBuilder {
@@ -207,7 +274,30 @@ impl RouteTableBuilder {
             metrics,
             upstream: UpstreamProtocol::Http1,
             cursor: AtomicUsize::new(0),
+            split: None,
+            mode: AppMode::Serving,
+            error_pages: None,
         });
+        self
+    }
+
+    /// Splits an app's new requests between its backends (stable) and
+    /// `split.canary`. The last call for an app wins; ignored for an id
+    /// without [`RouteTableBuilder::app`].
+    pub fn split(&mut self, id: AppId, split: Split) -> &mut Self {
+        self.splits.push((id, split));
+        self
+    }
+
+    /// Sets an app's mode (default [`AppMode::Serving`]).
+    pub fn mode(&mut self, id: AppId, mode: AppMode) -> &mut Self {
+        self.modes.push((id, mode));
+        self
+    }
+
+    /// Sets the pages of an app's error answers (default: built-in).
+    pub fn error_pages(&mut self, id: AppId, pages: Arc<ErrorPages>) -> &mut Self {
+        self.pages.push((id, pages));
         self
     }
 
@@ -241,6 +331,21 @@ impl RouteTableBuilder {
         for (id, protocol) in self.upstreams {
             if let Some(Some(entry)) = self.apps.get_mut(id.0 as usize) {
                 entry.upstream = protocol;
+            }
+        }
+        for (id, split) in self.splits {
+            if let Some(Some(entry)) = self.apps.get_mut(id.0 as usize) {
+                entry.split = Some(SplitEntry::new(&entry.name, split));
+            }
+        }
+        for (id, mode) in self.modes {
+            if let Some(Some(entry)) = self.apps.get_mut(id.0 as usize) {
+                entry.mode = mode;
+            }
+        }
+        for (id, pages) in self.pages {
+            if let Some(Some(entry)) = self.apps.get_mut(id.0 as usize) {
+                entry.error_pages = Some(pages);
             }
         }
         RouteTable {

@@ -15,7 +15,8 @@ use tokio::net::TcpStream;
 
 use crate::longlived::upstream::{self, Head};
 use crate::longlived::{request, sse, websocket, CloseReason, Kind};
-use crate::service::{add_forwarded_headers, respond, CutoverProxy, RequestCtx};
+use crate::pages::{self, Answer};
+use crate::service::{add_forwarded_headers, respond, CutoverProxy, RequestCtx, FAILED_TO_ANSWER, TIMED_OUT};
 
 /// How long a backend may take to send the response head.
 const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -33,14 +34,24 @@ impl CutoverProxy {
             Ok(None) => return Ok(true), // answered (503 / 502)
             Err(e) => return Err(e),
         };
-        let head = match upstream::exchange(&mut stream, &request, HEAD_TIMEOUT).await {
+        let mut head = match upstream::exchange(&mut stream, &request, HEAD_TIMEOUT).await {
             Ok(head) => head,
             Err(e) => {
                 tracing::warn!(error = %e, "backend failed before answering a long-lived request");
-                respond(session, 502, Bytes::from_static(b"the app failed to answer\n"), false).await?;
+                ctx.note_failed_connection();
+                let answer = if *e.etype() == pingora::ErrorType::ReadTimedout {
+                    Answer::GatewayTimeout(TIMED_OUT)
+                } else {
+                    Answer::BadGateway(FAILED_TO_ANSWER)
+                };
+                pages::write(session, answer, self.error_pages(ctx.app).as_deref()).await?;
                 return Ok(true);
             }
         };
+        ctx.note_answer(head.response.status.as_u16());
+        if let Some(cookie) = ctx.served.as_ref().and_then(|s| s.set_cookie.clone()) {
+            head.response.append_header(http::header::SET_COOKIE, cookie)?;
+        }
         let upgraded = head.response.status.as_u16() == 101;
         let is_event_stream = head.response.status.is_success()
             && head
@@ -77,12 +88,15 @@ impl CutoverProxy {
             }
         };
         add_forwarded_headers(session, &mut request, &self.settings.trusted_proxies)?;
+        if ctx.cookie.is_some() {
+            crate::split::sticky::strip(&mut request, ctx.app_name());
+        }
         loop {
             let claim = match self.claim(app, ctx).await {
                 Ok(claim) => claim,
                 Err(refusal) => {
+                    pages::write(session, refusal.answer(), self.error_pages(ctx.app).as_deref()).await?;
                     ctx.refusal = Some(refusal);
-                    respond(session, 503, Bytes::from_static(refusal.body().as_bytes()), true).await?;
                     return Ok(None);
                 }
             };
@@ -94,13 +108,19 @@ impl CutoverProxy {
                     ctx.claim = Some(claim);
                     return Ok(Some((stream, request)));
                 }
-                _ => {
+                failed => {
                     if let Some(metrics) = &ctx.metrics {
                         metrics.connect_error();
                     }
+                    ctx.note_failed_connection();
                     drop(claim);
                     if !self.note_failure(ctx, backend.generation()) {
-                        respond(session, 502, Bytes::from_static(b"the app failed to answer\n"), false).await?;
+                        let answer = if failed.is_err() {
+                            Answer::GatewayTimeout(TIMED_OUT)
+                        } else {
+                            Answer::BadGateway(FAILED_TO_ANSWER)
+                        };
+                        pages::write(session, answer, self.error_pages(ctx.app).as_deref()).await?;
                         return Ok(None);
                     }
                     if let Some(metrics) = &ctx.metrics {

@@ -22,7 +22,6 @@ use super::notice::{self, Call, Notice};
 use super::pool::Sender;
 use super::{end_call, stream, Status, KIND};
 use crate::backend::InflightGuard;
-use crate::hold::Refusal;
 use crate::longlived::request::HOP_BY_HOP;
 use crate::longlived::CloseReason;
 use crate::service::{add_forwarded_headers, CutoverProxy, RequestCtx};
@@ -45,7 +44,12 @@ impl CutoverProxy {
     pub(crate) async fn take_over_grpc(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let Some(app) = ctx.app else { return Ok(false) };
         let head = match upstream_head(session, &self.settings.trusted_proxies) {
-            Ok(head) => head,
+            Ok(mut head) => {
+                if ctx.cookie.is_some() {
+                    crate::split::sticky::strip(&mut head, ctx.app_name());
+                }
+                head
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "gRPC request head cannot be forwarded");
                 end_call(session, Status::Internal, "the request head cannot be forwarded").await;
@@ -80,10 +84,12 @@ impl CutoverProxy {
             let mut notice = Notice::new(backend.drain_signal(), self.table.shutdown_signal(), settings);
             let reason = match send(session, sender, request, &mut upload, &mut notice).await {
                 Sent::Response(response) => {
+                    ctx.note_answer(response.status().as_u16());
                     upload.committed();
                     stream::run(session, response, &mut upload, &mut notice).await
                 }
                 Sent::Refused(e) => {
+                    ctx.note_failed_connection();
                     metric.closed(CloseReason::Error.as_str());
                     tracing::debug!(instance = backend.instance(), error = %e, "backend refused a gRPC call");
                     if upload.replayable() && self.retry(ctx, backend.generation()) {
@@ -96,6 +102,7 @@ impl CutoverProxy {
                     return Ok(true);
                 }
                 Sent::Failed(e) => {
+                    ctx.note_failed_connection();
                     tracing::warn!(instance = backend.instance(), error = ?e, "gRPC call failed at the backend before its answer");
                     let (status, message) = failure_status(&e);
                     end_call(session, status, message).await;
@@ -126,8 +133,8 @@ impl CutoverProxy {
             let claim = match self.claim(app, ctx).await {
                 Ok(claim) => claim,
                 Err(refusal) => {
+                    end_call(session, Status::Unavailable, &refusal.grpc_message()).await;
                     ctx.refusal = Some(refusal);
-                    end_call(session, Status::Unavailable, refusal_message(refusal)).await;
                     return None;
                 }
             };
@@ -139,6 +146,7 @@ impl CutoverProxy {
                     if let Some(metrics) = &ctx.metrics {
                         metrics.connect_error();
                     }
+                    ctx.note_failed_connection();
                     let generation = backend.generation();
                     drop(claim);
                     if !self.retry(ctx, generation) {
@@ -302,16 +310,6 @@ pub(super) fn failure_status(e: &hyper::Error) -> (Status, &'static str) {
         },
         None if e.is_parse() || e.is_user() => internal,
         None => unavailable,
-    }
-}
-
-/// The message for a call that could not be given a backend.
-fn refusal_message(refusal: Refusal) -> &'static str {
-    match refusal {
-        Refusal::HoldTimeout => "no ready backend: the app did not become ready in time",
-        Refusal::HoldQueueFull => "no ready backend and too many requests waiting for one",
-        Refusal::ShuttingDown => "cutover is shutting down: retry the call",
-        Refusal::AppGone => "the app for this route was removed",
     }
 }
 

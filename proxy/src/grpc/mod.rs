@@ -90,28 +90,42 @@ impl CutoverProxy {
     }
 }
 
-/// The trailers that end a call with `status` and `message` (ASCII, no
-/// `%`: sent as is, nothing to percent-encode).
-fn status_trailers(status: Status, message: &'static str) -> HeaderMap {
+/// `grpc-message` as the gRPC spec encodes it: bytes outside printable
+/// ASCII, and `%`, percent-encoded (an operator's maintenance message may
+/// hold anything).
+fn message_value(message: &str) -> HeaderValue {
+    let mut out = String::with_capacity(message.len());
+    for &b in message.as_bytes() {
+        if (0x20..=0x7E).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The trailers that end a call with `status` and `message`.
+fn status_trailers(status: Status, message: &str) -> HeaderMap {
     let mut trailers = HeaderMap::with_capacity(2);
     trailers.insert("grpc-status", status.value());
-    trailers.insert("grpc-message", HeaderValue::from_static(message));
+    trailers.insert("grpc-message", message_value(message));
     trailers
 }
 
 /// A Trailers-Only response (the status in the only HEADERS frame), for a
 /// call that ends before any response head was sent.
-fn trailers_only(status: Status, message: &'static str) -> pingora::Result<ResponseHeader> {
+fn trailers_only(status: Status, message: &str) -> pingora::Result<ResponseHeader> {
     let mut resp = ResponseHeader::build(200, Some(3))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
     resp.insert_header("grpc-status", status.value())?;
-    resp.insert_header("grpc-message", message)?;
+    resp.insert_header("grpc-message", message_value(message))?;
     Ok(resp)
 }
 
 /// Ends a call from the proxy: trailers after a response head, else a
 /// Trailers-Only response. Errors mean the client is gone: nothing to do.
-async fn end_call(session: &mut Session, status: Status, message: &'static str) {
+pub(crate) async fn end_call(session: &mut Session, status: Status, message: &str) {
     let ended = if session.response_written().is_some() {
         session.write_response_trailers(status_trailers(status, message)).await
     } else {
@@ -147,5 +161,7 @@ mod tests {
         assert_eq!(resp.headers["grpc-status"], "14");
         assert_eq!(resp.headers["grpc-message"], "restarting");
         assert_eq!(status_trailers(Status::Internal, "x")["grpc-status"], "13");
+        let resp = trailers_only(Status::Unavailable, "100% down\nfor a bit é").unwrap();
+        assert_eq!(resp.headers["grpc-message"], "100%25 down%0Afor a bit %C3%A9");
     }
 }
