@@ -668,12 +668,13 @@ impl CutoverProxy {
     }
 }
 
-/// Writes a short plain-text response from the proxy itself.
+/// Writes a short plain-text response from the proxy itself (answers
+/// that have no page: 400, 404, 500). A 503 always says when to retry.
 pub(crate) async fn respond(session: &mut Session, code: u16, body: Bytes, retry_after: bool) -> Result<()> {
     let mut resp = ResponseHeader::build(code, Some(4))?;
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-    if retry_after {
+    if retry_after || code == 503 {
         resp.insert_header(header::RETRY_AFTER, "1")?;
     }
     resp.insert_header(header::CACHE_CONTROL, "no-store")?;

@@ -4,7 +4,9 @@
 //! through [`crate::TableHandle`]; requests read whichever table is current
 //! when they pick a backend. Nothing in a table changes after it is built,
 //! except the per-backend counters (which belong to the backends, not the
-//! table) and the round-robin cursor.
+//! table), a split's measurements and weighted sequence (which belong to
+//! its `SplitStats`, shared by the tables of one deployment) and the
+//! round-robin cursors.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
