@@ -24,6 +24,8 @@ use crate::api::progressive::AppSwitches;
 use crate::config::{AppConfig, HostPattern, ProxyConfig, RouteConfig, Upstream};
 use crate::supervisor::instance::{Instance, OnChange};
 
+mod modes_adapter;
+
 mod split;
 pub use split::CanarySet;
 
@@ -47,6 +49,8 @@ struct State {
     switches: BTreeMap<String, AppSwitches>,
     /// Per app: its `error_pages` directory, if it has one.
     error_pages: BTreeMap<String, PathBuf>,
+    /// Per app: its error pages, loaded by `configure`.
+    pages: BTreeMap<String, Arc<cutover_proxy::ErrorPages>>,
 }
 
 struct AppRouting {
@@ -184,6 +188,7 @@ impl Routing {
         state.routes = routes.to_vec();
         state.hold_timeout = Some(proxy.hold_timeout);
         state.long_lived = Some(long_lived_settings(proxy));
+        modes_adapter::load_pages(&mut state);
     }
 
     /// Makes `instances` the ones serving `app`, in one table swap.
@@ -288,6 +293,7 @@ impl Routing {
                 .first()
                 .map_or(app.upstream, |instance| upstream_protocol(instance.spec().app.upstream));
             builder.upstream(app.id, upstream);
+            modes_adapter::apply(&mut builder, &state, name, app.id);
             if let Some(canary) = &app.canary {
                 split::add_split(&mut builder, app.id, name, canary);
             }

@@ -1,21 +1,6 @@
 //! The data plane's side of what [`super::Routing`] keeps per app besides
 //! its instances: the operator's switches become the table's `AppMode`,
 //! the `error_pages` directory the table's `ErrorPages`.
-//!
-//! TO ENABLE (at the merge with the data plane's `AppMode`/`ErrorPages`):
-//! rename this file to `modes_adapter.rs`, then in `control/src/routing.rs`:
-//! 1. after `use crate::supervisor::instance::{Instance, OnChange};` add
-//!        mod modes_adapter;
-//! 2. in `struct State`, after the `error_pages: BTreeMap<String, PathBuf>,`
-//!    field, add
-//!        /// Per app: its error pages, loaded by `configure`.
-//!        pages: BTreeMap<String, Arc<cutover_proxy::ErrorPages>>,
-//! 3. in `Routing::configure`, as its last statement (after
-//!    `state.long_lived = Some(long_lived_settings(proxy));`), add
-//!        modes_adapter::load_pages(&mut state);
-//! 4. in `Routing::publish`, inside `for (name, app) in &state.apps`, after
-//!    `builder.upstream(app.id, upstream);`, add
-//!        modes_adapter::apply(&mut builder, &state, name, app.id);
 
 use std::sync::Arc;
 
