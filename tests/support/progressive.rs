@@ -1,0 +1,515 @@
+//! For the progressive-delivery tests (issue 12; SPEC §2–§6, §9): apps
+//! configured for `canary` and `bluegreen`, pushes that return the
+//! deployment's id, traffic that records every answer (version, status,
+//! cookies, timing) and a watch on `/status` that records when each canary
+//! step was in force, so a test can tell what share of the requests sent
+//! during a step the new version answered. Included by the
+//! `tests/progressive_*.rs` files with `#[path]`.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::http::Client;
+use crate::support::{process_alive, prom, App, Cutover};
+
+/// The app every progressive test deploys.
+pub const APP: &str = "web";
+
+/// How long any single deployment of these tests may take.
+pub const DEPLOY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The sticky cookie's name for `app` (`cutover-<app>`).
+pub fn cookie_name(app: &str) -> String {
+    format!("cutover-{app}")
+}
+
+/// A demo app deployed with the canary strategy. `steps` and `analysis`
+/// are YAML flow text, e.g. `[{ weight: 20, pause: 2s }]` and
+/// `{ max_error_rate: "5%", max_latency_ratio: 100, min_requests: 20 }`.
+pub fn canary_app(version: &str, steps: &str, analysis: &str) -> App {
+    App::demo(APP, version)
+        .yaml("deploy_strategy: canary")
+        .yaml("drain_timeout: 5s")
+        .yaml(&format!(
+            "canary: {{ steps: {steps}, sticky: true, analysis: {analysis} }}"
+        ))
+}
+
+/// Analysis bounds that a healthy canary on a busy 2-core machine always
+/// passes: the latency ratio of two fast versions is noise (a 1 ms p99
+/// against a 20 ms one), so only the tests about latency bound it tightly.
+pub const LENIENT_ANALYSIS: &str = "{ max_error_rate: \"1%\", max_latency_ratio: 100, min_requests: 10 }";
+
+/// A demo app deployed with the bluegreen strategy.
+pub fn bluegreen_app(version: &str, keep_previous: &str) -> App {
+    App::demo(APP, version)
+        .yaml("deploy_strategy: bluegreen")
+        .yaml("drain_timeout: 5s")
+        .yaml(&format!("bluegreen: {{ keep_previous: {keep_previous} }}"))
+}
+
+/// The running config with `APP_VERSION` changed from `from` to `to` and
+/// `env` added to the new version's environment.
+pub fn new_version(cutover: &Cutover, from: &str, to: &str, env: &[(&str, &str)]) -> String {
+    let line = format!("APP_VERSION: \"{to}\"");
+    let mut with_env = line.clone();
+    for (k, v) in env {
+        with_env.push_str(&format!("\n      {k}: \"{v}\""));
+    }
+    cutover.config_with_version(from, to).replacen(&line, &with_env, 1)
+}
+
+/// `cutover push --no-wait` of `yaml`; the id of the deployment it started
+/// (the client prints `{id}: started`). The config on disk becomes `yaml`,
+/// so the next [`new_version`] starts from it.
+pub fn push_no_wait(cutover: &Cutover, yaml: &str) -> String {
+    let (code, out, err) = cutover.push(yaml, &["--no-wait"]);
+    assert_eq!(code, 0, "push: {out}\n{err}\nlog:\n{}", cutover.log());
+    std::fs::write(&cutover.config, yaml).unwrap();
+    out.lines()
+        .find_map(|l| l.strip_suffix(": started"))
+        .unwrap_or_else(|| panic!("push started a deployment: {out}\n{err}"))
+        .trim()
+        .to_string()
+}
+
+/// `cutover push` of `yaml`, followed to its end: (exit code, stdout). The
+/// config on disk becomes `yaml`.
+pub fn push_and_follow(cutover: &Cutover, yaml: &str) -> (i32, String) {
+    let (code, out, err) = cutover.push(yaml, &[]);
+    std::fs::write(&cutover.config, yaml).unwrap();
+    (code, format!("{out}\n{err}"))
+}
+
+/// Waits until deployment `id` has an outcome; its record, events included.
+pub fn wait_outcome(cutover: &Cutover, id: &str, timeout: Duration) -> Value {
+    let mut record = Value::Null;
+    cutover.wait_until(timeout, &format!("deployment {id} to end"), |c| {
+        record = c.deployment(id);
+        record["outcome"].is_string()
+    });
+    record
+}
+
+/// The newest record of the history (with its events).
+pub fn newest_record(cutover: &Cutover) -> Value {
+    let newest = cutover.deployments().last().cloned().expect("a record in the history");
+    cutover.deployment(newest["id"].as_str().unwrap())
+}
+
+/// `app`'s entry in `/status`.
+pub fn app_status(cutover: &Cutover, app: &str) -> Value {
+    app_in(&cutover.status(), app)
+}
+
+fn app_in(status: &Value, app: &str) -> Value {
+    status["apps"]
+        .as_array()
+        .and_then(|apps| apps.iter().find(|a| a["name"] == app))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// The running canary of `app` as `/status` shows it, if one runs.
+pub fn canary_of(cutover: &Cutover, app: &str) -> Option<Value> {
+    Some(app_status(cutover, app)["canary"].clone()).filter(|c| c.is_object())
+}
+
+/// Waits until `app`'s canary status satisfies `check`; that status.
+pub fn wait_canary(cutover: &Cutover, what: &str, mut check: impl FnMut(&Value) -> bool) -> Value {
+    let mut seen = Value::Null;
+    cutover.wait_until(DEPLOY_TIMEOUT, what, |c| match canary_of(c, APP) {
+        Some(canary) if check(&canary) => {
+            seen = canary;
+            true
+        }
+        _ => false,
+    });
+    seen
+}
+
+/// True when a canary status is waiting for `cutover promote` at `step`.
+pub fn waiting_at(canary: &Value, step: u64) -> bool {
+    canary["step"] == step && canary["waiting"] == "manual"
+}
+
+/// `app`'s switches (`paused`, `maintenance`) from `/status`.
+pub fn switches_of(cutover: &Cutover, app: &str) -> Value {
+    app_status(cutover, app)["switches"].clone()
+}
+
+/// True when a switches object holds switch `name` (`paused`,
+/// `maintenance`): present and not null.
+pub fn is_on(switches: &Value, name: &str) -> bool {
+    switches.get(name).is_some_and(|v| !v.is_null())
+}
+
+/// One metric's value.
+pub fn metric(cutover: &Cutover, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    prom::value(&cutover.metrics(), name, labels)
+}
+
+/// `n` GETs of `/` on fresh connections without cookies: how many each
+/// version answered (by `x-app-version`); any other answer than 200 fails
+/// the test.
+pub fn versions_answering(cutover: &Cutover, n: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        let resp = cutover.get("t", "/");
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let version = resp.header("x-app-version").unwrap_or("none").to_string();
+        *seen.entry(version).or_default() += 1;
+    }
+    seen
+}
+
+/// Asserts that only `version` answers `/` now (20 requests).
+pub fn only_version_answers(cutover: &Cutover, version: &str) {
+    let seen = versions_answering(cutover, 20);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), [version], "{seen:?}");
+}
+
+/// Pids of `app`'s instance processes cutover runs now (from the process
+/// table, not from `/status`).
+pub fn running_pids(cutover: &Cutover) -> Vec<u32> {
+    let mut pids: Vec<u32> = cutover.running_instances().into_iter().map(|(p, _)| p).collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Waits until every pid of `pids` has exited.
+pub fn wait_pids_gone(cutover: &Cutover, pids: &[u32], what: &str) {
+    cutover.wait_until(DEPLOY_TIMEOUT, what, |_| pids.iter().all(|p| !process_alive(*p)));
+}
+
+/// The text of every event of a record, one per line.
+pub fn event_text(record: &Value) -> String {
+    record["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter_map(|e| e["message"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+// === traffic that records every answer ===
+
+/// One request of [`Traffic`] and what came of it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub client: usize,
+    /// Sent by a client that keeps the sticky cookie.
+    pub sticky: bool,
+    pub start: Instant,
+    pub end: Instant,
+    /// The status, when an answer came.
+    pub status: Option<u16>,
+    /// `x-app-version`: which version answered (absent on the proxy's own answers).
+    pub version: Option<String>,
+    /// What failed instead of an answer: `refused`, `reset`, `timeout`, or the error.
+    pub error: Option<String>,
+    /// The `Cookie` header sent.
+    pub sent_cookie: Option<String>,
+    /// The `Set-Cookie` header received.
+    pub set_cookie: Option<String>,
+}
+
+impl Answer {
+    pub fn ok(&self) -> bool {
+        self.status == Some(200)
+    }
+
+    /// Whether the request ran entirely inside `[from, to]`.
+    pub fn within(&self, from: Instant, to: Instant) -> bool {
+        self.start >= from && self.end <= to
+    }
+}
+
+/// Closed-loop clients sending `GET {path}` with `Host: t`, each on its own
+/// keep-alive connection (a new one after an error): `plain` clients send
+/// no cookie, `sticky` ones send back the `cutover-<app>` cookie they were
+/// given, as a browser does. Every answer is recorded.
+pub struct Traffic {
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicU64>,
+    clients: Vec<JoinHandle<Vec<Answer>>>,
+}
+
+impl Traffic {
+    pub fn start(proxy: SocketAddr, path: &'static str, plain: usize, sticky: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicU64::new(0));
+        let clients = (0..plain + sticky)
+            .map(|index| {
+                let (stop, answered) = (Arc::clone(&stop), Arc::clone(&answered));
+                std::thread::spawn(move || run_client(proxy, path, index, index >= plain, &stop, &answered))
+            })
+            .collect();
+        Self {
+            stop,
+            answered,
+            clients,
+        }
+    }
+
+    /// Answers received so far (any status).
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::SeqCst)
+    }
+
+    /// Waits (up to `timeout`, else panics) for `more` answers beyond those
+    /// received so far.
+    pub fn wait_for_more(&self, more: u64, timeout: Duration) {
+        let target = self.answered() + more;
+        let deadline = Instant::now() + timeout;
+        while self.answered() < target {
+            assert!(Instant::now() < deadline, "the traffic got no {more} more answers in {timeout:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops every client after its current request; every answer, by
+    /// client in order.
+    pub fn stop(self) -> Vec<Answer> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.clients.into_iter().flat_map(|c| c.join().unwrap()).collect()
+    }
+}
+
+fn run_client(
+    proxy: SocketAddr,
+    path: &str,
+    client: usize,
+    sticky: bool,
+    stop: &AtomicBool,
+    answered: &AtomicU64,
+) -> Vec<Answer> {
+    let name = cookie_name(APP);
+    let mut answers = Vec::new();
+    let mut conn: Option<Client> = None;
+    let mut cookie: Option<String> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let start = Instant::now();
+        let sent_cookie = cookie.clone();
+        let outcome = match conn.take() {
+            Some(c) => Ok(c),
+            None => Client::connect(proxy),
+        }
+        .and_then(|mut c| {
+            let headers: Vec<(&str, &str)> = sent_cookie.iter().map(|v| ("Cookie", v.as_str())).collect();
+            c.send("GET", "t", path, &headers, &[]).map(|resp| (c, resp))
+        });
+        let mut answer = Answer {
+            client,
+            sticky,
+            start,
+            end: Instant::now(),
+            status: None,
+            version: None,
+            error: None,
+            sent_cookie,
+            set_cookie: None,
+        };
+        match outcome {
+            Ok((c, resp)) => {
+                answered.fetch_add(1, Ordering::SeqCst);
+                answer.status = Some(resp.status);
+                answer.version = resp.header("x-app-version").map(str::to_string);
+                answer.set_cookie = resp.header("set-cookie").map(str::to_string);
+                if let Some(pair) = answer.set_cookie.as_deref().and_then(|sc| sc.split(';').next()) {
+                    if sticky && pair.trim().starts_with(&format!("{name}=")) {
+                        cookie = Some(pair.trim().to_string());
+                    }
+                }
+                let closing = resp
+                    .header("connection")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+                if !closing {
+                    conn = Some(c);
+                }
+            }
+            Err(e) => {
+                answer.error = Some(describe(&e));
+                // A refused connect would otherwise spin.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        answers.push(answer);
+    }
+    answers
+}
+
+fn describe(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "refused".into(),
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::UnexpectedEof => "reset".into(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => "timeout".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Answers that were not a 200, described (for assertion messages).
+pub fn failures(answers: &[Answer]) -> Vec<String> {
+    answers
+        .iter()
+        .filter(|a| !a.ok())
+        .map(|a| match (&a.status, &a.error) {
+            (Some(s), _) => format!("client {}: {s} from {:?}", a.client, a.version),
+            (None, e) => format!("client {}: {e:?}", a.client),
+        })
+        .collect()
+}
+
+// === when each canary step was in force ===
+
+/// One look at `/status`: the app's canary (null when none runs) and
+/// switches, and the interval within which the server was in that state.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub sent: Instant,
+    pub received: Instant,
+    pub canary: Value,
+    pub switches: Value,
+}
+
+/// Polls `/status` every 25 ms on its own thread, recording what it sees.
+pub struct StatusWatch {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Vec<Seen>>,
+}
+
+impl StatusWatch {
+    pub fn start(cutover: &Cutover) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let (admin, host) = (cutover.admin, cutover.admin_host());
+        let auth = cutover.token.as_ref().map(|(_, t)| format!("Bearer {t}"));
+        let thread = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !flag.load(Ordering::SeqCst) {
+                let sent = Instant::now();
+                let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+                let answer = Client::connect(admin).and_then(|mut c| c.send("GET", &host, "/status", &headers, &[]));
+                let received = Instant::now();
+                if let Some(status) = answer
+                    .ok()
+                    .filter(|r| r.status == 200)
+                    .and_then(|r| serde_json::from_slice::<Value>(&r.body).ok())
+                {
+                    let app = app_in(&status, APP);
+                    seen.push(Seen {
+                        sent,
+                        received,
+                        canary: app["canary"].clone(),
+                        switches: app["switches"].clone(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            seen
+        });
+        Self { stop, thread }
+    }
+
+    pub fn stop(self) -> Vec<Seen> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
+/// A stretch of time during which `/status` showed one canary step.
+#[derive(Debug, Clone)]
+pub struct StepWindow {
+    pub step: u64,
+    /// Percent.
+    pub weight: f64,
+    /// The server was in this step at least from `from` to `to` (the first
+    /// look's answer to the last look's request).
+    pub from: Instant,
+    pub to: Instant,
+}
+
+/// The stretches of consecutive looks that showed the same canary step
+/// and weight, in order; looks without a canary end a stretch.
+pub fn step_windows(seen: &[Seen]) -> Vec<StepWindow> {
+    let mut windows: Vec<StepWindow> = Vec::new();
+    let mut open = false;
+    for look in seen {
+        let (Some(step), Some(weight)) = (look.canary["step"].as_u64(), look.canary["weight"].as_f64()) else {
+            open = false;
+            continue;
+        };
+        match windows.last_mut() {
+            Some(w) if open && w.step == step && w.weight == weight => w.to = look.sent,
+            _ => {
+                windows.push(StepWindow {
+                    step,
+                    weight,
+                    from: look.received,
+                    to: look.sent,
+                });
+                open = true;
+            }
+        }
+    }
+    windows.retain(|w| w.to > w.from);
+    windows
+}
+
+/// Among the 200s to cookie-less requests that ran entirely inside the
+/// window: (answered by `version`, all).
+pub fn share_in(answers: &[Answer], window: &StepWindow, version: &str) -> (usize, usize) {
+    let inside: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| !a.sticky && a.sent_cookie.is_none() && a.ok() && a.within(window.from, window.to))
+        .collect();
+    let new = inside.iter().filter(|a| a.version.as_deref() == Some(version)).count();
+    (new, inside.len())
+}
+
+/// Sticky clients that changed version before `until`: once a client holds
+/// the cookie, every answer it gets must come from the version that gave
+/// it the cookie. One line per violation.
+pub fn sticky_switches(answers: &[Answer], until: Instant) -> Vec<String> {
+    let mut by_client: BTreeMap<usize, Vec<&Answer>> = BTreeMap::new();
+    for a in answers.iter().filter(|a| a.sticky && a.end <= until) {
+        by_client.entry(a.client).or_default().push(a);
+    }
+    let mut problems = Vec::new();
+    for (client, answers) in by_client {
+        let mut pinned: Option<String> = None;
+        for a in answers.iter().filter(|a| a.ok()) {
+            let has_cookie = a.sent_cookie.is_some();
+            let sets_cookie = a.set_cookie.as_deref().is_some_and(|c| c.starts_with(&cookie_name(APP)));
+            if !has_cookie && !sets_cookie {
+                continue;
+            }
+            match (&pinned, &a.version) {
+                (Some(p), Some(v)) if p != v => {
+                    problems.push(format!(
+                        "client {client}: pinned to {p}, answered by {v} (cookie {:?})",
+                        a.sent_cookie
+                    ));
+                }
+                (None, Some(v)) => pinned = Some(v.clone()),
+                _ => {}
+            }
+        }
+    }
+    problems
+}
