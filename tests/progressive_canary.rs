@@ -15,9 +15,9 @@ mod progressive;
 use std::time::Duration;
 
 use progressive::{
-    canary_app, canary_of, event_text, failures, metric, new_version, only_version_answers, push_no_wait,
-    running_pids, share_in, step_windows, sticky_switches, wait_canary, wait_outcome, wait_pids_gone, waiting_at,
-    Answer, StatusWatch, Traffic, APP, DEPLOY_TIMEOUT, LENIENT_ANALYSIS,
+    canary_app, canary_of, event_text, failures, metric, new_version, only_version_answers, push_no_wait, running_pids,
+    share_in, step_windows, sticky_switches, wait_canary, wait_outcome, wait_pids_gone, waiting_at, Answer,
+    StatusWatch, Traffic, APP, DEPLOY_TIMEOUT, LENIENT_ANALYSIS,
 };
 use serde_json::Value;
 use support::load::{Load, LoadSpec, Req};
@@ -39,6 +39,15 @@ fn canary_weight(cutover: &Cutover) -> Option<f64> {
     metric(cutover, "cutover_canary_weight", &[("app", APP)])
 }
 
+/// Waits until the canary weight gauge reads `percent`.
+fn wait_canary_weight(cutover: &Cutover, percent: f64) {
+    cutover.wait_until(
+        Duration::from_secs(10),
+        &format!("cutover_canary_weight {percent}"),
+        |c| canary_weight(c) == Some(percent),
+    );
+}
+
 /// During a split: an answer to a client without a cookie sets the sticky
 /// cookie in the documented form; sent back (among other cookies) it keeps
 /// the client on the same version, and the backend sees the other cookies
@@ -47,7 +56,10 @@ fn check_cookies(cutover: &Cutover) {
     let mut client = cutover.client();
     let first = client.get("t", "/headers").expect("proxy answers");
     assert_eq!(first.status, 200, "{}", first.text());
-    let set = first.header("set-cookie").expect("a canary sets the sticky cookie").to_string();
+    let set = first
+        .header("set-cookie")
+        .expect("a canary sets the sticky cookie")
+        .to_string();
     let attributes = set.to_ascii_lowercase();
     assert!(set.starts_with("cutover-web="), "{set}");
     for attribute in ["path=/", "httponly", "samesite=lax"] {
@@ -68,12 +80,18 @@ fn check_cookies(cutover: &Cutover) {
             "the cookie keeps its version"
         );
         let echoed = resp.text();
-        assert!(!echoed.contains("cutover-web"), "the sticky cookie reached the app:\n{echoed}");
+        assert!(
+            !echoed.contains("cutover-web"),
+            "the sticky cookie reached the app:\n{echoed}"
+        );
         let cookie_line = echoed
             .lines()
             .find(|l| l.starts_with("cookie:"))
             .unwrap_or_else(|| panic!("the other cookies reach the app:\n{echoed}"));
-        assert!(cookie_line.contains("a=1") && cookie_line.contains("b=2"), "{cookie_line}");
+        assert!(
+            cookie_line.contains("a=1") && cookie_line.contains("b=2"),
+            "{cookie_line}"
+        );
     }
 }
 
@@ -106,7 +124,7 @@ fn assert_stable_serves_on(cutover: &Cutover, stable: &[u32], version: &str) {
     );
     only_version_answers(cutover, version);
     assert!(canary_of(cutover, APP).is_none(), "{}", cutover.status());
-    assert_eq!(canary_weight(cutover), Some(0.0));
+    wait_canary_weight(cutover, 0.0);
 }
 
 #[test]
@@ -156,7 +174,9 @@ fn a_healthy_canary_walks_its_steps_at_their_weights_keeps_sticky_clients_and_th
     // last step was seen: its end hands every client to the new version).
     let last_step = windows.iter().find(|w| w.step == 3).map(|w| w.from).unwrap();
     assert!(
-        answers.iter().any(|a| a.sticky && a.sent_cookie.is_some() && a.end <= last_step),
+        answers
+            .iter()
+            .any(|a| a.sticky && a.sent_cookie.is_some() && a.end <= last_step),
         "the sticky clients got and sent the cookie"
     );
     assert_eq!(sticky_switches(&answers, last_step), Vec::<String>::new());
@@ -170,7 +190,7 @@ fn a_healthy_canary_walks_its_steps_at_their_weights_keeps_sticky_clients_and_th
     let running = running_pids(&cutover);
     assert_eq!(running.len(), 2, "{running:?}");
     assert!(running.iter().all(|p| !stable.contains(p)), "{running:?} {stable:?}");
-    assert_eq!(canary_weight(&cutover), Some(0.0));
+    wait_canary_weight(&cutover, 0.0);
 }
 
 #[test]
@@ -197,7 +217,10 @@ fn a_canary_answering_errors_is_rolled_back_by_the_analysis_within_its_step() {
     let events = event_text(&record).to_lowercase();
     assert!(events.contains("error rate"), "the reason is in the events:\n{events}");
     let windows = step_windows(&seen);
-    assert!(windows.iter().all(|w| w.step <= 1), "aborted within the first step: {windows:?}");
+    assert!(
+        windows.iter().all(|w| w.step <= 1),
+        "aborted within the first step: {windows:?}"
+    );
     let own = only_failures_of(&answers, "v2");
     assert!(own > 0, "the new version did answer 500s (it was seen failing)");
 
@@ -210,7 +233,11 @@ fn a_canary_answering_errors_is_rolled_back_by_the_analysis_within_its_step() {
 #[test]
 fn a_slow_canary_is_rolled_back_for_its_latency() {
     let analysis = "{ max_error_rate: \"50%\", max_latency_ratio: 3, min_requests: 10 }";
-    let cutover = cutover_with(canary_app("v1", "[{ weight: 50, pause: 60s }, { weight: 80, pause: 60s }]", analysis));
+    let cutover = cutover_with(canary_app(
+        "v1",
+        "[{ weight: 50, pause: 60s }, { weight: 80, pause: 60s }]",
+        analysis,
+    ));
     let stable = running_pids(&cutover);
     let traffic = Traffic::start(cutover.proxy, "/", 8, 0);
     traffic.wait_for_more(30, Duration::from_secs(20));
@@ -242,7 +269,12 @@ fn analysis_of(canary: &Value) -> Vec<(String, f64)> {
         .as_array()
         .unwrap_or_else(|| panic!("analysis in {canary}"))
         .iter()
-        .map(|a| (a["metric"].as_str().unwrap_or("?").to_string(), a["limit"].as_f64().unwrap_or(-1.0)))
+        .map(|a| {
+            (
+                a["metric"].as_str().unwrap_or("?").to_string(),
+                a["limit"].as_f64().unwrap_or(-1.0),
+            )
+        })
         .collect()
 }
 
@@ -286,9 +318,25 @@ fn manual_pauses_wait_for_promote_and_abort_returns_to_the_stable_version_with_t
             "{name} against {limit} in {canary}"
         );
     }
-    assert_eq!(canary_weight(&cutover), Some(30.0));
+    wait_canary_weight(&cutover, 30.0);
     load.wait_for_more(100, Duration::from_secs(20));
-    assert!(waiting_at(&canary_of(&cutover, APP).expect("still a canary"), 1), "still waiting");
+    cutover.wait_until(
+        Duration::from_secs(10),
+        "the analysis counting the canary's requests",
+        |c| {
+            metric(
+                c,
+                "cutover_deployment_analysis",
+                &[("app", APP), ("metric", "requests")],
+            )
+            .unwrap_or(0.0)
+                > 0.0
+        },
+    );
+    assert!(
+        waiting_at(&canary_of(&cutover, APP).expect("still a canary"), 1),
+        "still waiting"
+    );
     assert!(cutover.deployment(&id)["outcome"].is_null());
     let (code, out, _) = cutover.cli(&["status"]);
     assert_eq!(code, 0);
@@ -296,7 +344,13 @@ fn manual_pauses_wait_for_promote_and_abort_returns_to_the_stable_version_with_t
     let (code, out, _) = cutover.cli(&["status", "--json"]);
     assert_eq!(code, 0);
     let json: Value = serde_json::from_str(&out).expect("status --json is JSON");
-    let app = json["apps"].as_array().unwrap().iter().find(|a| a["name"] == APP).unwrap().clone();
+    let app = json["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == APP)
+        .unwrap()
+        .clone();
     assert!(waiting_at(&app["canary"], 1), "{app}");
 
     // promote: on to the next manual pause.
@@ -304,7 +358,7 @@ fn manual_pauses_wait_for_promote_and_abort_returns_to_the_stable_version_with_t
     assert_eq!(code, 0, "{out}\n{err}");
     let canary = wait_canary(&cutover, "step 2 waiting for promote", |c| waiting_at(c, 2));
     assert_eq!(canary["weight"], 60.0, "{canary}");
-    assert_eq!(canary_weight(&cutover), Some(60.0));
+    wait_canary_weight(&cutover, 60.0);
     let unknown = cutover.admin_post_json("/deployments/web-999/promote", br#"{"full": false}"#);
     assert_eq!(unknown.status, 404, "{}", unknown.text());
 
@@ -313,14 +367,18 @@ fn manual_pauses_wait_for_promote_and_abort_returns_to_the_stable_version_with_t
     assert_eq!(code, 0, "{out}\n{err}");
     let record = wait_outcome(&cutover, &id, DEPLOY_TIMEOUT);
     assert_eq!(record["outcome"], "succeeded", "{record}");
-    cutover.wait_until(DEPLOY_TIMEOUT, "the stable instance stopped", |c| running_pids(c).len() == 1);
+    cutover.wait_until(DEPLOY_TIMEOUT, "the stable instance stopped", |c| {
+        running_pids(c).len() == 1
+    });
     only_version_answers(&cutover, "v2");
-    assert_eq!(canary_weight(&cutover), Some(0.0));
+    wait_canary_weight(&cutover, 0.0);
 
     // abort: back to the version that served (v2), canaries gone.
     let stable = running_pids(&cutover);
     let id = push_no_wait(&cutover, &new_version(&cutover, "v2", "v3", &[]));
-    wait_canary(&cutover, "the v3 canary waiting", |c| c["deployment"] == id.as_str() && waiting_at(c, 1));
+    wait_canary(&cutover, "the v3 canary waiting", |c| {
+        c["deployment"] == id.as_str() && waiting_at(c, 1)
+    });
     let (code, out, err) = cutover.cli(&["abort", APP]);
     assert_eq!(code, 0, "{out}\n{err}");
     let record = wait_outcome(&cutover, &id, DEPLOY_TIMEOUT);

@@ -50,7 +50,11 @@ fn error_rate_fails_an_exact_evenly_spread_share_of_root_requests_naming_the_ver
     let mut client = http::Client::connect(demo.addr).unwrap();
     let mut failed = Vec::new();
     for n in 1..=50 {
-        let (method, body) = if n % 2 == 0 { ("POST", &b"abc"[..]) } else { ("GET", &b""[..]) };
+        let (method, body) = if n % 2 == 0 {
+            ("POST", &b"abc"[..])
+        } else {
+            ("GET", &b""[..])
+        };
         let resp = client.request(method, "t", "/", body).unwrap();
         assert_eq!(resp.header("x-app-version"), Some("v7"));
         assert!(resp.text().starts_with("v7 "), "{}", resp.text());
@@ -60,7 +64,11 @@ fn error_rate_fails_an_exact_evenly_spread_share_of_root_requests_naming_the_ver
             other => panic!("request {n}: {other}"),
         }
     }
-    assert_eq!(failed, [5, 10, 15, 20, 25, 30, 35, 40, 45, 50], "every 5th of GET and POST /");
+    assert_eq!(
+        failed,
+        [5, 10, 15, 20, 25, 30, 35, 40, 45, 50],
+        "every 5th of GET and POST /"
+    );
     // Other paths never fail.
     for _ in 0..20 {
         assert_eq!(client.get("t", "/headers").unwrap().status, 200);
@@ -80,7 +88,11 @@ fn latency_delays_root_answers() {
     let started = Instant::now();
     let resp = client.get("t", "/").unwrap();
     assert_eq!(resp.status, 200);
-    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(resp.text().starts_with("v7 "));
 }
 

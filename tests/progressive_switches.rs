@@ -62,20 +62,34 @@ fn instance_name(cutover: &Cutover) -> String {
 /// the app.
 fn assert_own_503(resp: &Response) {
     assert_eq!(resp.status, 503, "{resp:?}");
-    assert!(resp.header("retry-after").is_some(), "Retry-After on every 503: {resp:?}");
-    assert!(resp.header("x-app-version").is_none(), "the app did not answer: {resp:?}");
+    assert!(
+        resp.header("retry-after").is_some(),
+        "Retry-After on every 503: {resp:?}"
+    );
+    assert!(
+        resp.header("x-app-version").is_none(),
+        "the app did not answer: {resp:?}"
+    );
 }
 
 /// The maintenance answer in all three forms, each naming `message`.
 fn assert_maintenance_page(cutover: &Cutover, message: &str) {
     let html = get_accepting(cutover, "/", BROWSER);
     assert_own_503(&html);
-    assert!(html.header("content-type").unwrap_or_default().contains("text/html"), "{html:?}");
+    assert!(
+        html.header("content-type").unwrap_or_default().contains("text/html"),
+        "{html:?}"
+    );
     assert!(html.text().contains(message), "{}", html.text());
 
     let json = get_accepting(cutover, "/", "application/json");
     assert_own_503(&json);
-    assert!(json.header("content-type").unwrap_or_default().contains("application/json"), "{json:?}");
+    assert!(
+        json.header("content-type")
+            .unwrap_or_default()
+            .contains("application/json"),
+        "{json:?}"
+    );
     let body: Value = serde_json::from_slice(&json.body).expect("a JSON body");
     assert_eq!(body["status"], 503, "{body}");
     assert_eq!(body["message"], message, "{body}");
@@ -259,7 +273,9 @@ fn pause_and_maintenance_are_refused_while_a_deployment_of_the_app_runs() {
     );
     let record = wait_outcome(&cutover, &id, DEPLOY_TIMEOUT);
     assert_eq!(record["outcome"], "succeeded", "{record}");
-    assert!(switches_of(&cutover, APP).as_object().is_none_or(|s| s.values().all(Value::is_null)));
+    assert!(switches_of(&cutover, APP)
+        .as_object()
+        .is_none_or(|s| s.values().all(Value::is_null)));
 
     // Once it ended, the same switches are accepted.
     cli_ok(&cutover, &["pause", APP]);

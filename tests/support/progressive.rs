@@ -275,7 +275,10 @@ impl Traffic {
         let target = self.answered() + more;
         let deadline = Instant::now() + timeout;
         while self.answered() < target {
-            assert!(Instant::now() < deadline, "the traffic got no {more} more answers in {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "the traffic got no {more} more answers in {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -495,7 +498,10 @@ pub fn sticky_switches(answers: &[Answer], until: Instant) -> Vec<String> {
         let mut pinned: Option<String> = None;
         for a in answers.iter().filter(|a| a.ok()) {
             let has_cookie = a.sent_cookie.is_some();
-            let sets_cookie = a.set_cookie.as_deref().is_some_and(|c| c.starts_with(&cookie_name(APP)));
+            let sets_cookie = a
+                .set_cookie
+                .as_deref()
+                .is_some_and(|c| c.starts_with(&cookie_name(APP)));
             if !has_cookie && !sets_cookie {
                 continue;
             }
@@ -512,4 +518,82 @@ pub fn sticky_switches(answers: &[Answer], until: Instant) -> Vec<String> {
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(base: Instant, ms: u64) -> Instant {
+        base + Duration::from_millis(ms)
+    }
+
+    fn look(base: Instant, ms: u64, canary: Value) -> Seen {
+        Seen {
+            sent: at(base, ms),
+            received: at(base, ms + 5),
+            canary,
+            switches: Value::Null,
+        }
+    }
+
+    fn answer(base: Instant, client: usize, sticky: bool, (from, to): (u64, u64), version: &str) -> Answer {
+        Answer {
+            client,
+            sticky,
+            start: at(base, from),
+            end: at(base, to),
+            status: Some(200),
+            version: Some(version.into()),
+            error: None,
+            sent_cookie: None,
+            set_cookie: None,
+        }
+    }
+
+    #[test]
+    fn windows_span_from_the_first_looks_answer_to_the_last_looks_request() {
+        let base = Instant::now();
+        let step = |s: u64, w: f64| serde_json::json!({"step": s, "weight": w});
+        let seen = [
+            look(base, 0, Value::Null),
+            look(base, 100, step(1, 20.0)),
+            look(base, 200, step(1, 20.0)),
+            look(base, 300, step(1, 20.0)),
+            look(base, 400, step(2, 50.0)),
+            look(base, 500, step(2, 50.0)),
+            look(base, 600, Value::Null),
+            look(base, 700, step(1, 20.0)),
+        ];
+        let windows = step_windows(&seen);
+        assert_eq!(windows.len(), 2, "{windows:?}");
+        assert_eq!((windows[0].step, windows[0].weight), (1, 20.0));
+        assert_eq!((windows[0].from, windows[0].to), (at(base, 105), at(base, 300)));
+        assert_eq!((windows[1].from, windows[1].to), (at(base, 405), at(base, 500)));
+
+        let answers = [
+            answer(base, 0, false, (110, 120), "v2"),
+            answer(base, 0, false, (120, 130), "v1"),
+            answer(base, 1, false, (290, 310), "v2"), // ends after the window
+            answer(base, 2, true, (150, 160), "v2"),  // sticky: not counted
+        ];
+        assert_eq!(share_in(&answers, &windows[0], "v2"), (1, 2));
+    }
+
+    #[test]
+    fn a_sticky_client_that_changes_version_once_pinned_is_reported() {
+        let base = Instant::now();
+        let mut first = answer(base, 0, true, (0, 10), "v1");
+        first.set_cookie = Some("cutover-web=abc; Path=/; HttpOnly".into());
+        let mut kept = answer(base, 0, true, (10, 20), "v1");
+        kept.sent_cookie = Some("cutover-web=abc".into());
+        let mut moved = answer(base, 0, true, (20, 30), "v2");
+        moved.sent_cookie = Some("cutover-web=abc".into());
+        // Before it had a cookie, any version is fine.
+        let before = answer(base, 0, true, (0, 0), "v2");
+        let answers = [before, first, kept.clone(), moved];
+        assert_eq!(sticky_switches(&answers, at(base, 25)), Vec::<String>::new());
+        assert_eq!(sticky_switches(&answers, at(base, 30)).len(), 1);
+        assert_eq!(sticky_switches(&[kept], at(base, 30)), Vec::<String>::new());
+    }
 }
