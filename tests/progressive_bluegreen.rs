@@ -15,8 +15,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use progressive::{
-    bluegreen_app, new_version, newest_record, only_version_answers, push_and_follow, running_pids, wait_pids_gone,
-    APP, DEPLOY_TIMEOUT,
+    bluegreen_app, new_version, newest_record, only_version_answers, push_and_follow, running_pids, wait_outcome,
+    wait_pids_gone, APP, DEPLOY_TIMEOUT,
 };
 use support::load::{Load, LoadSpec};
 use support::{process_alive, App, Cutover};
@@ -113,7 +113,8 @@ fn after_keep_previous_the_previous_set_is_stopped_and_rollback_deploys_it_anew(
     let green = running_pids(&cutover);
     assert_eq!(green.len(), 1, "{green:?}");
 
-    let (code, out, err) = cutover.cli(&["rollback", APP]);
+    // Without APP: every app that has a previous version (here the one).
+    let (code, out, err) = cutover.cli(&["rollback"]);
     assert_eq!(code, 0, "{out}\n{err}\nlog:\n{}", cutover.log());
     only_version_answers(&cutover, "v1");
     let record = newest_record(&cutover);
@@ -155,11 +156,16 @@ fn rollback_after_a_rolling_deploy_brings_the_previous_version_back() {
     only_version_answers(&cutover, "v2");
     let deploy = newest_record(&cutover);
 
+    // Through the API here (the CLI's rollback is the bluegreen tests').
     let load = light_load(&cutover);
-    let (code, out, err) = cutover.cli(&["rollback", APP]);
-    assert_eq!(code, 0, "{out}\n{err}\nlog:\n{}", cutover.log());
+    let resp = cutover.admin_post_json("/rollback", br#"{"app": "web"}"#);
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    let id = serde_json::from_slice::<serde_json::Value>(&resp.body).unwrap()["id"]
+        .as_str()
+        .expect("the rollback's id")
+        .to_string();
+    let record = wait_outcome(&cutover, &id, DEPLOY_TIMEOUT);
     only_version_answers(&cutover, "v1");
-    let record = newest_record(&cutover);
     assert_eq!(record["operation"], "rollback", "{record}");
     assert_eq!(record["strategy"], "rolling", "the app's strategy: {record}");
     assert_eq!(record["outcome"], "succeeded", "{record}");

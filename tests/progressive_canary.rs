@@ -95,6 +95,30 @@ fn check_cookies(cutover: &Cutover) {
     }
 }
 
+/// A sticky cookie (`cutover-web=TAG`) that pins a client to `version`,
+/// got by asking without one until the weight sends a request there; the
+/// cookie is checked to keep its version.
+fn cookie_of(cutover: &Cutover, version: &str) -> String {
+    for _ in 0..500 {
+        let resp = cutover.get("t", "/");
+        assert_eq!(resp.status, 200, "{resp:?}");
+        if resp.header("x-app-version") != Some(version) {
+            continue;
+        }
+        let set = resp.header("set-cookie").expect("a split sets the sticky cookie");
+        let pair = set.split(';').next().unwrap().trim().to_string();
+        for _ in 0..5 {
+            let again = cutover
+                .client()
+                .send("GET", "t", "/", &[("Cookie", &pair)], &[])
+                .expect("proxy answers");
+            assert_eq!(again.header("x-app-version"), Some(version), "{pair} keeps its version");
+        }
+        return pair;
+    }
+    panic!("{version} never answered 500 requests");
+}
+
 /// Asserts that every answer but 200s is a 500 the new version gave
 /// itself: no error of the proxy's (502/503/504, its own 500) and no reset,
 /// refused or timed-out request. The number of those 500s.
@@ -362,9 +386,9 @@ fn manual_pauses_wait_for_promote_and_abort_returns_to_the_stable_version_with_t
     let unknown = cutover.admin_post_json("/deployments/web-999/promote", br#"{"full": false}"#);
     assert_eq!(unknown.status, 404, "{}", unknown.text());
 
-    // promote --full: through every remaining step.
-    let (code, out, err) = cutover.cli(&["promote", APP, "--full"]);
-    assert_eq!(code, 0, "{out}\n{err}");
+    // promote with full (here through the API): every remaining step.
+    let resp = cutover.admin_post_json(&format!("/deployments/{id}/promote"), br#"{"full": true}"#);
+    assert_eq!(resp.status, 200, "{}", resp.text());
     let record = wait_outcome(&cutover, &id, DEPLOY_TIMEOUT);
     assert_eq!(record["outcome"], "succeeded", "{record}");
     cutover.wait_until(DEPLOY_TIMEOUT, "the stable instance stopped", |c| {
@@ -379,11 +403,21 @@ fn manual_pauses_wait_for_promote_and_abort_returns_to_the_stable_version_with_t
     wait_canary(&cutover, "the v3 canary waiting", |c| {
         c["deployment"] == id.as_str() && waiting_at(c, 1)
     });
+    let aborted_cookie = cookie_of(&cutover, "v3");
     let (code, out, err) = cutover.cli(&["abort", APP]);
     assert_eq!(code, 0, "{out}\n{err}");
     let record = wait_outcome(&cutover, &id, DEPLOY_TIMEOUT);
     assert_eq!(record["outcome"], "aborted", "{record}");
     assert_stable_serves_on(&cutover, &stable, "v2");
+    // A client still holding the aborted version's cookie is served by the
+    // stable version, and the cookie still never reaches the app.
+    let resp = cutover
+        .client()
+        .send("GET", "t", "/headers", &[("Cookie", &aborted_cookie)], &[])
+        .expect("proxy answers");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.header("x-app-version"), Some("v2"));
+    assert!(!resp.text().contains("cutover-web"), "{}", resp.text());
     for verb in ["promote", "abort"] {
         let resp = cutover.admin_post_json(&format!("/deployments/{id}/{verb}"), b"{}");
         assert_eq!(resp.status, 409, "{verb} of an ended deployment: {}", resp.text());

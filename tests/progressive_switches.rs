@@ -165,7 +165,9 @@ fn pause_holds_requests_until_resume_and_fails_none() {
 #[test]
 fn a_pause_and_its_max_pause_survive_a_restart_of_cutover() {
     let mut cutover = start(App::demo(APP, "v1"));
-    cli_ok(&cutover, &["pause", APP, "--max-pause", "1s"]);
+    // Through the API here (the CLI's pause is the other tests').
+    let resp = cutover.admin_post_json(&format!("/apps/{APP}/pause"), br#"{"max_pause": "1s"}"#);
+    assert_eq!(resp.status, 200, "{}", resp.text());
     // Held past the max pause: 503 with Retry-After.
     assert_held_then_503(&cutover, Duration::from_secs(1));
     let record = newest_record(&cutover);
@@ -180,8 +182,14 @@ fn a_pause_and_its_max_pause_survive_a_restart_of_cutover() {
     assert_eq!(switches["paused"]["max_pause_ms"], 1000, "{switches}");
     assert_held_then_503(&cutover, Duration::from_secs(1));
 
-    cli_ok(&cutover, &["resume", APP]);
+    let resp = cutover.admin_post_json(&format!("/apps/{APP}/resume"), b"{}");
+    assert_eq!(resp.status, 200, "{}", resp.text());
     only_version_answers(&cutover, "v1");
+    assert_eq!(
+        operations(&cutover),
+        ["pause", "resume"],
+        "one record each, none replayed by the restart"
+    );
 }
 
 #[test]
