@@ -15,9 +15,9 @@ mod progressive;
 use std::time::Duration;
 
 use progressive::{
-    canary_app, canary_of, event_text, failures, metric, new_version, only_version_answers, push_no_wait, running_pids,
-    share_in, step_windows, sticky_switches, wait_canary, wait_outcome, wait_pids_gone, waiting_at, Answer,
-    StatusWatch, Traffic, APP, DEPLOY_TIMEOUT, LENIENT_ANALYSIS,
+    canary_app, canary_of, close_code, event_text, failures, metric, new_version, only_version_answers, push_no_wait,
+    running_pids, share_in, step_windows, sticky_switches, wait_canary, wait_outcome, wait_pids_gone, waiting_at,
+    ws_pinned, Answer, StatusWatch, Traffic, APP, DEPLOY_TIMEOUT, LENIENT_ANALYSIS,
 };
 use serde_json::Value;
 use support::load::{Load, LoadSpec, Req};
@@ -404,10 +404,18 @@ fn manual_pauses_wait_for_promote_and_abort_returns_to_the_stable_version_with_t
         c["deployment"] == id.as_str() && waiting_at(c, 1)
     });
     let aborted_cookie = cookie_of(&cutover, "v3");
+    // A WebSocket pinned to the canary is told when the canary drains.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut ws = runtime.block_on(ws_pinned(cutover.proxy, &aborted_cookie, "v3"));
     let (code, out, err) = cutover.cli(&["abort", APP]);
     assert_eq!(code, 0, "{out}\n{err}");
     let record = wait_outcome(&cutover, &id, DEPLOY_TIMEOUT);
     assert_eq!(record["outcome"], "aborted", "{record}");
+    let close = runtime.block_on(close_code(&mut ws, Duration::from_secs(30)));
+    assert_eq!(close, 1012, "the canary's WebSocket got the service-restart close");
     assert_stable_serves_on(&cutover, &stable, "v2");
     // A client still holding the aborted version's cookie is served by the
     // stable version, and the cookie still never reaches the app.
@@ -418,6 +426,31 @@ fn manual_pauses_wait_for_promote_and_abort_returns_to_the_stable_version_with_t
     assert_eq!(resp.status, 200, "{resp:?}");
     assert_eq!(resp.header("x-app-version"), Some("v2"));
     assert!(!resp.text().contains("cutover-web"), "{}", resp.text());
+
+    // In the next canary that cookie names no version: it is ignored and a
+    // new one issued. That canary is aborted through the API.
+    let aborted_id = id;
+    let id = push_no_wait(&cutover, &new_version(&cutover, "v3", "v4", &[]));
+    wait_canary(&cutover, "the v4 canary waiting", |c| {
+        c["deployment"] == id.as_str() && waiting_at(c, 1)
+    });
+    for _ in 0..5 {
+        let resp = cutover
+            .client()
+            .send("GET", "t", "/", &[("Cookie", &aborted_cookie)], &[])
+            .expect("proxy answers");
+        assert_eq!(resp.status, 200, "{resp:?}");
+        assert!(matches!(resp.header("x-app-version"), Some("v2" | "v4")), "{resp:?}");
+        let set = resp.header("set-cookie").expect("a new sticky cookie");
+        assert!(set.starts_with("cutover-web="), "{set}");
+        assert_ne!(set.split(';').next().unwrap().trim(), aborted_cookie, "re-issued");
+    }
+    let resp = cutover.admin_post_json(&format!("/deployments/{id}/abort"), b"{}");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let record = wait_outcome(&cutover, &id, DEPLOY_TIMEOUT);
+    assert_eq!(record["outcome"], "aborted", "{record}");
+    assert_stable_serves_on(&cutover, &stable, "v2");
+    let id = aborted_id;
     for verb in ["promote", "abort"] {
         let resp = cutover.admin_post_json(&format!("/deployments/{id}/{verb}"), b"{}");
         assert_eq!(resp.status, 409, "{verb} of an ended deployment: {}", resp.text());

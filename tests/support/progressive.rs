@@ -15,7 +15,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::support::http::Client;
 use crate::support::{process_alive, prom, App, Cutover};
@@ -202,6 +205,47 @@ pub fn event_text(record: &Value) -> String {
                 .join("\n")
         })
         .unwrap_or_default()
+}
+
+// === WebSockets ===
+
+/// A WebSocket client connection.
+pub type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket to `/ws` through the proxy, sent with `Cookie: cookie`;
+/// asserts that `version` answered the upgrade and echoes.
+pub async fn ws_pinned(proxy: SocketAddr, cookie: &str, version: &str) -> Ws {
+    let mut request = format!("ws://{proxy}/ws").into_client_request().unwrap();
+    request.headers_mut().insert("cookie", cookie.parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("a websocket through cutover");
+    assert_eq!(response.status(), 101);
+    let answered = response.headers().get("x-app-version").and_then(|v| v.to_str().ok());
+    assert_eq!(answered, Some(version), "{response:?}");
+    ws.send(Message::Text("hello".into())).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                assert_eq!(t.as_str(), "hello");
+                return ws;
+            }
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            other => panic!("expected the echo, got {other:?}"),
+        }
+    }
+}
+
+/// Reads until the server's close frame (within `within`); its code.
+pub async fn close_code(ws: &mut Ws, within: Duration) -> u16 {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map_or(1005, |f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
 }
 
 // === traffic that records every answer ===
