@@ -258,6 +258,10 @@ fn a_canary_answering_errors_is_rolled_back_by_the_analysis_within_its_step() {
     let (code, history, _) = cutover.cli(&["history", APP]);
     assert_eq!(code, 0);
     assert!(history.contains("rolled_back"), "{history}");
+    assert!(
+        history.to_lowercase().contains("error rate"),
+        "the reason is in the history too:\n{history}"
+    );
     assert_stable_serves_on(&cutover, &stable, "v1");
 }
 
@@ -286,6 +290,12 @@ fn a_slow_canary_is_rolled_back_for_its_latency() {
     assert_eq!(record["outcome"], "rolled_back", "{record}");
     let events = event_text(&record).to_lowercase();
     assert!(events.contains("latency"), "the reason is in the events:\n{events}");
+    let (code, history, _) = cutover.cli(&["history", APP]);
+    assert_eq!(code, 0);
+    assert!(
+        history.contains("rolled_back") && history.to_lowercase().contains("latency"),
+        "the outcome and reason in the history:\n{history}"
+    );
     assert_eq!(failures(&answers), Vec::<String>::new(), "slow is not failed");
     assert!(
         answers.iter().any(|a| a.version.as_deref() == Some("v2")),
