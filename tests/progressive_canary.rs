@@ -218,6 +218,12 @@ fn a_healthy_canary_walks_its_steps_at_their_weights_keeps_sticky_clients_and_th
     assert!(canary_of(&cutover, APP).is_none(), "{}", cutover.status());
     let instances = cutover.instances(APP);
     assert_eq!(instances.len(), 2, "{instances:?}");
+    assert!(
+        instances
+            .iter()
+            .all(|i| i["pid"].as_u64().is_some_and(|p| !stable.contains(&(p as u32)))),
+        "/status shows no stable instance: {instances:?}"
+    );
     let running = running_pids(&cutover);
     assert_eq!(running.len(), 2, "{running:?}");
     assert!(running.iter().all(|p| !stable.contains(p)), "{running:?} {stable:?}");
