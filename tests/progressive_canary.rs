@@ -385,6 +385,16 @@ fn manual_pauses_wait_for_promote_and_abort_returns_to_the_stable_version_with_t
         "still waiting"
     );
     assert!(cutover.deployment(&id)["outcome"].is_null());
+    // One operation per app at a time: the waiting canary holds the app.
+    for (path, body) in [
+        ("/deploy".to_string(), &br#"{"app": "web"}"#[..]),
+        ("/rollback".to_string(), br#"{"app": "web"}"#),
+        (format!("/apps/{APP}/pause"), br#"{"max_pause": "60s"}"#),
+        (format!("/apps/{APP}/maintenance"), br#"{"on": true}"#),
+    ] {
+        let resp = cutover.admin_post_json(&path, body);
+        assert_eq!(resp.status, 409, "{path} while the canary runs: {}", resp.text());
+    }
     let (code, out, _) = cutover.cli(&["status"]);
     assert_eq!(code, 0);
     assert!(out.contains("manual"), "cutover status shows the wait:\n{out}");
