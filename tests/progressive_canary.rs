@@ -385,16 +385,6 @@ fn manual_pauses_wait_for_promote_and_abort_returns_to_the_stable_version_with_t
         "still waiting"
     );
     assert!(cutover.deployment(&id)["outcome"].is_null());
-    // One operation per app at a time: the waiting canary holds the app.
-    for (path, body) in [
-        ("/deploy".to_string(), &br#"{"app": "web"}"#[..]),
-        ("/rollback".to_string(), br#"{"app": "web"}"#),
-        (format!("/apps/{APP}/pause"), br#"{"max_pause": "60s"}"#),
-        (format!("/apps/{APP}/maintenance"), br#"{"on": true}"#),
-    ] {
-        let resp = cutover.admin_post_json(&path, body);
-        assert_eq!(resp.status, 409, "{path} while the canary runs: {}", resp.text());
-    }
     let (code, out, _) = cutover.cli(&["status"]);
     assert_eq!(code, 0);
     assert!(out.contains("manual"), "cutover status shows the wait:\n{out}");
@@ -436,6 +426,17 @@ fn manual_pauses_wait_for_promote_and_abort_returns_to_the_stable_version_with_t
     wait_canary(&cutover, "the v3 canary waiting", |c| {
         c["deployment"] == id.as_str() && waiting_at(c, 1)
     });
+    // One operation per app at a time: the waiting canary holds the app
+    // (which has a previous version to roll back to by now).
+    for (path, body) in [
+        ("/deploy".to_string(), &br#"{"app": "web"}"#[..]),
+        ("/rollback".to_string(), br#"{"app": "web"}"#),
+        (format!("/apps/{APP}/pause"), br#"{"max_pause": "60s"}"#),
+        (format!("/apps/{APP}/maintenance"), br#"{"on": true}"#),
+    ] {
+        let resp = cutover.admin_post_json(&path, body);
+        assert_eq!(resp.status, 409, "{path} while the canary runs: {}", resp.text());
+    }
     let aborted_cookie = cookie_of(&cutover, "v3");
     // A WebSocket pinned to the canary is told when the canary drains.
     let runtime = tokio::runtime::Builder::new_current_thread()
