@@ -12,12 +12,15 @@ mod support;
 #[path = "support/progressive.rs"]
 mod progressive;
 
+#[path = "support/canary.rs"]
+mod canary;
+
 use std::time::Duration;
 
+use canary::{close_code, failures, share_in, step_windows, sticky_switches, ws_pinned, Answer, StatusWatch, Traffic};
 use progressive::{
-    canary_app, canary_of, close_code, event_text, failures, metric, new_version, only_version_answers, push_no_wait,
-    running_pids, share_in, step_windows, sticky_switches, wait_canary, wait_outcome, wait_pids_gone, waiting_at,
-    ws_pinned, Answer, StatusWatch, Traffic, APP, DEPLOY_TIMEOUT, LENIENT_ANALYSIS,
+    canary_app, canary_of, event_text, metric, new_version, only_version_answers, push_no_wait, running_pids,
+    wait_canary, wait_outcome, wait_pids_gone, waiting_at, APP, DEPLOY_TIMEOUT, LENIENT_ANALYSIS,
 };
 use serde_json::Value;
 use support::load::{Load, LoadSpec, Req};
