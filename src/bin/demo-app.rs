@@ -5,8 +5,8 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /` | `"{version} {instance} {role}\n"` |
-//! | `POST /` | the same line, then `"received {n} bytes\n"` (the body is read to its end) |
+//! | `GET /` | `"{version} {instance} {role}\n"`; a 500 for the share `DEMO_ERROR_RATE` asks (see below) |
+//! | `POST /` | the same line, then `"received {n} bytes\n"` (the body is read to its end); 500s like `GET /` |
 //! | `GET /health` | `200 ok`, or `503` while made unhealthy (see below) |
 //! | `GET /headers` | the request headers as received, one `name: value` per line |
 //! | `GET /slow?ms=N` | sleeps N ms (at most 600000), then `"{version} {instance} slept {N}ms\n"`; 400 without a whole `ms` |
@@ -28,6 +28,15 @@
 //! - `DEMO_HEALTH_FAIL_FILE=/path`: `/health` answers 503 while that file exists.
 //! - `DEMO_EXIT_AFTER_MS`: exit with code 3 this long after the process started
 //!   (a crash; unset or 0: never).
+//! - `DEMO_ERROR_RATE`: a fraction (`0` to `1`, e.g. `0.2`) of the requests
+//!   to `/` (GET and POST together) answered `500` with
+//!   `"{version} {instance} {role} failing on purpose (DEMO_ERROR_RATE)\n"`;
+//!   default 0. The failures are spread evenly, not drawn at random: request
+//!   n (counting from 1) fails when `floor(n * rate)` grows, so with 0.2
+//!   every 5th request fails and any run of requests holds the share to
+//!   within one (what a canary's error-rate analysis is tested with).
+//! - `DEMO_LATENCY_MS`: every request to `/` waits this long before it is
+//!   answered (default 0; a slow version for the latency analysis).
 //! - `DEMO_LINGER_MS`: an app whose shutdown outlives the process its
 //!   supervisor watches. The server runs in a child process in its own
 //!   process group (so a group kill misses it); on SIGTERM the parent closes
@@ -45,7 +54,17 @@
 
 #![forbid(unsafe_code)]
 
-use std::{collections::HashMap, convert::Infallible, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use axum::{
     body::Body,
@@ -94,6 +113,10 @@ struct Config {
     tick: Option<Duration>,
     sse_every: Duration,
     linger: Option<Duration>,
+    /// `DEMO_ERROR_RATE` in parts per million (0..=1_000_000).
+    error_rate_ppm: u64,
+    /// `DEMO_LATENCY_MS`: added before every answer of `/`.
+    latency: Duration,
 }
 
 /// Set (by the parent) in the child that serves under `DEMO_LINGER_MS`.
@@ -129,6 +152,8 @@ impl Config {
             tick: positive(millis("DEMO_TICK_MS", 1000)?),
             sse_every,
             linger: positive(millis("DEMO_LINGER_MS", 0)?),
+            error_rate_ppm: fraction_ppm("DEMO_ERROR_RATE")?,
+            latency: millis("DEMO_LATENCY_MS", 0)?,
         })
     }
 }
@@ -159,11 +184,26 @@ fn millis(name: &str, default_ms: u64) -> Result<Duration, String> {
         .map_err(|_| format!("{name}={raw:?} is not a whole number of milliseconds"))
 }
 
+/// A fraction from 0 to 1 (unset or empty: 0), in parts per million.
+fn fraction_ppm(name: &str) -> Result<u64, String> {
+    let raw = text(name, "0");
+    match raw.trim().parse::<f64>() {
+        // Rounded to whole parts per million: a share tests can count exactly.
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok((f * PPM as f64).round() as u64),
+        _ => Err(format!("{name}={raw:?} is not a fraction from 0 to 1 (e.g. 0.2)")),
+    }
+}
+
+/// Parts per million in one.
+const PPM: u64 = 1_000_000;
+
 /// What every handler shares.
 struct App {
     cfg: Config,
     /// Flips to `true` on SIGTERM/SIGINT; long-lived streams end when it does.
     shutdown: watch::Receiver<bool>,
+    /// Requests to `/` so far; decides which ones `DEMO_ERROR_RATE` fails.
+    root_requests: AtomicU64,
 }
 
 impl App {
@@ -171,6 +211,24 @@ impl App {
     fn identity(&self) -> String {
         let c = &self.cfg;
         format!("{} {} {}\n", c.version, c.instance, c.role)
+    }
+
+    /// Counts one request to `/`, waits `DEMO_LATENCY_MS`, and says
+    /// whether `DEMO_ERROR_RATE` makes it fail: request n (from 1) fails
+    /// when `floor(n * rate)` grows, so failures are evenly spread.
+    async fn root_request_fails(&self) -> bool {
+        let n = self.root_requests.fetch_add(1, Ordering::Relaxed);
+        if !self.cfg.latency.is_zero() {
+            sleep(self.cfg.latency).await;
+        }
+        let failed_through = |count: u64| u128::from(count) * u128::from(self.cfg.error_rate_ppm) / u128::from(PPM);
+        failed_through(n.saturating_add(1)) > failed_through(n)
+    }
+
+    /// The 500 answer `DEMO_ERROR_RATE` asks for.
+    fn failure(&self) -> Response {
+        let line = format!("{} failing on purpose (DEMO_ERROR_RATE)\n", self.identity().trim_end());
+        (StatusCode::INTERNAL_SERVER_ERROR, line).into_response()
     }
 }
 
@@ -243,7 +301,11 @@ async fn run(cfg: Config) -> Result<(), String> {
     let listener = ClosableListener::new(listener, close)?;
     let linger = cfg.linger;
     let (shutdown_tx, shutdown) = watch::channel(false);
-    let app = Arc::new(App { cfg, shutdown });
+    let app = Arc::new(App {
+        cfg,
+        shutdown,
+        root_requests: AtomicU64::new(0),
+    });
     info!(
         "listening on 127.0.0.1:{} as {}",
         app.cfg.port,
@@ -403,11 +465,13 @@ async fn log_and_label(State(app): State<Shared>, req: Request, next: Next) -> R
     response
 }
 
-async fn root(State(app): State<Shared>) -> String {
-    app.identity()
+async fn root(State(app): State<Shared>) -> Response {
+    if app.root_request_fails().await {
+        return app.failure();
+    }
+    app.identity().into_response()
 }
 
-/// Counts the body as it streams in, so a large upload is not held in memory.
 /// `GET /headers`: the request headers as received, one `name: value` per
 /// line (lets tests see what the proxy forwards).
 async fn headers(headers: axum::http::HeaderMap) -> String {
@@ -417,6 +481,7 @@ async fn headers(headers: axum::http::HeaderMap) -> String {
         .collect()
 }
 
+/// Counts the body as it streams in, so a large upload is not held in memory.
 async fn root_post(State(app): State<Shared>, body: Body) -> Response {
     let mut received = 0usize;
     let mut chunks = body.into_data_stream();
@@ -428,6 +493,10 @@ async fn root_post(State(app): State<Shared>, body: Body) -> Response {
                 return (StatusCode::BAD_REQUEST, msg).into_response();
             }
         }
+    }
+    // Decided once the body is read, so a failure leaves the connection usable.
+    if app.root_request_fails().await {
+        return app.failure();
     }
     format!("{}received {received} bytes\n", app.identity()).into_response()
 }
