@@ -82,7 +82,7 @@ pub fn render_switches(app: &str, switches: &AppSwitches) -> String {
 /// A running canary: step, weight, what it waits for, what the analysis saw.
 fn render_canary(app: &str, canary: &CanaryStatus) -> String {
     let waiting = match canary.waiting.as_deref() {
-        Some("manual") => format!(", waiting for `cutover promote {app}`"),
+        Some("manual") => format!(", manual pause: waiting for `cutover promote {app}`"),
         Some(other) => format!(", waiting: {other}"),
         None => String::new(),
     };
@@ -163,6 +163,9 @@ pub fn render_history(deployments: &[Deployment], app: Option<&str>) -> String {
                 .unwrap_or_else(|| "-".into()),
             phases.join(", "),
         ));
+        if let Some(reason) = &d.reason {
+            out.push_str(&format!("{:<14} reason: {reason}\n", ""));
+        }
     }
     out
 }
@@ -292,7 +295,7 @@ mod tests {
         };
         let text = render_canary("web", &canary);
         assert!(
-            text.contains("canary web-4: step 2/3, weight 25%, waiting for `cutover promote web`"),
+            text.contains("canary web-4: step 2/3, weight 25%, manual pause: waiting for `cutover promote web`"),
             "{text}"
         );
         assert!(

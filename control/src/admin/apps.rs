@@ -12,7 +12,6 @@ use axum::Json;
 
 use super::{json_body, AdminState, ApiError};
 use crate::api::{AppSwitches, ErrorBody, MaintenanceRequest, PauseRequest};
-use crate::config::bounds::HOLD_TIMEOUT;
 
 /// How long a paused app holds one request when the caller names no bound.
 pub const DEFAULT_MAX_PAUSE: Duration = Duration::from_secs(60);
@@ -24,7 +23,7 @@ pub const DEFAULT_MAX_PAUSE: Duration = Duration::from_secs(60);
     path = "/apps/{app}/pause",
     tag = "apps",
     params(("app" = String, Path, description = "the app", example = "web")),
-    request_body(content = PauseRequest, description = "`max_pause` optional (default 60s, at most 10m)"),
+    request_body(content = PauseRequest, description = "`max_pause` optional (default 60s; 100ms to 1h)"),
     responses(
         (status = 200, description = "paused; the app's switches now", body = AppSwitches),
         (status = 400, description = "bad request body or `max_pause`", body = ErrorBody),
@@ -47,18 +46,15 @@ pub(super) async fn pause(
     Ok(Json(state.controller.pause(&app, max_pause)?))
 }
 
-/// `max_pause` as humantime, within `proxy.hold_timeout`'s bounds (a held
-/// request is a client waiting).
+/// `max_pause` as humantime; its bounds are the controller's
+/// (`switches::MAX_PAUSE`), so the API and the controller cannot disagree.
 fn max_pause(text: &str) -> Result<Duration, ApiError> {
-    let bad = |why: String| ApiError::new(StatusCode::BAD_REQUEST, format!("bad max_pause {text:?}: {why}"));
-    let duration = humantime::parse_duration(text.trim()).map_err(|e| bad(format!("{e} (e.g. \"60s\", \"2m\")")))?;
-    if !HOLD_TIMEOUT.contains(duration) {
-        return Err(bad(format!(
-            "must be more than 0 and at most {}",
-            humantime::format_duration(HOLD_TIMEOUT.max)
-        )));
-    }
-    Ok(duration)
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("bad max_pause {text:?}: {e} (e.g. \"60s\", \"2m\")"),
+        )
+    })
 }
 
 /// Ends a pause: held requests go on.

@@ -93,6 +93,11 @@ pub struct Deployment {
     /// The phase in progress (`None` once finished).
     pub phase: Option<Phase>,
     pub outcome: Option<Outcome>,
+    /// Why a deployment that did not succeed ended as it did: its first
+    /// error (e.g. `steps failed: error rate 20% > 1%`), or the abort.
+    /// Kept in listings, which carry no events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub phases: Vec<PhaseTiming>,
     pub events: Vec<Event>,
 }
@@ -112,6 +117,7 @@ impl Deployment {
             duration_ms: None,
             phase: None,
             outcome: None,
+            reason: None,
             phases: Vec::new(),
             events: Vec::new(),
         }
@@ -259,14 +265,19 @@ impl DeploymentLog {
     }
 
     pub fn error(&self, instance: Option<&str>, message: impl Into<String>) {
-        self.push(
-            EventKind::Error,
-            self.current_phase(),
-            instance,
-            message.into(),
-            None,
-            None,
-        );
+        let message = message.into();
+        let pushed = {
+            let mut record = self.lock();
+            if record.outcome.is_none() && record.reason.is_none() {
+                record.reason = Some(match instance {
+                    Some(instance) => format!("{instance}: {message}"),
+                    None => message.clone(),
+                });
+            }
+            let phase = record.phase;
+            self.append(&mut record, EventKind::Error, phase, instance, message, None, None)
+        };
+        self.notify(pushed);
     }
 
     /// Records the outcome; the last event. The outcome and its event are
@@ -293,6 +304,11 @@ impl DeploymentLog {
             }
             record.phase = None;
             record.outcome = Some(outcome);
+            match outcome {
+                Outcome::Succeeded => record.reason = None,
+                Outcome::Aborted => record.reason = Some("aborted by cutover abort".into()),
+                _ => {}
+            }
             record.finished_at = Some(now_rfc3339());
             record.duration_ms = Some(ms);
             let pushed = self.append(

@@ -23,11 +23,11 @@ use crate::api::progressive::{AppSwitches, Maintenance, Paused};
 use crate::config::bounds::DurationBounds;
 use crate::config::AppConfig;
 
-/// `max_pause`: at least a second (a shorter hold is a 503 with extra
+/// `max_pause`: at least 100ms (a shorter hold is a 503 with extra
 /// steps), at most an hour (a client held longer has long given up; the
 /// pause itself lasts until `resume`, however long).
 pub const MAX_PAUSE: DurationBounds = DurationBounds {
-    min: Duration::from_secs(1),
+    min: Duration::from_millis(100),
     max: Duration::from_secs(60 * 60),
 };
 
