@@ -185,8 +185,9 @@ async fn serve(start: Start) -> anyhow::Result<ExitCode> {
     // A pause or maintenance switch outlives a restart (and an upgrade):
     // in place before the first table is published.
     boot::restore_switches(&journal, &routing, serving);
-    for app in serving.apps.keys() {
-        deploy_metrics.app_configured(app);
+    for (name, app) in &serving.apps {
+        deploy_metrics.app_configured(name);
+        deploy_metrics.analysis_limits(name, &app.canary.analysis);
     }
     routing.publish();
 

@@ -307,6 +307,20 @@ fn every_family_is_present_from_start_up_with_each_app_at_zero() {
             "cutover_upgrades_total{{outcome={outcome}}}"
         );
     }
+    // Progressive delivery: no canary yet, its series at 0, the default
+    // analysis limits (SPEC §3: 1%, 1.5, 50) beside them.
+    for app in ["web", "api"] {
+        assert_eq!(value(&m, "cutover_canary_weight", &[("app", app)]), Some(0.0), "{app}");
+        for (metric, limit) in [("error_rate", 0.01), ("latency_ratio", 1.5), ("requests", 50.0)] {
+            let labels = [("app", app), ("metric", metric)];
+            assert_eq!(value(&m, "cutover_deployment_analysis", &labels), Some(0.0), "{app} {metric}");
+            assert_eq!(
+                value(&m, "cutover_deployment_analysis_limit", &labels),
+                Some(limit),
+                "{app} {metric}"
+            );
+        }
+    }
 }
 
 #[test]

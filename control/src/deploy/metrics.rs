@@ -5,7 +5,7 @@ use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeV
 use super::canary::Progress;
 use super::phase::{Outcome, Phase};
 use super::record::Deployment;
-use crate::config::Strategy;
+use crate::config::{AnalysisConfig, Strategy};
 
 /// The analysis' metrics, as `cutover_deployment_analysis{metric}` names them.
 pub const ANALYSIS_METRICS: [&str; 3] = ["error_rate", "latency_ratio", "requests"];
@@ -18,6 +18,7 @@ pub struct DeployMetrics {
     phase: IntGaugeVec,
     canary_weight: GaugeVec,
     analysis: GaugeVec,
+    analysis_limit: GaugeVec,
 }
 
 impl DeployMetrics {
@@ -58,9 +59,18 @@ impl DeployMetrics {
                 ),
                 &["app", "metric"],
             )?,
+            analysis_limit: GaugeVec::new(
+                Opts::new(
+                    "cutover_deployment_analysis_limit",
+                    "The canary analysis' limits from the app's config, for the same metrics: \
+                     max_error_rate (a fraction), max_latency_ratio, min_requests.",
+                ),
+                &["app", "metric"],
+            )?,
         };
         registry.register(Box::new(metrics.canary_weight.clone()))?;
         registry.register(Box::new(metrics.analysis.clone()))?;
+        registry.register(Box::new(metrics.analysis_limit.clone()))?;
         registry.register(Box::new(metrics.total.clone()))?;
         registry.register(Box::new(metrics.duration.clone()))?;
         registry.register(Box::new(metrics.phase.clone()))?;
@@ -74,6 +84,7 @@ impl DeployMetrics {
         self.canary_weight.with_label_values(&[app]);
         for metric in ANALYSIS_METRICS {
             self.analysis.with_label_values(&[app, metric]);
+            self.analysis_limit.with_label_values(&[app, metric]);
         }
         for strategy in Strategy::ALL.map(Strategy::as_str) {
             for outcome in Outcome::ALL {
@@ -92,6 +103,7 @@ impl DeployMetrics {
         let _ = self.canary_weight.remove_label_values(&[app]);
         for metric in ANALYSIS_METRICS {
             let _ = self.analysis.remove_label_values(&[app, metric]);
+            let _ = self.analysis_limit.remove_label_values(&[app, metric]);
         }
         for strategy in Strategy::ALL.map(Strategy::as_str) {
             for outcome in Outcome::ALL {
@@ -110,6 +122,19 @@ impl DeployMetrics {
             self.phase
                 .with_label_values(&[app, phase.as_str()])
                 .set(i64::from(Some(phase) == current));
+        }
+    }
+
+    /// The analysis limits `app` is held to (its definition's
+    /// `canary.analysis`), shown next to the values on the dashboard.
+    pub fn analysis_limits(&self, app: &str, limits: &AnalysisConfig) {
+        let values = [
+            limits.max_error_rate(),
+            limits.max_latency_ratio(),
+            limits.min_requests as f64,
+        ];
+        for (metric, value) in ANALYSIS_METRICS.into_iter().zip(values) {
+            self.analysis_limit.with_label_values(&[app, metric]).set(value);
         }
     }
 

@@ -261,6 +261,7 @@ impl Controller {
         record.operation = operation;
         let log = Arc::new(DeploymentLog::with_observer(record, Some(self.observer())));
         let warm = self.take_warm(&name);
+        self.metrics.analysis_limits(&name, &target.canary.analysis);
         let steering = self.steer(&name, &id);
         self.lock_running().insert(
             name.clone(),

@@ -194,6 +194,7 @@ impl Controller {
         // Added apps start first, so routes to them have instances to hold for.
         for name in &report.added {
             self.metrics.app_configured(name);
+            self.metrics.analysis_limits(name, &new.apps[name].canary.analysis);
             self.supervisor.start_app(Arc::new(new.apps[name].clone()));
         }
         // One table swap for routes, hold timeout and the set of apps.
