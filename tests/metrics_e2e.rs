@@ -313,7 +313,11 @@ fn every_family_is_present_from_start_up_with_each_app_at_zero() {
         assert_eq!(value(&m, "cutover_canary_weight", &[("app", app)]), Some(0.0), "{app}");
         for (metric, limit) in [("error_rate", 0.01), ("latency_ratio", 1.5), ("requests", 50.0)] {
             let labels = [("app", app), ("metric", metric)];
-            assert_eq!(value(&m, "cutover_deployment_analysis", &labels), Some(0.0), "{app} {metric}");
+            assert_eq!(
+                value(&m, "cutover_deployment_analysis", &labels),
+                Some(0.0),
+                "{app} {metric}"
+            );
             assert_eq!(
                 value(&m, "cutover_deployment_analysis_limit", &labels),
                 Some(limit),

@@ -324,8 +324,8 @@ async fn unknown_apps_and_bad_values_are_refused_and_change_nothing() {
         other => panic!("expected 400, got {other:?}"),
     };
     refused(
-        f.controller.pause("web", Duration::from_millis(500)),
-        "max_pause must be between 1s and 1h, got 500ms",
+        f.controller.pause("web", Duration::from_millis(50)),
+        "max_pause must be between 100ms and 1h, got 50ms",
     );
     refused(f.controller.pause("web", Duration::from_secs(7200)), "got 2h");
     refused(
