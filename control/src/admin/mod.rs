@@ -93,15 +93,17 @@ impl From<DeployError> for ApiError {
             | DeployError::Upgrading(_)
             | DeployError::NotAtPause { .. }
             | DeployError::Ended { .. }
+            | DeployError::TooLateToAbort { .. }
             | DeployError::NothingToRollBack(_) => StatusCode::CONFLICT,
             DeployError::InvalidConfig(_) => StatusCode::BAD_REQUEST,
             DeployError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
             DeployError::Journal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let id = match &e {
-            DeployError::Conflict { id, .. } | DeployError::NotAtPause { id } | DeployError::Ended { id } => {
-                Some(id.clone())
-            }
+            DeployError::Conflict { id, .. }
+            | DeployError::NotAtPause { id }
+            | DeployError::Ended { id }
+            | DeployError::TooLateToAbort { id, .. } => Some(id.clone()),
             _ => None,
         };
         Self {

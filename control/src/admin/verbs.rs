@@ -75,7 +75,7 @@ pub(super) async fn promote(
     responses(
         (status = 200, description = "the abort is under way; the deployment as it is now (follow `/deployments/{id}/events` for its end)", body = Deployment),
         (status = 404, description = "no such deployment", body = ErrorBody),
-        (status = 409, description = "the deployment already ended (its `id`)", body = ErrorBody),
+        (status = 409, description = "the deployment already ended, or its new version already serves alone (its `id`)", body = ErrorBody),
         (status = 500, description = "the journal could not be written", body = ErrorBody),
         (status = 503, description = "cutover is stopping", body = ErrorBody),
     )

@@ -71,6 +71,8 @@ pub enum DeployError {
     NotAtPause { id: String },
     #[error("deployment {id} already ended")]
     Ended { id: String },
+    #[error("deployment {id} is past the point it can be aborted at (phase {phase}): the new version serves, or it is already going back")]
+    TooLateToAbort { id: String, phase: String },
     #[error("{0} has no previous version to roll back to")]
     NothingToRollBack(String),
     #[error("the journal could not be written: {0}")]

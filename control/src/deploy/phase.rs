@@ -188,6 +188,17 @@ pub fn abortable(strategy: Strategy, phase: Phase) -> bool {
     }
 }
 
+/// Whether an abort requested now could no longer happen: the deployment
+/// is in a phase after which its new version serves alone, or already
+/// going back (`rollback`). Before its first phase it can still be aborted.
+pub fn too_late_to_abort(strategy: Strategy, phase: Option<Phase>) -> bool {
+    match phase {
+        None => false,
+        Some(Phase::Rollback) => true,
+        Some(phase) => !abortable(strategy, phase),
+    }
+}
+
 /// The transition function: where a deployment goes after `phase` ended
 /// with `ok`, given `flags`.
 pub fn transition(strategy: Strategy, phase: Phase, ok: bool, flags: Flags) -> Next {
@@ -447,5 +458,28 @@ mod tests {
             walk_aborting(Strategy::Stopstart, &[], Some(Start)),
             (vec![Build, Stop, Start, Done], Outcome::Succeeded)
         );
+    }
+
+    #[test]
+    fn an_abort_is_too_late_once_the_new_version_serves_alone_or_it_goes_back() {
+        use Phase::*;
+        for (strategy, late) in [
+            (Strategy::Rolling, Switch),
+            (Strategy::Stopstart, Start),
+            (Strategy::Canary, Promote),
+            (Strategy::Bluegreen, Swap),
+            (Strategy::Canary, Rollback),
+        ] {
+            assert!(too_late_to_abort(strategy, Some(late)), "{strategy:?} {late:?}");
+        }
+        for (strategy, early) in [
+            (Strategy::Rolling, Upgrade),
+            (Strategy::Stopstart, Stop),
+            (Strategy::Canary, Steps),
+            (Strategy::Bluegreen, Green),
+        ] {
+            assert!(!too_late_to_abort(strategy, Some(early)), "{strategy:?} {early:?}");
+        }
+        assert!(!too_late_to_abort(Strategy::Rolling, None));
     }
 }

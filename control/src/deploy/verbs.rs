@@ -8,7 +8,7 @@ use super::bluegreen::Warm;
 use super::canary::{PromoteRefused, Steering, ANALYSIS_TICK};
 use super::drain::drain_and_stop;
 use super::gate::{Exclusive, RunningEntry, RunningGuard};
-use super::phase::{Outcome, Phase};
+use super::phase::{too_late_to_abort, Outcome, Phase};
 use super::record::{Deployment, DeploymentLog, Operation};
 use super::{Controller, DeployError, Started};
 use crate::api::progressive::{AnalysisValue, CanaryStatus};
@@ -206,12 +206,30 @@ impl Controller {
     }
 
     /// Stops deployment `id` at its next safe point and returns to the
-    /// previous version (outcome `aborted`); a deployment whose new
-    /// version already serves alone finishes as it would have. `Ended`
-    /// once it finished.
+    /// previous version (outcome `aborted`). `TooLateToAbort` once its new
+    /// version serves alone (or it is already going back), `Ended` once it
+    /// finished.
     pub fn abort(&self, id: &str) -> Result<(), DeployError> {
         let _gate = self.exclusive();
         let steering = self.running_steering(id)?;
+        // Once the new version serves alone (rolling's switch, stopstart's
+        // start, the canary's promote, the blue-green swap) there is no
+        // previous version left to return to: say so rather than accept an
+        // abort that cannot happen.
+        let record = self
+            .lock_running()
+            .values()
+            .find(|e| e.log.id() == id)
+            .map(|e| Arc::clone(&e.log));
+        if let Some(record) = record.map(|log| log.snapshot()) {
+            if too_late_to_abort(record.strategy, record.phase) {
+                let phase = record.phase.map_or("done", Phase::as_str);
+                return Err(DeployError::TooLateToAbort {
+                    id: id.to_string(),
+                    phase: phase.to_string(),
+                });
+            }
+        }
         steering.abort();
         tracing::warn!(deployment = id, "abort requested");
         Ok(())
