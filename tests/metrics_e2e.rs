@@ -75,7 +75,7 @@ fn a_rolling_deploy_shows_in_the_metrics_and_leaves_no_clone_series() {
     let before = value(
         &cutover.metrics(),
         "cutover_deployments_total",
-        &[("app", "web"), ("outcome", "succeeded")],
+        &[("app", "web"), ("outcome", "succeeded"), ("strategy", "rolling")],
     )
     .unwrap_or(0.0);
     // v2 starts slowly, so the upgrade phase lasts long enough to be seen.
@@ -110,7 +110,7 @@ fn a_rolling_deploy_shows_in_the_metrics_and_leaves_no_clone_series() {
         if value(
             &m,
             "cutover_deployments_total",
-            &[("app", "web"), ("outcome", "succeeded")],
+            &[("app", "web"), ("outcome", "succeeded"), ("strategy", "rolling")],
         )
         .unwrap_or(0.0)
             > before
@@ -184,7 +184,11 @@ fn fifty_deploys_do_not_grow_the_series_count() {
     }
     let m = cutover.metrics();
     assert_eq!(
-        value(&m, "cutover_deployments_total", &[("outcome", "succeeded")]),
+        value(
+            &m,
+            "cutover_deployments_total",
+            &[("outcome", "succeeded"), ("strategy", "rolling")]
+        ),
         Some(50.0)
     );
     assert_eq!(

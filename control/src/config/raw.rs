@@ -142,9 +142,9 @@ pub struct RawApp {
     pub deploy_strategy: Option<Strategy>,
     pub manual_deployments: Option<bool>,
     pub upstream: Option<Upstream>,
+    pub error_pages: Option<String>,
     pub canary: Option<RawCanary>,
     pub bluegreen: Option<RawBluegreen>,
-    pub error_pages: Option<String>,
 }
 
 /// `apps.<name>.canary:`
