@@ -135,7 +135,11 @@ fn a_rolling_deploy_shows_in_the_metrics_and_leaves_no_clone_series() {
         Some(before + 1.0)
     );
     assert_eq!(
-        value(&m, "cutover_deployment_duration_seconds_count", &[("app", "web")]),
+        value(
+            &m,
+            "cutover_deployment_duration_seconds_count",
+            &[("app", "web"), ("strategy", "rolling")]
+        ),
         Some(1.0)
     );
     let phases: f64 = m

@@ -1,7 +1,8 @@
 //! The canary analysis: the new version's measurements against the limits
 //! of `canary.analysis` (SPEC §3), on one step's window.
 //!
-//! - **error rate** (5xx answers and failed connections over requests):
+//! - **error rate** (5xx answers and failed connections over answers and
+//!   failed connections):
 //!   breached once it is above `max_error_rate` with at least
 //!   `min_requests` requests, or earlier once the failures alone are
 //!   more than `max_error_rate` of `min_requests`, so that no further
@@ -9,8 +10,10 @@
 //!   (one failure among the first requests of a `1%`/`50` canary breaches
 //!   at once; a healthy canary is never judged on a handful of requests).
 //! - **latency ratio** (new p99 over stable p99): judged only once the new
-//!   version has `min_requests` requests and both sets have a p99 above
-//!   zero; a p99 over a handful of requests is noise.
+//!   version has `min_requests` answers (and at least
+//!   [`LATENCY_MIN_ANSWERS`]), both sets have a p99 above zero, and the new
+//!   p99 is slower by [`LATENCY_MARGIN`] or more; a p99 over a handful of
+//!   answers, or a millisecond on a fast app, is noise.
 //! - **requests**: a step can pass only once `min_requests` reached the
 //!   new version in it.
 
@@ -42,6 +45,13 @@ pub enum Verdict {
     Healthy,
 }
 
+/// The fewest answers of the new version in a step before its p99 is
+/// compared (whatever `min_requests` says).
+pub const LATENCY_MIN_ANSWERS: u64 = 20;
+/// How much slower (p99) the new version must be before the ratio can
+/// breach: below it, the difference is noise no user sees.
+pub const LATENCY_MARGIN: Duration = Duration::from_millis(10);
+
 /// Judges `pair` (one step's window) against `limits`.
 pub fn judge(limits: &AnalysisConfig, pair: &Pair) -> Judgement {
     let canary = &pair.canary;
@@ -52,6 +62,15 @@ pub fn judge(limits: &AnalysisConfig, pair: &Pair) -> Judgement {
         (Some(new), Some(stable)) if stable > Duration::ZERO => Some(new.as_secs_f64() / stable.as_secs_f64()),
         _ => None,
     };
+    // A p99 over a few dozen answers is their slowest one (a cold pooled
+    // connection, a first request warming a cache), and a fast app's p99 is
+    // a millisecond or two: the ratio is judged only with enough answers,
+    // and only when the new version is slower by a margin a user would see.
+    let latency_judged = canary.requests >= limits.min_requests.max(LATENCY_MIN_ANSWERS)
+        && match (canary.p99, pair.stable.p99) {
+            (Some(new), Some(stable)) => new.saturating_sub(stable) >= LATENCY_MARGIN,
+            _ => false,
+        };
     // Integer form of "failures / min_requests > max_error_rate": no
     // rounding decides a breach.
     let inevitable =
@@ -66,9 +85,9 @@ pub fn judge(limits: &AnalysisConfig, pair: &Pair) -> Judgement {
             "error rate {} > {} ({failures} of {} requests failed)",
             percent(error_rate),
             percent(limits.max_error_rate()),
-            canary.requests
+            canary.requests.saturating_add(canary.connect_failures)
         ))
-    } else if let Some(ratio) = latency_ratio.filter(|r| enough && *r > limits.max_latency_ratio()) {
+    } else if let Some(ratio) = latency_ratio.filter(|r| latency_judged && *r > limits.max_latency_ratio()) {
         Verdict::Breach(format!(
             "latency ratio {ratio:.2} > {} (p99 {} against {})",
             limits.max_latency_ratio(),
@@ -219,5 +238,45 @@ mod tests {
         assert_eq!(percent(0.042), "4.2%");
         assert_eq!(percent(0.005), "0.5%");
         assert_eq!(percent(0.0), "0%");
+    }
+
+    #[test]
+    fn a_version_that_refuses_every_connection_breaches_even_with_no_minimum() {
+        let no_minimum = AnalysisConfig {
+            min_requests: 0,
+            ..limits()
+        };
+        let refused = Measurements {
+            connect_failures: 5,
+            ..measured(0, 0, None)
+        };
+        let j = judge(&no_minimum, &pair(measured(100, 0, Some(5)), refused));
+        assert_eq!(
+            j.verdict,
+            Verdict::Breach("error rate 100% > 1% (5 of 5 requests failed)".into())
+        );
+    }
+
+    #[test]
+    fn a_fast_app_a_millisecond_slower_is_not_a_latency_breach() {
+        // 2ms against 1ms is a ratio of 2 but no user sees it.
+        let j = judge(&limits(), &pair(measured(1000, 0, Some(1)), measured(100, 0, Some(2))));
+        assert_eq!(j.verdict, Verdict::Healthy);
+        // 40ms against 10ms is.
+        let j = judge(
+            &limits(),
+            &pair(measured(1000, 0, Some(10)), measured(100, 0, Some(40))),
+        );
+        assert!(
+            matches!(j.verdict, Verdict::Breach(ref r) if r.starts_with("latency ratio 4.00 > 1.5")),
+            "{j:?}"
+        );
+        // Not on fewer answers than LATENCY_MIN_ANSWERS, whatever min_requests says.
+        let few = AnalysisConfig {
+            min_requests: 1,
+            ..limits()
+        };
+        let j = judge(&few, &pair(measured(1000, 0, Some(10)), measured(5, 0, Some(40))));
+        assert_eq!(j.verdict, Verdict::Healthy);
     }
 }

@@ -25,13 +25,16 @@ pub struct Measurements {
 }
 
 impl Measurements {
-    /// Failed requests (5xx and failed connections) over requests; 0
-    /// without any request.
+    /// Failures (5xx answers and failed connections) over attempts
+    /// (answers and failed connections), so a version that refuses every
+    /// connection is at 100%, not at 0; 0 without any attempt.
     pub fn error_rate(&self) -> f64 {
-        if self.requests == 0 {
+        let failures = self.server_errors.saturating_add(self.connect_failures);
+        let attempts = self.requests.saturating_add(self.connect_failures);
+        if attempts == 0 {
             return 0.0;
         }
-        self.server_errors.saturating_add(self.connect_failures) as f64 / self.requests as f64
+        failures as f64 / attempts as f64
     }
 }
 
