@@ -460,3 +460,59 @@ async fn abort_of_a_canary_removes_it_and_the_stable_version_serves_on() {
     assert_eq!(f.version(), stable[0].spec().app.version());
     assert!(!f.journal.state().previous.contains_key("web"), "nothing was committed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_of_a_paused_app_fails_before_starting_anything() {
+    let f = fixture("paused", "canary", "5m").await;
+    test_split(&f);
+    let stable = f.originals();
+    f.controller.pause("web", Duration::from_secs(60)).unwrap();
+    let id = f.start("v2", "canary", "5m");
+    let record = f.finished(&id).await;
+    assert_eq!(record.outcome, Some(Outcome::Failed), "{:#?}", record.events);
+    assert!(
+        record.reason.as_deref().is_some_and(|r| r.contains("paused")),
+        "{:?}",
+        record.reason
+    );
+    assert!(f.supervisor.app("web").unwrap().candidates.is_empty());
+    assert!(Arc::ptr_eq(&f.originals()[0], &stable[0]), "nothing changed");
+    // Resumed, the same canary can run.
+    f.controller.resume("web").unwrap();
+    let id = f.start("v3", "canary", "5m");
+    eventually("the manual pause", || {
+        f.controller.canary_status("web").is_some_and(|s| s.waiting.is_some())
+    })
+    .await;
+    f.controller.abort(&id).unwrap();
+    assert_eq!(f.finished(&id).await.outcome, Some(Outcome::Aborted));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_that_died_at_its_pause_is_not_promoted_into_an_empty_table() {
+    let f = fixture("died", "canary", "5m").await;
+    test_split(&f);
+    let stable = f.originals();
+    let id = f.start("v2", "canary", "5m");
+    eventually("the manual pause", || {
+        f.controller.canary_status("web").is_some_and(|s| s.waiting.is_some())
+    })
+    .await;
+    // The canary is stopped behind the deployment's back: promote must not
+    // make an instance that is not ready the app's only one.
+    let canary = f.supervisor.app("web").unwrap().candidates;
+    canary[0].stop().await;
+    f.controller.promote(&id, true).unwrap();
+    let record = f.finished(&id).await;
+    assert_eq!(record.outcome, Some(Outcome::RolledBack), "{:#?}", record.events);
+    assert!(
+        record.reason.as_deref().is_some_and(|r| r.contains("not ready")),
+        "{:?}",
+        record.reason
+    );
+    assert!(
+        Arc::ptr_eq(&f.originals()[0], &stable[0]),
+        "the stable version serves on"
+    );
+    assert_eq!(f.in_table(), ["web-0"]);
+}

@@ -157,6 +157,30 @@ impl AppOps {
         }
     }
 
+    /// Whether a canary of this deployment can be judged at all: both
+    /// versions must be reachable the same way (one app entry speaks one
+    /// upstream protocol), and the app's requests must reach a version
+    /// (paused or in maintenance, none does: the steps would wait forever).
+    fn canary_possible(&self) -> Result<(), String> {
+        if self.previous.upstream != self.target.upstream {
+            return Err(format!(
+                "a canary cannot split the app between two upstream protocols ({} and {}); \
+                 deploy this change with rolling or bluegreen",
+                crate::routing::upstream_protocol(self.previous.upstream).as_str(),
+                crate::routing::upstream_protocol(self.target.upstream).as_str()
+            ));
+        }
+        let switches = self.supervisor.routing().switches(self.app());
+        if switches.maintenance.is_some() || switches.paused.is_some() {
+            return Err(
+                "the app is paused or in maintenance, so no request reaches either version and the \
+                 canary could not be judged; resume it (or end maintenance) first"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     async fn drain_and_stop(&self, instances: &[Arc<Instance>]) {
         let drain_timeout = self.previous.drain_timeout.max(self.target.drain_timeout);
         drain_and_stop(instances, drain_timeout, Some(&self.log)).await;
@@ -304,6 +328,9 @@ impl DeployOps for AppOps {
     }
 
     async fn start_candidates(&self, role: Role) -> Result<(), String> {
+        if role == Role::Canary {
+            self.canary_possible()?;
+        }
         let count = u64::from(self.target.instances.max(1));
         let (kind, what) = match role {
             Role::Green => (NameKind::Green, "green"),
@@ -340,10 +367,40 @@ impl DeployOps for AppOps {
                 }
             }
         }
+        // The deploy hook may have run for minutes: bluegreen swaps right
+        // after this phase, so the candidates must still be ready now.
+        if result.is_ok() && role == Role::Green {
+            result = self.confirm_candidates_ready().await;
+            if result.is_err() {
+                join_all(instances.iter().map(|i| i.stop())).await;
+            }
+        }
         if result.is_err() {
             self.supervisor.update(self.app(), |a| a.candidates.clear());
         }
         result
+    }
+
+    async fn confirm_candidates_ready(&self) -> Result<(), String> {
+        let candidates = self.candidates();
+        if candidates.is_empty() {
+            return Err("the new version has no instance left".into());
+        }
+        let within = self.target.health.start_timeout;
+        for instance in &candidates {
+            match tokio::time::timeout(within, instance.ready()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(reason)) => return Err(format!("{} is not ready: {reason}", instance.name())),
+                Err(_) => {
+                    return Err(format!(
+                        "{} did not get ready again within {}",
+                        instance.name(),
+                        humantime::format_duration(within)
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn split(&self, weight_bp: u16, sticky: bool) -> Result<Arc<dyn Measure>, String> {

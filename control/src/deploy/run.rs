@@ -77,6 +77,13 @@ pub trait DeployOps: Send + Sync {
     /// app's instances; the previous set stays warm (no traffic) for
     /// `keep_previous`, held by the controller.
     async fn swap_to_green(&self);
+    /// canary, bluegreen: every candidate is ready right now, or becomes
+    /// ready again within its `start_timeout` (one that crashed since its
+    /// start is restarting): checked just before the candidates take all
+    /// traffic, which may be minutes after they first got ready.
+    async fn confirm_candidates_ready(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// The target's `canary:` settings.
     fn canary(&self) -> CanaryConfig;
 }
@@ -174,7 +181,10 @@ async fn run_phase(
             rolling_rollback(ops, log).await
         }
         (_, Phase::Canary) => ops.start_candidates(Role::Canary).await,
-        (_, Phase::Steps) => steps::walk(&ops.canary(), ops, steering, log).await,
+        (_, Phase::Steps) => {
+            steps::walk(&ops.canary(), ops, steering, log).await?;
+            ops.confirm_candidates_ready().await
+        }
         (_, Phase::Promote) => {
             steering.set_progress(None);
             ops.promote_canaries().await;

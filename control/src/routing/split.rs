@@ -72,7 +72,14 @@ impl Traffic for Routing {
                 instances: canaries.to_vec(),
                 weight_bp,
                 sticky,
-                tags: (version(&self.serving(app)), version(canaries)),
+                // The canary's tag is its first instance's name, never
+                // reused: a redeploy of the same version (same `version()`)
+                // still gets two distinct tags, and a cookie from an earlier
+                // canary names neither set and is re-issued.
+                tags: (
+                    version(&self.serving(app)),
+                    canaries.first().map_or_else(|| "none".into(), |i| Arc::from(i.name())),
+                ),
                 stats: SplitStats::new(),
             },
         };
