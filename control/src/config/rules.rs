@@ -155,6 +155,28 @@ pub(crate) fn app_name(name: &str) -> Result<(), String> {
     ))
 }
 
+/// The words cutover puts between an app's name and an instance number
+/// (`web-clone-0`, `web-canary-0`, `web-green-0`).
+pub(crate) const INSTANCE_FAMILIES: [&str; 3] = ["clone", "canary", "green"];
+
+/// `name` against the other apps: an app named `web-canary` would share
+/// instance names (`web-canary-0`), pid files and logs with `web`'s
+/// canaries, so it may not sit beside `web`. The message names the app it
+/// collides with.
+pub(crate) fn app_name_collision<'a>(name: &str, others: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+    for other in others {
+        for family in INSTANCE_FAMILIES {
+            if name.strip_prefix(other).and_then(|rest| rest.strip_prefix('-')) == Some(family) {
+                return Err(format!(
+                    "app name \"{name}\" collides with the names of app \"{other}\"'s {family} instances \
+                     ({other}-{family}-0); rename one of them"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// An environment variable name as the OS accepts it: not empty, no `=`, no
 /// NUL. `what` is how the message refers to it ("env key", "token_env").
 pub(crate) fn env_name(name: &str, what: &str) -> Result<(), String> {
@@ -444,6 +466,24 @@ mod tests {
         for d in [100u64, 1000, 600_000, 86_400_000, 604_800_000, 10] {
             let d = Duration::from_millis(d);
             assert_eq!(humantime::parse_duration(&human(d)), Ok(d));
+        }
+    }
+
+    #[test]
+    fn an_app_may_not_be_named_like_another_apps_instances() {
+        let apps = ["web", "api"];
+        for bad in ["web-canary", "web-green", "web-clone", "api-canary"] {
+            assert!(app_name_collision(bad, apps).is_err(), "{bad}");
+        }
+        for good in [
+            "web",
+            "web-canary2",
+            "webcanary",
+            "web-canary-x",
+            "canary",
+            "web2-canary",
+        ] {
+            assert!(app_name_collision(good, apps).is_ok(), "{good}");
         }
     }
 }

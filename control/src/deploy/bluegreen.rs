@@ -67,6 +67,10 @@ impl Controller {
         id: &str,
     ) {
         let app = config.name.clone();
+        self.supervisor.update(&app, |a| a.previous = instances.clone());
+        // Held until the set is in the map: with `keep_previous: 0s` the
+        // expiry may run at once on another worker, and must find it.
+        let mut warm_sets = self.lock_warm();
         let expiry = {
             let controller = Arc::downgrade(self);
             let app = app.clone();
@@ -90,8 +94,7 @@ impl Controller {
             })
             .abort_handle()
         };
-        self.supervisor.update(&app, |a| a.previous = instances.clone());
-        let replaced = self.lock_warm().insert(
+        let replaced = warm_sets.insert(
             app,
             Warm {
                 config: Arc::clone(config),
@@ -101,6 +104,7 @@ impl Controller {
                 expiry,
             },
         );
+        drop(warm_sets);
         // Only one warm set per app: a deployment retires the last one
         // before it starts; this is the belt to that.
         if let Some(old) = replaced {

@@ -102,7 +102,7 @@ impl Controller {
 
     /// The definition of `app` in journaled config text `source`.
     fn previous_definition(&self, app: &str, source: &str) -> Result<Arc<AppConfig>, DeployError> {
-        let parsed = config::parse(source, "journal", &self.base_dir).map_err(|e| {
+        let parsed = config::parse_journaled(source, "journal", &self.base_dir).map_err(|e| {
             DeployError::InvalidConfig(format!(
                 "the previous version of {app} in the journal is not valid: {e}"
             ))

@@ -30,6 +30,11 @@ impl Check<'_> {
                 "no apps defined; add at least one, e.g. web: { command: [\"bin/web\"] }",
             );
         }
+        for name in raw.keys() {
+            if let Err(message) = rules::app_name_collision(name, raw.keys().map(String::as_str)) {
+                self.push(join_key("apps", name), message);
+            }
+        }
         raw.iter()
             .map(|(name, app)| (name.clone(), self.app(name, app, base_dir)))
             .collect()
