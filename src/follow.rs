@@ -57,7 +57,9 @@ async fn read_events<F: Follower>(
 ) -> anyhow::Result<Option<F::Outcome>> {
     let response = client.stream(path).await?;
     let mut body = response.into_body();
-    let mut buffer = String::new();
+    // Bytes, not text: a character split across two frames must be whole
+    // before it is decoded.
+    let mut buffer: Vec<u8> = Vec::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
@@ -65,10 +67,10 @@ async fn read_events<F: Follower>(
                 let Some(frame) = frame else { return Ok(None) };
                 let frame = frame.context("the event stream broke")?;
                 let Some(data) = frame.data_ref() else { continue };
-                buffer.push_str(&String::from_utf8_lossy(data));
-                while let Some(end) = buffer.find("\n\n") {
-                    let block: String = buffer.drain(..end + 2).collect();
-                    for line in block.lines() {
+                buffer.extend_from_slice(data);
+                while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+                    let block: Vec<u8> = buffer.drain(..end + 2).collect();
+                    for line in String::from_utf8_lossy(&block).lines() {
                         if let Some(json) = line.strip_prefix("data:") {
                             let event: F::Event = serde_json::from_str(json.trim_start())
                                 .with_context(|| format!("an event of {path} this cutover does not understand: {json}"))?;

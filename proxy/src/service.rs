@@ -356,6 +356,11 @@ impl ProxyHttp for CutoverProxy {
         if response.status.as_u16() >= 200 {
             if let Some(cookie) = ctx.served.as_ref().and_then(|s| s.set_cookie.clone()) {
                 response.append_header(header::SET_COOKIE, cookie)?;
+                // The cookie is this client's: a shared cache in front must
+                // not hand it (and so one version) to every client.
+                if response.headers.get(header::CACHE_CONTROL).is_none() {
+                    response.insert_header(header::CACHE_CONTROL, "private")?;
+                }
             }
         }
         // pingora decides keep-alive when it reads a head; a response still

@@ -135,6 +135,8 @@ async fn the_sticky_cookie_is_set_once_honoured_reissued_and_never_seen_by_the_b
     let tag = if first.backend() == "canary" { "v2" } else { "v1" };
     assert_eq!(cookie, format!("cutover-web={tag}; Path=/; HttpOnly; SameSite=Lax"));
     assert!(first.all("set-cookie").contains(&"app=1"), "{first:?}");
+    // Never cached for everyone by a shared cache in front.
+    assert_eq!(first.all("cache-control"), ["private"], "{first:?}");
 
     // With it, every request goes to that version, and no new cookie.
     let header = format!("Cookie: a=1; cutover-web={tag}; b=2");
