@@ -265,18 +265,7 @@ impl Controller {
         let warm = self.take_warm(&name);
         self.metrics.analysis_limits(&name, &target.canary.analysis);
         let steering = self.steer(&name, &id);
-        self.lock_running().insert(
-            name.clone(),
-            RunningEntry {
-                log: Arc::clone(&log),
-                target: Arc::clone(&target),
-                task: None,
-            },
-        );
-        self.remember(&log);
-        if let Err(e) = self.journal.save_running(&log.snapshot()) {
-            tracing::error!(error = %e, deployment = %id, "cannot journal the deployment");
-        }
+        self.register_running(&name, &log, &target);
 
         let previous_source = self.lock_active().sources.get(&name).cloned().unwrap_or_default();
         let on_commit = {
@@ -424,6 +413,24 @@ impl Controller {
                 metrics.phase(&record.app, record.phase);
             }
         })
+    }
+
+    /// Makes `log` `app`'s running operation (bringing it to `target`),
+    /// keeps it among the recent ones and journals it as running. The
+    /// caller holds the gate and checked that the app runs nothing.
+    fn register_running(&self, app: &str, log: &Arc<DeploymentLog>, target: &Arc<AppConfig>) {
+        self.lock_running().insert(
+            app.to_string(),
+            RunningEntry {
+                log: Arc::clone(log),
+                target: Arc::clone(target),
+                task: None,
+            },
+        );
+        self.remember(log);
+        if let Err(e) = self.journal.save_running(&log.snapshot()) {
+            tracing::error!(error = %e, deployment = %log.id(), "cannot journal the running operation");
+        }
     }
 
     fn remember(&self, log: &Arc<DeploymentLog>) {

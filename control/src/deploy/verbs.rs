@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::bluegreen::Warm;
 use super::canary::{PromoteRefused, Steering, ANALYSIS_TICK};
 use super::drain::drain_and_stop;
-use super::gate::{Exclusive, RunningEntry, RunningGuard};
+use super::gate::{Exclusive, RunningGuard};
 use super::phase::{too_late_to_abort, Outcome, Phase};
 use super::record::{Deployment, DeploymentLog, Operation};
 use super::{Controller, DeployError, Started};
@@ -131,18 +131,7 @@ impl Controller {
         record.operation = Operation::Rollback;
         let log = Arc::new(DeploymentLog::with_observer(record, Some(self.observer())));
         let target = Arc::clone(&warm.config);
-        self.lock_running().insert(
-            name.clone(),
-            RunningEntry {
-                log: Arc::clone(&log),
-                target: Arc::clone(&target),
-                task: None,
-            },
-        );
-        self.remember(&log);
-        if let Err(e) = self.journal.save_running(&log.snapshot()) {
-            tracing::error!(error = %e, deployment = %id, "cannot journal the rollback");
-        }
+        self.register_running(&name, &log, &target);
         let guard = RunningGuard {
             controller: Arc::clone(self),
             app: name.clone(),
