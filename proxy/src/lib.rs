@@ -63,6 +63,6 @@ pub use pages::ErrorPages;
 pub use router::{AppId, DuplicateRoute, HostMatch, Router};
 pub use server::{DataPlane, DataPlaneConfig, DataPlaneError};
 pub use service::CutoverProxy;
-pub use settings::{Limits, ProxySettings};
+pub use settings::{Limits, ProxySettings, Tuning};
 pub use split::{Choice, Split, SplitStats, Version, VersionSnapshot, VersionStats};
 pub use table::{AppEntry, RouteTable, RouteTableBuilder, UpstreamProtocol};

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::{ListenerConfig, L4BufferSettings, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::listening::Service;
@@ -134,7 +135,9 @@ impl DataPlane {
             max_retries: config.settings.max_attempts as usize + 1,
             ..ServerConf::default()
         };
-        conf.upstream_keepalive_pool_size = 256;
+        let tuning = config.settings.tuning;
+        conf.upstream_keepalive_pool_size = tuning.upstream_pool;
+        conf.listener_tasks_per_fd = tuning.listener_tasks.max(1);
         conf.work_stealing = false;
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
@@ -168,8 +171,11 @@ impl DataPlane {
         let parked = Arc::new(ParkedRelease::default());
         let app = LimitedApp::new(http, limits, Arc::clone(&gate), listeners, Arc::clone(&parked));
         let mut service = Service::new("cutover proxy".to_owned(), app);
+        // The L4 write buffer keeps pingora's default (one MSS: a response
+        // head and a small body leave in one write).
+        let l4_buffer = L4BufferSettings::new(tuning.l4_read_buffer, DEFAULT_L4_WRITE_BUFFER_SIZE);
         for (key, _) in &sockets.for_pingora {
-            service.add_tcp(key);
+            service.add_listener(ListenerConfig::tcp(key.as_str()).l4_buffer(l4_buffer));
         }
         let (started, on_started) = std::sync::mpsc::sync_channel(1);
         server.add_service(InheritingService::new(service, sockets.for_pingora, started));

@@ -50,6 +50,34 @@ pub struct ProxySettings {
     /// `Location` when 443). [`DataPlane::start`](crate::DataPlane::start)
     /// sets it to the first TLS listener's port.
     pub https_port: u16,
+    /// Buffer and task sizes (`proxy.tuning`).
+    pub tuning: Tuning,
+}
+
+/// Buffer and task sizes (`proxy.tuning`). The defaults are measured
+/// (BENCHMARKS.md, "Connection scale"); changing them trades memory per
+/// connection against throughput.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Bytes pingora buffers ahead for each client connection's reads
+    /// (its L4 read buffer, allocated at accept and held for the
+    /// connection's life); 0: reads go straight into the request's own
+    /// buffers.
+    pub l4_read_buffer: usize,
+    /// Tasks accepting on each listener.
+    pub listener_tasks: usize,
+    /// Idle upstream keep-alive connections kept, over all backends.
+    pub upstream_pool: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            l4_read_buffer: 0,
+            listener_tasks: 1,
+            upstream_pool: 256,
+        }
+    }
 }
 
 /// What one client may hold (`proxy.limits`, SPEC §4a "Limits").
@@ -91,6 +119,7 @@ impl Default for ProxySettings {
             redirect_http: false,
             hsts: Duration::ZERO,
             https_port: 443,
+            tuning: Tuning::default(),
         }
     }
 }
