@@ -25,7 +25,11 @@ pub(crate) fn log(session: &Session, ctx: &RequestCtx, status: u16, elapsed: Dur
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
         .unwrap_or("");
-    let backend = ctx.claim.as_ref().map(|c| c.backend());
+    let backend = ctx
+        .claim
+        .as_ref()
+        .map(|c| c.backend())
+        .or(ctx.handed_off.as_ref().map(|h| &h.backend));
     let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
     tracing::info!(
         target: ACCESS_TARGET,

@@ -14,6 +14,7 @@
 
 mod app;
 mod clock;
+mod connection;
 mod forward;
 mod gate;
 mod preface;
@@ -32,7 +33,8 @@ pub use gate::{ConnectionGate, ConnectionSlot};
 pub use preface::H2_PREFACE;
 
 use crate::service::Limits;
-use clock::HeadClock;
+use connection::Connection;
+pub(crate) use connection::{can_hand_off, hand_off, Continuation, HandOffError};
 
 /// The largest request head accepted; larger ones get 431. (pingora's own
 /// limit, `MAX_HEADER_SIZE` in `protocols/http/v1/common.rs`, is 1 MiB and
@@ -46,8 +48,8 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub const CLOSED_BY_LIMITS: &str = "(closed by proxy.limits)";
 
 tokio::task_local! {
-    /// The clock of the HTTP/1 connection this task serves.
-    static CONNECTION: Arc<HeadClock>;
+    /// The HTTP/1 connection this task serves.
+    static CONNECTION: Arc<Connection>;
 }
 
 /// pingora's keep-alive setting for `limits`: whole seconds, at least one
@@ -59,7 +61,8 @@ fn keepalive_secs(limits: &Limits) -> u64 {
 /// Runs first for every request (`early_request_filter`).
 pub async fn on_request_head(session: &mut Session, limits: &Limits) -> Result<()> {
     // Outside a limited HTTP/1 connection (HTTP/2) there is no clock.
-    let _ = CONNECTION.try_with(|clock| clock.head_complete());
+    let body = body_length(session.req_header());
+    let _ = CONNECTION.try_with(|connection| connection.clock.head_complete(body));
 
     // pingora sets keep-alive to "no timeout" after reading each HTTP/1.1
     // head (`HttpSession::respect_keepalive`). Only lengthen it where
@@ -85,6 +88,28 @@ pub async fn on_request_head(session: &mut Session, limits: &Limits) -> Result<(
         ));
     }
     Ok(())
+}
+
+/// An HTTP/1 request body's length by its head's framing (RFC 9112 §6.3):
+/// 0 without `Content-Length` and `Transfer-Encoding`; `None` when it is not
+/// known up front (`Transfer-Encoding`, or lengths that pingora refuses).
+fn body_length(req: &pingora::http::RequestHeader) -> Option<u64> {
+    if req.headers.contains_key(header::TRANSFER_ENCODING) {
+        return None;
+    }
+    let mut length = None;
+    for value in req.headers.get_all(header::CONTENT_LENGTH) {
+        let value = value.to_str().ok()?.trim();
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let n: u64 = value.parse().ok()?;
+        if length.is_some_and(|l| l != n) {
+            return None;
+        }
+        length = Some(n);
+    }
+    Some(length.unwrap_or(0))
 }
 
 /// Answers `code` with `why` and closes the connection after it.

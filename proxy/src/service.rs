@@ -25,7 +25,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result, RetryType};
 use tokio::time::Instant;
 
-use crate::backend::InflightGuard;
+use crate::backend::{Backend, InflightGuard};
 use crate::forwarded;
 use crate::handle::{ActiveGuard, TableHandle};
 use crate::hold::Refusal;
@@ -123,6 +123,17 @@ pub struct RequestCtx {
     pub(crate) served: Option<Served>,
     /// The backend's response head arrived (counted once).
     pub(crate) answered: bool,
+    /// The connection was handed to a WebSocket tunnel, which writes the
+    /// answer itself after pingora is done with the request.
+    pub(crate) handed_off: Option<HandedOff>,
+}
+
+/// A request whose connection went on outside pingora: what it answered,
+/// and from which backend (the claim went with the tunnel).
+#[derive(Debug)]
+pub(crate) struct HandedOff {
+    pub(crate) status: u16,
+    pub(crate) backend: Arc<Backend>,
 }
 
 impl RequestCtx {
@@ -182,6 +193,7 @@ impl ProxyHttp for CutoverProxy {
             cookie: None,
             served: None,
             answered: false,
+            handed_off: None,
         }
     }
 
@@ -522,7 +534,11 @@ impl ProxyHttp for CutoverProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         // 499 as nginx: the client left before any response was written.
-        let code = session.response_written().map_or(499, |r| r.status.as_u16());
+        let code = match (&ctx.handed_off, session.response_written()) {
+            (_, Some(written)) => written.status.as_u16(),
+            (Some(handed_off), None) => handed_off.status,
+            (None, None) => 499,
+        };
         let ended_by_proxy = ctx.event_stream.as_ref().and_then(EventStream::ended_by_proxy);
         if let Some(stream) = &mut ctx.event_stream {
             stream.closed(match (ended_by_proxy, e) {

@@ -3,9 +3,11 @@
 //! (retrying another backend on a connect failure), exchange the heads, and
 //! run the WebSocket or SSE pump; an ordinary answer is forwarded as is.
 //!
-//! The claim stays in the context for the connection's whole life, so a
-//! draining backend waits for it (bounded by `drain_timeout`), and the pump
-//! closes it with a notice when the drain starts.
+//! The claim lives as long as the connection, so a draining backend waits
+//! for it (bounded by `drain_timeout`), and the pump closes it with a
+//! notice when the drain starts. An event stream is pumped here, inside
+//! the request; a WebSocket tunnel runs after pingora has let go of the
+//! connection ([`limits::hand_off`]), holding no pingora state.
 
 use bytes::Bytes;
 use pingora::http::RequestHeader;
@@ -13,8 +15,9 @@ use pingora::proxy::Session;
 use pingora::Result;
 use tokio::net::TcpStream;
 
+use crate::limits::{self, HandOffError};
 use crate::longlived::upstream::{self, Head};
-use crate::longlived::{request, sse, websocket, CloseReason, Kind};
+use crate::longlived::{request, sse, websocket, Kind};
 use crate::pages::{self, Answer};
 use crate::service::{add_forwarded_headers, respond, CutoverProxy, RequestCtx, FAILED_TO_ANSWER, TIMED_OUT};
 
@@ -29,6 +32,22 @@ impl CutoverProxy {
         // WebSocket without a close frame; the pumps time idleness out.
         session.set_read_timeout(None);
         let Some(app) = ctx.app else { return Ok(false) };
+        if kind == Kind::WebSocket {
+            // The tunnel runs outside pingora (see `limits::hand_off`):
+            // checked before a backend is claimed.
+            let refused = match limits::can_hand_off() {
+                Ok(()) => None,
+                Err(HandOffError::BytesAfterHead) => Some((
+                    400,
+                    "bad request: a WebSocket client must wait for the handshake's answer before sending data\n",
+                )),
+                Err(HandOffError::NotHttp1) => Some((500, "a WebSocket needs an HTTP/1.1 connection\n")),
+            };
+            if let Some((code, why)) = refused {
+                respond(session, code, Bytes::from_static(why.as_bytes()), false).await?;
+                return Ok(true);
+            }
+        }
         let (mut stream, request) = match self.connect(kind, app, session, ctx).await {
             Ok(Some(connected)) => connected,
             Ok(None) => return Ok(true), // answered (503 / 502)
@@ -66,7 +85,7 @@ impl CutoverProxy {
             upstream::forward_plain(session, &mut stream, head).await?;
             return Ok(true);
         }
-        self.run_pump(kind, session, ctx, stream, head).await;
+        self.run_pump(kind, session, ctx, stream, head).await?;
         Ok(true)
     }
 
@@ -131,11 +150,19 @@ impl CutoverProxy {
         }
     }
 
-    /// Runs the WebSocket or SSE pump, counted in metrics and on the
-    /// backend for as long as it lasts.
-    async fn run_pump(&self, kind: Kind, session: &mut Session, ctx: &mut RequestCtx, stream: TcpStream, head: Head) {
+    /// Runs the SSE pump here, or hands the connection to the WebSocket
+    /// tunnel (see [`limits::hand_off`]); either is counted in metrics and
+    /// on the backend for as long as it lasts.
+    async fn run_pump(
+        &self,
+        kind: Kind,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        stream: TcpStream,
+        head: Head,
+    ) -> Result<()> {
         let Some(backend) = ctx.claim.as_ref().map(|c| std::sync::Arc::clone(c.backend())) else {
-            return;
+            return Ok(());
         };
         let table = self.table.snapshot();
         let settings = table.long_lived().unwrap_or(self.settings.long_lived);
@@ -145,35 +172,56 @@ impl CutoverProxy {
             .map(|a| a.name().to_string())
             .unwrap_or_default();
         drop(table);
-        let _count = backend.track_long_lived();
+        let count = backend.track_long_lived();
         let mut metric = self
             .metrics
             .long_lived_opened(&app_name, backend.instance(), kind.as_str());
         let drain = backend.drain_signal();
         let shutdown = self.table.shutdown_signal();
-        let reason = match kind {
+        match kind {
             Kind::WebSocket => {
-                let mut response = head.response;
-                let rest = head.rest;
-                // Forward the 101 faithfully (Sec-WebSocket-Accept,
-                // -Protocol, -Extensions and all).
-                response.set_reason_phrase(Some("Switching Protocols")).ok();
-                if session.write_response_header(Box::new(response), false).await.is_err() {
-                    CloseReason::Client
-                } else {
-                    websocket::run(websocket::Tunnel {
-                        session,
-                        upstream: stream,
-                        rest,
-                        drain,
-                        shutdown,
-                        settings,
+                let tunnel = websocket::Tunnel {
+                    upstream: stream,
+                    response: head.response,
+                    rest: head.rest,
+                    drain,
+                    shutdown,
+                    settings,
+                };
+                // What the tunnel holds until it closes: the backend's
+                // claim (a drain waits for it), the active count (a stop
+                // waits for it), the long-lived count and metric.
+                let claim = ctx.claim.take();
+                let active = self.table.enter();
+                let instance = backend.instance().to_string();
+                let next: limits::Continuation = Box::new(move |client| {
+                    Box::pin(async move {
+                        let reason = websocket::run(client, tunnel).await;
+                        tracing::debug!(
+                            kind = "websocket",
+                            instance,
+                            reason = reason.as_str(),
+                            "long-lived connection closed"
+                        );
+                        metric.closed(reason.as_str());
+                        drop((claim, active, count));
                     })
-                    .await
+                });
+                if let Err(e) = limits::hand_off(session, next) {
+                    // Checked before connecting: cannot happen.
+                    tracing::warn!(?e, "a WebSocket could not take its connection over");
+                    pages::write(
+                        session,
+                        Answer::BadGateway(FAILED_TO_ANSWER),
+                        self.error_pages(ctx.app).as_deref(),
+                    )
+                    .await?;
+                    return Ok(());
                 }
+                ctx.handed_off = Some(crate::service::HandedOff { status: 101, backend });
             }
             Kind::Sse => {
-                sse::run(sse::Stream {
+                let reason = sse::run(sse::Stream {
                     session,
                     upstream: stream,
                     head,
@@ -181,15 +229,17 @@ impl CutoverProxy {
                     shutdown,
                     settings,
                 })
-                .await
+                .await;
+                tracing::debug!(
+                    kind = "sse",
+                    instance = backend.instance(),
+                    reason = reason.as_str(),
+                    "long-lived connection closed"
+                );
+                metric.closed(reason.as_str());
+                drop(count);
             }
-        };
-        tracing::debug!(
-            kind = kind.as_str(),
-            instance = backend.instance(),
-            reason = reason.as_str(),
-            "long-lived connection closed"
-        );
-        metric.closed(reason.as_str());
+        }
+        Ok(())
     }
 }

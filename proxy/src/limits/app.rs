@@ -15,16 +15,22 @@
 //! tells HTTP/2 apart: ALPN `h2`, or with `proxy.h2c` the preface on a
 //! plain listener, read under the same deadline ([`super::preface`]).
 
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Poll};
 
 use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, ServerApp};
+use bytes::BytesMut;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, ReadBuf};
 
 use super::clock::HeadClock;
+use super::connection::Connection;
 use super::gate::ConnectionGate;
 use super::preface::{sniff, Replay, Sniffed};
 use super::stream::LimitedStream;
@@ -145,28 +151,89 @@ impl<A: HttpServerApp + Send + Sync + 'static> LimitedApp<A> {
         ServerApp::process_new(&self.inner, stream, shutdown).await
     }
 
-    /// pingora's HTTP/1 keep-alive loop (`apps/mod.rs`), plus the clock.
-    async fn serve_h1(&self, stream: Stream, clock: Arc<HeadClock>, shutdown: &ShutdownWatch) {
-        let mut session = ServerSession::new_http1(stream);
-        if *shutdown.borrow() {
-            session.set_keepalive(None);
-        } else {
-            session.set_keepalive(Some(keepalive_secs(&self.limits)));
-        }
-        session.set_keepalive_reuses_remaining(self.inner.server_options().and_then(|o| o.keepalive_request_limit));
-        // Without this pingora answers the first of pipelined requests and
-        // closes (`HttpSession::set_pipelining_enabled`); it carries over to
-        // the following sessions through `HttpPersistentSettings`.
-        session.set_pipelining_enabled(true);
-        let mut reused = self.inner.process_new_http(session, shutdown).await;
-        while let Some((stream, settings)) = reused.map(|r| r.consume()) {
-            clock.response_finished();
+    /// pingora's HTTP/1 keep-alive loop (`apps/mod.rs`), plus the clock,
+    /// with the waits for a request outside pingora: between requests the
+    /// connection holds its stream and nothing else (no session, no head
+    /// buffer, no boxed request future) until the first bytes of the next
+    /// head arrive, unless pingora already holds some (pipelining). A
+    /// request may leave a continuation that takes the connection over
+    /// (see [`connection`](super::connection)).
+    async fn serve_h1(&self, mut stream: Stream, connection: &Connection, shutdown: &ShutdownWatch) {
+        let mut settings = None;
+        let mut waits = true;
+        loop {
+            let head = match waits {
+                true => match next_head(&mut stream, &self.parked).await {
+                    Some(head) => Some(head),
+                    None => return,
+                },
+                false => None,
+            };
             let mut session = ServerSession::new_http1(stream);
-            if let Some(settings) = settings {
-                settings.apply_to_session(&mut session);
+            match settings.take() {
+                Some(settings) => HttpPersistentSettings::apply_to_session(settings, &mut session),
+                None => {
+                    // The first request on the connection.
+                    if *shutdown.borrow() {
+                        session.set_keepalive(None);
+                    } else {
+                        session.set_keepalive(Some(keepalive_secs(&self.limits)));
+                    }
+                    session.set_keepalive_reuses_remaining(
+                        self.inner.server_options().and_then(|o| o.keepalive_request_limit),
+                    );
+                    // Without this pingora answers the first of pipelined
+                    // requests and closes (`HttpSession::set_pipelining_enabled`);
+                    // it carries over to the following sessions through
+                    // `HttpPersistentSettings`.
+                    session.set_pipelining_enabled(true);
+                }
             }
-            reused = self.inner.process_new_http(session, shutdown).await;
+            if let Some(head) = head {
+                session.set_pipelined_prefix(head);
+            }
+            let reused = self.inner.process_new_http(session, shutdown).await;
+            let continuation = connection.take_continuation();
+            let Some((next, next_settings)) = reused.map(|r| r.consume()) else {
+                return;
+            };
+            if let Some(continuation) = continuation {
+                return continuation(next).await;
+            }
+            waits = connection.clock.response_finished();
+            stream = next;
+            settings = next_settings;
         }
+    }
+}
+
+/// How much of a head one wait reads; pingora's own first head read is as
+/// large (`INIT_HEADER_BUF_SIZE`), and so is the buffer handed to it.
+const HEAD_READ: usize = 4096;
+
+/// Waits for the first bytes of the next request head with no buffer held:
+/// each poll reads into a scratch buffer on the stack and copies what came
+/// into a fresh buffer for pingora. `None` when the client closed, the
+/// stream failed (its clock cut an idle connection), or parked connections
+/// are released at a stop.
+async fn next_head(stream: &mut Stream, parked: &ParkedRelease) -> Option<BytesMut> {
+    let read = std::future::poll_fn(|cx| {
+        let mut scratch = [MaybeUninit::<u8>::uninit(); HEAD_READ];
+        let mut buf = ReadBuf::uninit(&mut scratch);
+        match ready!(Pin::new(&mut *stream).poll_read(cx, &mut buf)) {
+            Ok(()) if buf.filled().is_empty() => Poll::Ready(None),
+            Ok(()) => {
+                let mut head = BytesMut::with_capacity(HEAD_READ);
+                head.extend_from_slice(buf.filled());
+                Poll::Ready(Some(head))
+            }
+            Err(_) => Poll::Ready(None),
+        }
+    });
+    tokio::select! {
+        biased;
+        head = read => head,
+        () = parked.released() => None,
     }
 }
 
@@ -224,8 +291,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LimitedApp<A> {
             }
         }
         let stream: Stream = Box::new(LimitedStream::new(stream, Arc::clone(&clock)));
+        let connection = Arc::new(Connection::new(clock));
         CONNECTION
-            .scope(Arc::clone(&clock), self.serve_h1(stream, clock, shutdown))
+            .scope(Arc::clone(&connection), self.serve_h1(stream, &connection, shutdown))
             .await;
         None
     }

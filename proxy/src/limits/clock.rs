@@ -41,13 +41,43 @@ pub(crate) enum Fed {
     TooLarge,
 }
 
+/// What was read of the current request past its head, to tell whether a
+/// finished request left bytes of the next one in pingora's hands
+/// (pipelining): only when it did not may the keep-alive loop wait for the
+/// next request itself, with no pingora session and no buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct ReadAhead {
+    /// The head's end was found in bytes this clock scanned (not in bytes
+    /// pingora had read ahead with the previous request).
+    scanned: bool,
+    /// Bytes read after the head's end: the body, and whatever followed it.
+    past_head: u64,
+    /// The body's length by the head's framing; `None` when it is not known
+    /// up front (chunked, or a framing pingora will refuse).
+    body: Option<u64>,
+}
+
+impl ReadAhead {
+    /// Exactly the head and its body were read: nothing of a next request.
+    fn nothing_ahead(self) -> bool {
+        self.scanned && self.body == Some(self.past_head)
+    }
+}
+
+/// The clock's state behind its lock.
+#[derive(Debug)]
+struct State {
+    phase: Phase,
+    read: ReadAhead,
+}
+
 /// A connection's clock. Every method is a short critical section; the lock
 /// is only ever taken by the connection's own task.
 #[derive(Debug)]
 pub(crate) struct HeadClock {
     header_timeout: Duration,
     keepalive_timeout: Duration,
-    phase: Mutex<Phase>,
+    state: Mutex<State>,
 }
 
 impl HeadClock {
@@ -58,23 +88,27 @@ impl HeadClock {
         Self {
             header_timeout,
             keepalive_timeout,
-            phase: Mutex::new(Phase::Idle {
-                until,
-                head_until: until,
+            state: Mutex::new(State {
+                phase: Phase::Idle {
+                    until,
+                    head_until: until,
+                },
+                read: ReadAhead::default(),
             }),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Phase> {
-        // A panic while holding this lock cannot leave a torn `Phase` (it is
-        // Copy and assigned whole), so a poisoned lock is still valid.
-        self.phase.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave a torn state (its
+        // parts are Copy and assigned whole), so a poisoned lock is still
+        // valid.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The deadline of the first head, fixed at accept (`None`: no limit).
     /// The TLS handshake and the h2c preface must be done by then too.
     pub(crate) fn first_head_deadline(&self) -> Option<Instant> {
-        match *self.lock() {
+        match self.lock().phase {
             Phase::Idle { head_until, .. } => head_until,
             Phase::Head { until, .. } => until,
             Phase::Request => None,
@@ -83,23 +117,46 @@ impl HeadClock {
 
     /// The current phase.
     pub(crate) fn phase(&self) -> Phase {
-        *self.lock()
+        self.lock().phase
     }
 
     /// The previous response is finished: the connection may idle for
     /// `keepalive_timeout`, then its next head gets `header_timeout` from
-    /// its first byte.
-    pub(crate) fn response_finished(&self) {
-        *self.lock() = Phase::Idle {
+    /// its first byte. True when nothing of the next request was read yet
+    /// (see [`ReadAhead`]).
+    pub(crate) fn response_finished(&self) -> bool {
+        let mut state = self.lock();
+        state.phase = Phase::Idle {
             until: deadline(self.keepalive_timeout),
             head_until: None,
         };
+        std::mem::take(&mut state.read).nothing_ahead()
     }
 
     /// pingora parsed a complete head (it may have come from bytes read
-    /// ahead with the previous request, which this clock never scanned).
-    pub(crate) fn head_complete(&self) {
-        *self.lock() = Phase::Request;
+    /// ahead with the previous request, which this clock never scanned),
+    /// whose body is `body` bytes long (`None`: not known up front).
+    pub(crate) fn head_complete(&self, body: Option<u64>) {
+        let mut state = self.lock();
+        if state.phase != Phase::Request {
+            state.read.scanned = false;
+        }
+        state.read.body = body;
+        state.phase = Phase::Request;
+    }
+
+    /// Nothing was read past the current request's head: no byte of a body,
+    /// none of a next request (pingora holds no byte the client sent).
+    pub(crate) fn nothing_past_head(&self) -> bool {
+        let read = self.lock().read;
+        read.scanned && read.past_head == 0
+    }
+
+    /// Accounts bytes read while a request is under way (its body, or what
+    /// follows it).
+    pub(crate) fn read_past_head(&self, bytes: usize) {
+        let mut state = self.lock();
+        state.read.past_head = state.read.past_head.saturating_add(bytes as u64);
     }
 
     /// Accounts bytes read from the client.
@@ -107,8 +164,8 @@ impl HeadClock {
         if bytes.is_empty() {
             return Fed::Pending;
         }
-        let mut phase = self.lock();
-        let (until, before, mut scan) = match *phase {
+        let mut state = self.lock();
+        let (until, before, mut scan) = match state.phase {
             Phase::Request => return Fed::Pending,
             Phase::Idle { head_until, .. } => (
                 head_until.or_else(|| deadline(self.header_timeout)),
@@ -119,7 +176,12 @@ impl HeadClock {
         };
         match scan.feed(bytes) {
             Some(end) if before.saturating_add(end) <= MAX_HEAD_BYTES => {
-                *phase = Phase::Request;
+                state.phase = Phase::Request;
+                state.read = ReadAhead {
+                    scanned: true,
+                    past_head: (bytes.len() - end) as u64,
+                    body: None,
+                };
                 Fed::Complete
             }
             Some(_) => Fed::TooLarge,
@@ -128,7 +190,7 @@ impl HeadClock {
                 if total > MAX_HEAD_BYTES {
                     return Fed::TooLarge;
                 }
-                *phase = Phase::Head {
+                state.phase = Phase::Head {
                     until,
                     bytes: total,
                     scan,
@@ -208,8 +270,58 @@ mod tests {
         read.extend(vec![b'x'; 2 * MAX_HEAD_BYTES]);
         assert_eq!(clock.feed(&read), Fed::Complete);
         assert_eq!(clock.phase(), Phase::Request);
-        clock.response_finished();
+        assert!(
+            !clock.response_finished(),
+            "the 2x64 KiB after the head were never claimed by a body"
+        );
         assert!(matches!(clock.phase(), Phase::Idle { head_until: None, .. }));
+    }
+
+    #[test]
+    fn a_request_read_exactly_leaves_nothing_ahead() {
+        let clock = HeadClock::new(Duration::from_secs(10), Duration::from_secs(10));
+        assert_eq!(
+            clock.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab"),
+            Fed::Complete
+        );
+        clock.head_complete(Some(5));
+        clock.read_past_head(3);
+        assert!(clock.response_finished());
+        // A bodiless request, its head split over two reads.
+        assert_eq!(clock.feed(b"GET / HTTP/1.1\r\n"), Fed::Pending);
+        assert_eq!(clock.feed(b"Host: a\r\n\r\n"), Fed::Complete);
+        clock.head_complete(Some(0));
+        assert!(clock.response_finished());
+    }
+
+    #[test]
+    fn bytes_past_the_body_or_an_unknown_body_or_an_unscanned_head_mean_something_ahead() {
+        let clock = HeadClock::new(Duration::from_secs(10), Duration::from_secs(10));
+        // Pipelined: the next request came with this one's head.
+        assert_eq!(
+            clock.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\n"),
+            Fed::Complete
+        );
+        clock.head_complete(Some(0));
+        assert!(!clock.response_finished());
+        // Read past the end of the body.
+        assert_eq!(
+            clock.feed(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n"),
+            Fed::Complete
+        );
+        clock.head_complete(Some(2));
+        clock.read_past_head(4);
+        assert!(!clock.response_finished());
+        // Chunked: the length is not known up front.
+        assert_eq!(
+            clock.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Fed::Complete
+        );
+        clock.head_complete(None);
+        assert!(!clock.response_finished());
+        // A head pingora parsed from bytes it had read ahead.
+        clock.head_complete(Some(0));
+        assert!(!clock.response_finished());
     }
 
     #[test]

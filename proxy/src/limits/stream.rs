@@ -200,7 +200,15 @@ impl AsyncRead for LimitedStream {
             return this.poll_rejection(cx);
         }
         let (until, cut) = match this.clock.phase() {
-            Phase::Request => return Pin::new(&mut this.inner).poll_read(cx, buf),
+            Phase::Request => {
+                let before = buf.filled().len();
+                let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+                let read = buf.filled().len() - before;
+                if read > 0 {
+                    this.clock.read_past_head(read);
+                }
+                return polled;
+            }
             Phase::Idle { until, .. } => (until, Cut::Idle),
             Phase::Head { until, .. } => (until, Cut::Timeout),
         };

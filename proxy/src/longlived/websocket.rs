@@ -9,12 +9,16 @@
 //! `close_grace` to answer with its own close; then both sockets close. A
 //! close either peer started itself passes through untouched.
 
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{ready, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use pingora::proxy::Session;
+use bytes::{BufMut, Bytes, BytesMut};
+use pingora::http::ResponseHeader;
 use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -27,10 +31,16 @@ use super::{jittered, until_stopped, until_true, CloseReason, LongLivedSettings,
 const SERVICE_RESTART: u16 = 1012;
 const GOING_AWAY: u16 = 1001;
 
-/// Everything a tunnel needs.
-pub struct Tunnel<'a> {
-    pub session: &'a mut Session,
+/// The most one read takes from either side. The bytes are read into a
+/// scratch buffer on the stack and copied out at their length, so an idle
+/// tunnel holds no buffer at all, and a busy one only what is in flight.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Everything a tunnel needs besides the client's stream.
+pub struct Tunnel {
     pub upstream: TcpStream,
+    /// The backend's 101, written to the client first.
+    pub response: ResponseHeader,
     /// Backend bytes that arrived with the 101.
     pub rest: Bytes,
     pub drain: watch::Receiver<bool>,
@@ -64,11 +74,46 @@ impl Notice {
     }
 }
 
-/// Runs the tunnel until it closes; why it closed.
-pub async fn run(t: Tunnel<'_>) -> CloseReason {
+/// The 101 as pingora would write it (an informational answer: no `Date`
+/// or `Connection` added), with the standard reason phrase.
+fn response_head(response: &ResponseHeader) -> Bytes {
+    let mut head = BytesMut::with_capacity(256);
+    head.put_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+    response.header_to_h1_wire(&mut head);
+    head.put_slice(b"\r\n");
+    head.freeze()
+}
+
+/// Reads what `from` has, up to [`READ_SIZE`] bytes, into a buffer of its
+/// length; `None` at the end of the stream. Cancel-safe: nothing is taken
+/// from `from` unless it is returned.
+async fn read_some<R: AsyncRead + Unpin>(from: &mut R) -> io::Result<Option<Bytes>> {
+    std::future::poll_fn(|cx| {
+        let mut scratch = [MaybeUninit::<u8>::uninit(); READ_SIZE];
+        let mut buf = ReadBuf::uninit(&mut scratch);
+        ready!(Pin::new(&mut *from).poll_read(cx, &mut buf))?;
+        Poll::Ready(Ok(match buf.filled() {
+            [] => None,
+            read => Some(Bytes::copy_from_slice(read)),
+        }))
+    })
+    .await
+}
+
+/// Writes all of `bytes` to `to` and flushes (pingora's client stream
+/// buffers small writes).
+async fn send<W: AsyncWrite + Unpin>(to: &mut W, bytes: &[u8]) -> io::Result<()> {
+    to.write_all(bytes).await?;
+    to.flush().await
+}
+
+/// Runs the tunnel between `client` (its handshake read, nothing after
+/// it) and the backend until it closes: writes the 101 first. Why it
+/// closed.
+pub async fn run<C: AsyncRead + AsyncWrite + Unpin>(mut client: C, t: Tunnel) -> CloseReason {
     let Tunnel {
-        session,
         upstream,
+        response,
         rest,
         drain,
         shutdown,
@@ -78,8 +123,6 @@ pub async fn run(t: Tunnel<'_>) -> CloseReason {
     let (mut from_backend, mut to_backend) = upstream.into_split();
     let mut client_frames = FrameTracker::new(); // client → backend
     let mut backend_frames = FrameTracker::new(); // backend → client
-                                                  // Per connection, so kept small: thousands of idle WebSockets pay for it.
-    let mut buf = vec![0u8; 8 * 1024];
     let mut notice = Notice::None;
     // A masked 1001 owed to the backend once the client's frame ends.
     let mut backend_close_owed = false;
@@ -87,9 +130,10 @@ pub async fn run(t: Tunnel<'_>) -> CloseReason {
     let mut shutdown_seen = false;
     let mut last_activity = Instant::now();
 
-    if !rest.is_empty()
-        && (backend_frames.feed(&rest).is_err() || session.write_response_body(Some(rest), false).await.is_err())
-    {
+    if send(&mut client, &response_head(&response)).await.is_err() {
+        return CloseReason::Client;
+    }
+    if !rest.is_empty() && (backend_frames.feed(&rest).is_err() || send(&mut client, &rest).await.is_err()) {
         return CloseReason::Error;
     }
 
@@ -97,7 +141,7 @@ pub async fn run(t: Tunnel<'_>) -> CloseReason {
         let deadline = notice.deadline();
         let idle_at = crate::time::deadline(last_activity, settings.idle_timeout);
         tokio::select! {
-            data = session.read_request_body() => {
+            data = read_some(&mut client) => {
                 let bytes = match data {
                     Ok(Some(bytes)) => bytes,
                     // The client went away (or broke the stream).
@@ -137,30 +181,29 @@ pub async fn run(t: Tunnel<'_>) -> CloseReason {
                     }
                 }
             }
-            read = from_backend.read(&mut buf) => {
-                let n = match read {
-                    Ok(0) | Err(_) => break closing_reason(notice).unwrap_or(who_closed(&client_frames, &backend_frames, CloseReason::Backend)),
-                    Ok(n) => n,
+            read = read_some(&mut from_backend) => {
+                let data = match read {
+                    Ok(Some(data)) => data,
+                    Ok(None) | Err(_) => break closing_reason(notice).unwrap_or(who_closed(&client_frames, &backend_frames, CloseReason::Backend)),
                 };
                 last_activity = Instant::now();
-                let data = &buf[..n];
                 match notice {
                     // Our close is out: the backend's answer is not forwarded.
                     Notice::Sent(..) => {}
                     Notice::AwaitingBoundary(reason) => {
-                        let Ok(k) = backend_frames.feed_to_boundary(data) else { break CloseReason::Error };
-                        if k > 0 && session.write_response_body(Some(Bytes::copy_from_slice(&data[..k])), false).await.is_err() {
+                        let Ok(k) = backend_frames.feed_to_boundary(&data) else { break CloseReason::Error };
+                        if k > 0 && send(&mut client, &data[..k]).await.is_err() {
                             break CloseReason::Client;
                         }
                         if backend_frames.at_boundary() {
-                            notice = send_notice(session, &mut to_backend, &client_frames, &backend_frames, reason, settings.close_grace, &mut backend_close_owed).await;
+                            notice = send_notice(&mut client, &mut to_backend, &client_frames, &backend_frames, reason, settings.close_grace, &mut backend_close_owed).await;
                         }
                     }
                     Notice::None | Notice::Scheduled(..) => {
-                        if backend_frames.feed(data).is_err() {
+                        if backend_frames.feed(&data).is_err() {
                             break CloseReason::Error;
                         }
-                        if session.write_response_body(Some(Bytes::copy_from_slice(data)), false).await.is_err() {
+                        if send(&mut client, &data).await.is_err() {
                             break CloseReason::Client;
                         }
                     }
@@ -185,7 +228,7 @@ pub async fn run(t: Tunnel<'_>) -> CloseReason {
                             // A peer is already closing on its own: let it.
                             notice = Notice::Sent(crate::time::after(settings.close_grace), reason);
                         } else if backend_frames.at_boundary() {
-                            notice = send_notice(session, &mut to_backend, &client_frames, &backend_frames, reason, settings.close_grace, &mut backend_close_owed).await;
+                            notice = send_notice(&mut client, &mut to_backend, &client_frames, &backend_frames, reason, settings.close_grace, &mut backend_close_owed).await;
                         } else {
                             notice = Notice::AwaitingBoundary(reason);
                         }
@@ -197,12 +240,12 @@ pub async fn run(t: Tunnel<'_>) -> CloseReason {
             _ = tokio::time::sleep_until(idle_at), if notice.is_open() => {
                 // No traffic either way for idle_timeout (both sides are at
                 // a boundary: nothing moved).
-                notice = send_notice(session, &mut to_backend, &client_frames, &backend_frames, CloseReason::Idle, settings.close_grace, &mut backend_close_owed).await;
+                notice = send_notice(&mut client, &mut to_backend, &client_frames, &backend_frames, CloseReason::Idle, settings.close_grace, &mut backend_close_owed).await;
             }
         }
     };
     let _ = to_backend.shutdown().await;
-    let _ = session.write_response_body(None, true).await;
+    let _ = client.shutdown().await;
     reason
 }
 
@@ -226,8 +269,8 @@ fn closing_reason(notice: Notice) -> Option<CloseReason> {
 
 /// Sends the close to the client now (we are at a boundary in that
 /// direction) and to the backend now or once the client's frame ends.
-async fn send_notice(
-    session: &mut Session,
+async fn send_notice<C: AsyncWrite + Unpin>(
+    client: &mut C,
     to_backend: &mut OwnedWriteHalf,
     client_frames: &FrameTracker,
     backend_frames: &FrameTracker,
@@ -244,9 +287,7 @@ async fn send_notice(
         CloseReason::Idle => (GOING_AWAY, "idle timeout"),
         _ => (GOING_AWAY, "going away: reconnect"),
     };
-    let _ = session
-        .write_response_body(Some(Bytes::from(close_frame(code, text, None))), false)
-        .await;
+    let _ = send(client, &close_frame(code, text, None)).await;
     if client_frames.at_boundary() {
         let _ = send_backend_close(to_backend).await;
     } else {
