@@ -11,7 +11,7 @@ SCHEMATHESIS_VERSION := 4.32.5
 SCHEMATHESIS_VENV := target/schemathesis-venv
 SCHEMATHESIS := $(SCHEMATHESIS_VENV)/bin/schemathesis
 
-.PHONY: up test fuzz schemathesis deps build bench bench-deploy bench-upgrade bench-websocket bench-idle bench-peers bench-tls selfsigned
+.PHONY: up test fuzz schemathesis deps build bench bench-deploy bench-upgrade bench-websocket bench-idle bench-scale bench-peers bench-tls selfsigned
 
 ## Install prerequisites when missing: pingora needs cmake (zlib-ng) and a
 ## C toolchain; the test runner is cargo-nextest; the admin API's
@@ -87,6 +87,12 @@ bench-websocket: build
 ## Memory at idle and with 5,000 idle keep-alive connections.
 bench-idle: build
 	$(CARGO) bench --bench idle_keepalive
+
+## nginx, HAProxy and cutover (one worker each) in one run: RSS per idle
+## keep-alive connection and per idle WebSocket, RSS after they close, and
+## cutover's close of every WebSocket on a deploy (knobs: benches/conn_scale.rs).
+bench-scale: build
+	$(CARGO) bench --bench conn_scale
 
 ## cutover against HAProxy, nginx and Caddy (see benches/peers.sh for knobs).
 bench-peers: deps

@@ -151,3 +151,188 @@ pub fn pct(values: &mut [u64], p: f64) -> f64 {
 pub fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
+
+/// Raises this process's soft limit on open files to its hard limit (what
+/// children inherit too); the new soft limit. std has no wrapper and the
+/// bench's dependencies do not bring one, so this calls libc directly.
+pub fn raise_nofile_limit() -> u64 {
+    #[repr(C)]
+    struct Rlimit {
+        cur: u64,
+        max: u64,
+    }
+    extern "C" {
+        fn getrlimit(resource: i32, rlim: *mut Rlimit) -> i32;
+        fn setrlimit(resource: i32, rlim: *const Rlimit) -> i32;
+    }
+    const RLIMIT_NOFILE: i32 = 7; // Linux, every architecture we build for
+    let mut lim = Rlimit { cur: 0, max: 0 };
+    // SAFETY: `lim` is a valid, writable `struct rlimit` (two rlim_t, u64 on
+    // 64-bit Linux) for the duration of both calls.
+    unsafe {
+        if getrlimit(RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.cur < lim.max {
+            let raised = Rlimit {
+                cur: lim.max,
+                max: lim.max,
+            };
+            if setrlimit(RLIMIT_NOFILE, &raised) == 0 {
+                lim.cur = lim.max;
+            }
+        }
+    }
+    lim.cur
+}
+
+/// `/proc/<pid>/stat` after the command name: field 3 (state) onwards.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// When `pid` started (clock ticks after boot): with the pid, what names
+/// one process even after its pid is reused.
+pub fn start_time(pid: u32) -> Option<u64> {
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// Every living descendant of `pid` (children, their children, …).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some(ppid) = stat_fields(p).and_then(|f| f.get(1)?.parse::<u32>().ok()) {
+            parent_of.push((p, ppid));
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(parent_of.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// Sum of the resident memory of `pids`, in KiB.
+pub fn rss_sum_kib(pids: &[u32]) -> u64 {
+    pids.iter().map(|p| rss_kib(*p)).sum()
+}
+
+/// The resident memory of what `pids` names once it has settled: sampled
+/// every 200 ms until two samples in a row agree within 1 %, or 3 s went by
+/// (then the last sample). `pids` is asked each time (nginx's worker may be
+/// replaced, a process may exit).
+pub fn settled_rss_kib(pids: impl Fn() -> Vec<u32>) -> u64 {
+    let start = Instant::now();
+    let mut last = rss_sum_kib(&pids());
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = rss_sum_kib(&pids());
+        if now.abs_diff(last) * 100 <= now.max(1) || start.elapsed() >= Duration::from_secs(3) {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// A process the harness started, with everything it started in turn:
+/// SIGTERM on drop, SIGKILL after `grace`, then SIGKILL to any of its
+/// descendants still alive (found before the SIGTERM, matched by start time
+/// so a reused pid is left alone). Drops on panic too.
+pub struct Spawned {
+    pub name: String,
+    child: std::process::Child,
+    grace: Duration,
+}
+
+impl Spawned {
+    pub fn new(name: &str, child: std::process::Child, grace: Duration) -> Self {
+        Self {
+            name: name.to_string(),
+            child,
+            grace,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it has exited (with its status, for a message).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        let tree: Vec<(u32, Option<u64>)> = descendants(self.pid())
+            .into_iter()
+            .map(|p| (p, start_time(p)))
+            .collect();
+        let _ = kill(Pid::from_raw(self.pid() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + self.grace;
+        while self.exited().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        // What it started stops with it, normally; give it a moment.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let alive = |&(p, st): &(u32, Option<u64>)| st.is_some() && start_time(p) == st;
+        while tree.iter().any(alive) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for &(p, _) in tree.iter().filter(|t| alive(t)) {
+            let _ = kill(Pid::from_raw(p as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// A directory removed (with its contents) on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("cutover-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether `addr` answers `GET path` with 200 within `within`.
+pub fn serves(addr: SocketAddr, path: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.starts_with("HTTP/1.1 200") {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
