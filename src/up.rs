@@ -38,7 +38,7 @@ use cutover_control::supervisor::process::Process;
 use cutover_control::supervisor::{self, InstanceRecord, Supervisor};
 use cutover_control::upgrade::{UpgradeOutcome, Upgrades};
 use cutover_proxy::tls::Challenges;
-use cutover_proxy::{DataPlane, DataPlaneConfig, Limits, ProxyMetrics, ProxySettings, RouteTable, TableHandle};
+use cutover_proxy::{DataPlane, DataPlaneConfig, Limits, ProxyMetrics, ProxySettings, RouteTable, TableHandle, Tuning};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::notify::{notify, NOTIFY_SOCKET};
@@ -614,6 +614,11 @@ fn data_plane_config(config: &Config, certs: &CertManager, challenges: &Arc<Chal
                 keepalive_timeout: config.proxy.limits.keepalive_timeout,
                 max_connections: config.proxy.limits.max_connections,
             },
+            tuning: Tuning {
+                l4_read_buffer: config.proxy.tuning.l4_read_buffer,
+                listener_tasks: config.proxy.tuning.listener_tasks,
+                upstream_pool: config.proxy.tuning.upstream_pool,
+            },
             http2: config.proxy.http2,
             h2c: config.proxy.h2c,
             redirect_http: config.proxy.tls.as_ref().is_some_and(|tls| tls.redirect_http),
@@ -719,4 +724,36 @@ impl Signals {
 
 fn list(addrs: &[SocketAddr]) -> String {
     addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APPS: &str = "apps:\n  web: { command: [bin/web] }\nroutes:\n  - app: web\n";
+
+    fn settings_of(source: &str) -> ProxySettings {
+        let config = config::parse(source, "deploy.yaml", std::path::Path::new("/srv/site")).unwrap();
+        let certs = CertManager::new(&config, "deploy.yaml").unwrap();
+        data_plane_config(&config, &certs, &Arc::new(Challenges::new())).settings
+    }
+
+    #[test]
+    fn proxy_tuning_reaches_the_data_plane() {
+        let source =
+            format!("proxy:\n  tuning: {{ l4_read_buffer: 65536, listener_tasks: 4, upstream_pool: 0 }}\n{APPS}");
+        assert_eq!(
+            settings_of(&source).tuning,
+            Tuning {
+                l4_read_buffer: 65536,
+                listener_tasks: 4,
+                upstream_pool: 0,
+            }
+        );
+    }
+
+    #[test]
+    fn without_proxy_tuning_the_data_plane_keeps_its_own_defaults() {
+        assert_eq!(settings_of(APPS).tuning, Tuning::default());
+    }
 }

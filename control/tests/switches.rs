@@ -1,5 +1,6 @@
 //! The operator's switches (SPEC §2 `pause`/`resume`/`maintenance`, §4,
-//! §9) and `error_pages` pushes, through a real controller: a real journal
+//! §9), `error_pages` pushes and what a push says of settings it cannot
+//! apply (`proxy.tuning`), through a real controller: a real journal
 //! in a temporary state_dir, a real supervisor running `sleep` instances,
 //! real routing publishing to a real table handle.
 
@@ -456,4 +457,28 @@ async fn a_push_changing_only_error_pages_swaps_the_table_and_deploys_nothing() 
         restored.config.apps["web"].error_pages
     );
     drop(green);
+}
+
+#[tokio::test]
+async fn a_push_changing_proxy_tuning_says_it_applies_at_the_next_start() {
+    let dir = Scratch::new("tuning");
+    let f = start(&dir.0, &source("", false));
+    let certs = CertManager::new(&f.config, "deploy.yaml").unwrap();
+    let tuned = format!("proxy:\n  tuning: {{ listener_tasks: 4 }}\n{}", source("", false));
+    let report = f.controller.push(&tuned, None, &certs).unwrap();
+    assert_eq!(
+        report.warnings,
+        ["proxy.tuning applies at the next start of cutover"],
+        "{report:?}"
+    );
+    assert!(report.deployments.is_empty() && report.staged.is_empty(), "{report:?}");
+    assert!(!report.routes_changed, "no table swap: {report:?}");
+    // The same tuning, its other keys spelled out at their defaults: no change.
+    let spelled = format!(
+        "proxy:\n  tuning: {{ l4_read_buffer: 0, listener_tasks: 4, upstream_pool: 256 }}\n{}",
+        source("", false)
+    );
+    let report = f.controller.push(&spelled, None, &certs).unwrap();
+    assert!(report.warnings.is_empty(), "{report:?}");
+    f.stop().await;
 }

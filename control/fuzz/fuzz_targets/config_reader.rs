@@ -58,6 +58,13 @@ fn check(config: &Config) {
     }
     let threads = i64::try_from(proxy.threads).unwrap_or(i64::MAX);
     assert!((bounds::THREADS.0..=bounds::THREADS.1).contains(&threads));
+    for (value, (min, max)) in [
+        (proxy.tuning.l4_read_buffer, bounds::L4_READ_BUFFER),
+        (proxy.tuning.listener_tasks, bounds::LISTENER_TASKS),
+        (proxy.tuning.upstream_pool, bounds::UPSTREAM_POOL),
+    ] {
+        assert!((min..=max).contains(&i64::try_from(value).unwrap_or(i64::MAX)));
+    }
     let _ = timing::shutdown_drain(config) + Duration::from_secs(5);
     let _ = timing::sse_retry_ms(proxy.long_lived.spread);
 }

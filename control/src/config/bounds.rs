@@ -118,6 +118,24 @@ pub const INSTANCES: (i64, i64) = (1, 64);
 /// `proxy.limits.max_connections`: far above what a process's descriptor
 /// limit allows, low enough to stay meaningful.
 pub const MAX_CONNECTIONS: (i64, i64) = (1, 1_000_000);
+/// `proxy.tuning.l4_read_buffer`: bytes held for each client connection's
+/// life; 0 reads straight into the request's own buffers. 1 MiB is already
+/// 20 GB at 20,000 connections.
+pub const L4_READ_BUFFER: (i64, i64) = (0, 1_048_576);
+/// `proxy.tuning.listener_tasks`: tasks accepting on each listener; past a
+/// few per core they only contend for the same socket.
+pub const LISTENER_TASKS: (i64, i64) = (1, 16);
+/// `proxy.tuning.upstream_pool`: idle upstream keep-alive connections over
+/// all backends; 0 keeps none (a new connection per request).
+pub const UPSTREAM_POOL: (i64, i64) = (0, 65_536);
+
+/// Every count key under `proxy.tuning` with its bounds, for documentation
+/// and tests.
+pub const TUNING: [(&str, (i64, i64)); 3] = [
+    ("proxy.tuning.l4_read_buffer", L4_READ_BUFFER),
+    ("proxy.tuning.listener_tasks", LISTENER_TASKS),
+    ("proxy.tuning.upstream_pool", UPSTREAM_POOL),
+];
 
 /// Every duration key with its bounds, for documentation and tests
 /// (`apps.*` stands for each app).

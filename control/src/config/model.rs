@@ -49,6 +49,8 @@ pub struct ProxyConfig {
     pub h2c: bool,
     /// `proxy.long_lived:`
     pub long_lived: LongLivedConfig,
+    /// `proxy.tuning:`
+    pub tuning: TuningConfig,
 }
 
 /// `proxy.tls:` — TLS listeners and where their certificates come from.
@@ -134,6 +136,21 @@ pub struct LongLivedConfig {
     pub close_grace: Duration,
     /// Default 1 h.
     pub idle_timeout: Duration,
+}
+
+/// `proxy.tuning:` — buffer and task sizes of the data plane. The defaults
+/// are measured (BENCHMARKS.md, "Connection scale"); they apply at the next
+/// start of cutover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TuningConfig {
+    /// Bytes read ahead per client connection (pingora's L4 read buffer);
+    /// 0: none. Default 0.
+    pub l4_read_buffer: usize,
+    /// Tasks accepting on each listener. Default 1.
+    pub listener_tasks: usize,
+    /// Idle upstream keep-alive connections kept over all backends.
+    /// Default 256.
+    pub upstream_pool: usize,
 }
 
 /// `admin:` — the admin API and `/metrics`.

@@ -33,7 +33,7 @@ pub struct RawConfig {
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with listen, threads, hold_timeout, trusted_proxies, limits, tls, http2, h2c and long_lived"
+    expecting = "a mapping with listen, threads, hold_timeout, trusted_proxies, limits, tls, http2, h2c, long_lived and tuning"
 )]
 pub struct RawProxy {
     pub listen: Option<ListenList>,
@@ -45,6 +45,7 @@ pub struct RawProxy {
     pub http2: Option<bool>,
     pub h2c: Option<bool>,
     pub long_lived: Option<RawLongLived>,
+    pub tuning: Option<RawTuning>,
 }
 
 /// `proxy.tls:`
@@ -109,6 +110,18 @@ pub struct RawLongLived {
     pub spread: Option<RawDuration>,
     pub close_grace: Option<RawDuration>,
     pub idle_timeout: Option<RawDuration>,
+}
+
+/// `proxy.tuning:`
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with l4_read_buffer, listener_tasks and upstream_pool"
+)]
+pub struct RawTuning {
+    pub l4_read_buffer: Option<i64>,
+    pub listener_tasks: Option<i64>,
+    pub upstream_pool: Option<i64>,
 }
 
 /// `admin:`

@@ -98,6 +98,13 @@ impl Controller {
                 .warnings
                 .push("proxy.listen and proxy.threads apply at the next start of cutover".into());
         }
+        // Listener tasks, the L4 read buffer and the upstream pool are
+        // fixed when pingora builds its services.
+        if new.proxy.tuning != old.proxy.tuning {
+            report
+                .warnings
+                .push("proxy.tuning applies at the next start of cutover".into());
+        }
         report.warnings.append(&mut certs_plan.warnings);
         if new.admin != old.admin {
             report

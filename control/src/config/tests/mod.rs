@@ -299,3 +299,4 @@ mod error_pages;
 mod progressive;
 mod props;
 mod tls;
+mod tuning;

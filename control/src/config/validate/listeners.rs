@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::{default_threads, Check};
 use crate::config::bounds;
-use crate::config::model::{AdminConfig, LimitsConfig, LongLivedConfig, ProxyConfig, TlsConfig};
-use crate::config::raw::{RawAdmin, RawLimits, RawProxy};
+use crate::config::model::{AdminConfig, LimitsConfig, LongLivedConfig, ProxyConfig, TlsConfig, TuningConfig};
+use crate::config::raw::{RawAdmin, RawLimits, RawProxy, RawTuning};
 use crate::config::rules;
 
 /// Default admin token variable (SPEC §3).
@@ -16,6 +16,14 @@ pub(crate) const DEFAULT_TOKEN_ENV: &str = "CUTOVER_ADMIN_TOKEN";
 
 /// Default `proxy.limits.max_connections` (SPEC §3).
 const DEFAULT_MAX_CONNECTIONS: usize = 8000;
+
+/// Default `proxy.tuning`: the data plane's own defaults
+/// (`cutover_proxy::Tuning`), measured in BENCHMARKS.md, "Connection scale".
+pub(crate) const DEFAULT_TUNING: TuningConfig = TuningConfig {
+    l4_read_buffer: 0,
+    listener_tasks: 1,
+    upstream_pool: 256,
+};
 
 impl Check<'_> {
     /// `proxy:`. Also returns each listener's index in `proxy.listen` as
@@ -91,6 +99,7 @@ impl Check<'_> {
                 bounds::IDLE_TIMEOUT,
             ),
         };
+        let tuning = self.tuning(raw.tuning.as_ref().unwrap_or(&RawTuning::default()));
         let tls = raw.tls.as_ref().map(|tls| self.tls(tls, &listen, base_dir));
         let (indexes, listen) = listen.into_iter().unzip();
         let proxy = ProxyConfig {
@@ -103,6 +112,7 @@ impl Check<'_> {
             http2: raw.http2.unwrap_or(true),
             h2c: raw.h2c.unwrap_or(false),
             long_lived,
+            tuning,
         };
         (proxy, indexes)
     }
@@ -121,18 +131,12 @@ impl Check<'_> {
 
     /// `proxy.limits:`
     fn limits(&mut self, raw: &RawLimits) -> LimitsConfig {
-        let (min, max) = bounds::MAX_CONNECTIONS;
-        let max_connections = match raw.max_connections {
-            None => DEFAULT_MAX_CONNECTIONS,
-            Some(n) if (min..=max).contains(&n) => usize::try_from(n).unwrap_or(1),
-            Some(n) => {
-                self.push(
-                    "proxy.limits.max_connections",
-                    format!("must be between {min} and {max}, got {n}"),
-                );
-                DEFAULT_MAX_CONNECTIONS
-            }
-        };
+        let max_connections = self.count(
+            "proxy.limits.max_connections",
+            raw.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+            bounds::MAX_CONNECTIONS,
+        );
         LimitsConfig {
             header_timeout: self.duration(
                 "proxy.limits.header_timeout",
@@ -147,6 +151,30 @@ impl Check<'_> {
                 bounds::KEEPALIVE_TIMEOUT,
             ),
             max_connections,
+        }
+    }
+
+    /// `proxy.tuning:`
+    fn tuning(&mut self, raw: &RawTuning) -> TuningConfig {
+        TuningConfig {
+            l4_read_buffer: self.count(
+                "proxy.tuning.l4_read_buffer",
+                raw.l4_read_buffer,
+                DEFAULT_TUNING.l4_read_buffer,
+                bounds::L4_READ_BUFFER,
+            ),
+            listener_tasks: self.count(
+                "proxy.tuning.listener_tasks",
+                raw.listener_tasks,
+                DEFAULT_TUNING.listener_tasks,
+                bounds::LISTENER_TASKS,
+            ),
+            upstream_pool: self.count(
+                "proxy.tuning.upstream_pool",
+                raw.upstream_pool,
+                DEFAULT_TUNING.upstream_pool,
+                bounds::UPSTREAM_POOL,
+            ),
         }
     }
 

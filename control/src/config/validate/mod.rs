@@ -11,6 +11,9 @@ mod progressive;
 mod routes;
 mod tls;
 
+#[cfg(test)]
+pub(crate) use listeners::DEFAULT_TUNING;
+
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -76,6 +79,22 @@ impl Check<'_> {
         match raw {
             None => default,
             Some(text) => self.or(key_path, rules::duration(&text.0, bounds), default),
+        }
+    }
+
+    /// An optional whole number within `min..=max`: `default` when absent.
+    fn count(&mut self, key_path: &str, raw: Option<i64>, default: usize, (min, max): (i64, i64)) -> usize {
+        debug_assert!(
+            i64::try_from(default).is_ok_and(|d| (min..=max).contains(&d)),
+            "default of {key_path} out of its bounds"
+        );
+        match raw {
+            None => default,
+            Some(n) if (min..=max).contains(&n) => usize::try_from(n).unwrap_or(default),
+            Some(n) => {
+                self.push(key_path, format!("must be between {min} and {max}, got {n}"));
+                default
+            }
         }
     }
 
