@@ -191,8 +191,11 @@ impl ProxyMetrics {
     /// (or drop, counted as `error`).
     pub fn long_lived_opened(&self, app: &str, instance: &str, kind: &'static str) -> LongLivedMetric {
         self.long_lived.opened(app, instance, kind);
+        // Only the two handles it needs: it lives as long as the
+        // connection, and thousands of those may be open.
         LongLivedMetric {
-            metrics: self.clone(),
+            open: Arc::clone(&self.long_lived.open),
+            closed_total: self.long_lived_closed.clone(),
             labels: [app.to_string(), instance.to_string()],
             kind,
             reason: None,
@@ -202,7 +205,8 @@ impl ProxyMetrics {
 
 /// One open long-lived connection in the metrics.
 pub struct LongLivedMetric {
-    metrics: ProxyMetrics,
+    open: OpenCounts,
+    closed_total: IntCounterVec,
     labels: [String; 2],
     kind: &'static str,
     reason: Option<&'static str>,
@@ -218,11 +222,25 @@ impl LongLivedMetric {
 impl Drop for LongLivedMetric {
     fn drop(&mut self) {
         let [app, instance] = &self.labels;
-        self.metrics.long_lived.closed(app, instance, self.kind);
-        self.metrics
-            .long_lived_closed
+        count_closed(&self.open, app, instance, self.kind);
+        self.closed_total
             .with_label_values(&[app.as_str(), self.kind, self.reason.unwrap_or("error")])
             .inc();
+    }
+}
+
+/// Open long-lived connections per (app, instance, kind), non-zero only.
+type OpenCounts = Arc<Mutex<BTreeMap<[String; 3], i64>>>;
+
+/// One of `open`'s connections closed.
+fn count_closed(open: &Mutex<BTreeMap<[String; 3], i64>>, app: &str, instance: &str, kind: &str) {
+    let mut open = lock(open);
+    let key = [app.to_string(), instance.to_string(), kind.to_string()];
+    if let Some(count) = open.get_mut(&key) {
+        *count -= 1;
+        if *count <= 0 {
+            open.remove(&key);
+        }
     }
 }
 
@@ -237,7 +255,7 @@ impl Drop for LongLivedMetric {
 /// count is never lost to a series being removed at the same moment.
 #[derive(Clone)]
 pub struct LongLivedFamily {
-    open: Arc<Mutex<BTreeMap<[String; 3], i64>>>,
+    open: OpenCounts,
     serving: Arc<Mutex<BTreeMap<String, Vec<String>>>>,
     /// Filled at each scrape from the two maps above.
     view: Arc<Mutex<IntGaugeVec>>,
@@ -265,17 +283,6 @@ impl LongLivedFamily {
     fn opened(&self, app: &str, instance: &str, kind: &str) {
         let mut open = lock(&self.open);
         *open.entry([app.into(), instance.into(), kind.into()]).or_insert(0) += 1;
-    }
-
-    fn closed(&self, app: &str, instance: &str, kind: &str) {
-        let mut open = lock(&self.open);
-        let key = [app.to_string(), instance.to_string(), kind.to_string()];
-        if let Some(count) = open.get_mut(&key) {
-            *count -= 1;
-            if *count <= 0 {
-                open.remove(&key);
-            }
-        }
     }
 
     fn serving(&self, app: &str, instances: Vec<String>) {

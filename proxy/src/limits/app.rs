@@ -254,7 +254,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LimitedApp<A> {
         };
         // Refused: dropping the stream closes it before anything is read
         // (before any TLS handshake too).
-        let Some(_slot) = self.gate.try_enter(listener) else {
+        let Some(slot) = self.gate.try_enter(listener) else {
             tracing::debug!("connection refused: proxy.limits.max_connections are open");
             return None;
         };
@@ -291,10 +291,17 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LimitedApp<A> {
             }
         }
         let stream: Stream = Box::new(LimitedStream::new(stream, Arc::clone(&clock)));
+        // The connection goes on in a task of its own, sized for what an
+        // HTTP/1 connection holds while it waits: pingora's connection task
+        // (its handshake and this function's state, about 5 KiB) ends here
+        // instead of living as long as the connection.
         let connection = Arc::new(Connection::new(clock));
-        CONNECTION
-            .scope(Arc::clone(&connection), self.serve_h1(stream, &connection, shutdown))
-            .await;
+        let app = Arc::clone(self);
+        let shutdown = shutdown.clone();
+        tokio::spawn(CONNECTION.scope(Arc::clone(&connection), async move {
+            app.serve_h1(stream, &connection, &shutdown).await;
+            drop(slot);
+        }));
         None
     }
 
