@@ -15,6 +15,10 @@
 # settings (examples/pingora_baseline.rs): the floor under cutover.
 # `before` (with BEFORE=/path/to/an/older/cutover) is another build of
 # cutover, same settings, its own identical backend: a before/after run.
+# `TUNING` / `BEFORE_TUNING` set `proxy.tuning` (flow YAML, e.g.
+# '{ l4_read_buffer: 65536 }') for cutover / before: with BEFORE set to the
+# same binary, an A/B of a setting in the same run. `SKIP` names peers
+# left out of the rounds (e.g. SKIP="caddy nginx cutover+log").
 # Output: a table of medians over rounds (req/s, p50, p99, errors, ratio to
 # cutover); raw wrk output goes to benches/results/peers-<variant>/.
 set -euo pipefail
@@ -74,9 +78,9 @@ http {
 }
 EOF
 
-start_cutover() { # name port admin accesslog [binary]
+start_cutover() { # name port admin accesslog [binary] [proxy.tuning]
   cat > "$WORK/$1.yaml" <<EOF
-proxy: { listen: ["127.0.0.1:$2"], threads: $THREADS }
+proxy: { listen: ["127.0.0.1:$2"], threads: $THREADS${6:+, tuning: $6} }
 admin: { listen: "127.0.0.1:$3" }
 state_dir: $WORK/state-$1
 apps:
@@ -89,7 +93,7 @@ EOF
   "${5:-$ROOT/target/release/cutover}" up -c "$WORK/$1.yaml" --access-log "$4" > "$WORK/$1.log" 2>&1 &
   pids+=($!)
 }
-start_cutover cutover 18081 18181 off
+start_cutover cutover 18081 18181 off "" "${TUNING:-}"
 start_cutover cutover-log 18085 18185 "$WORK/access.log"
 for i in $(seq 100); do
   curl -fs http://127.0.0.1:18081/ >/dev/null && curl -fs http://127.0.0.1:18085/ >/dev/null && break
@@ -159,7 +163,7 @@ sleep 1
 declare -A PORTS=([direct]="${BACKEND##*:}" [cutover]=18081 [cutover+log]=18085 [haproxy]=18082 [nginx]=18083 [caddy]=18084 [pingora]=18086 [before]=18087)
 ORDER=(direct cutover cutover+log haproxy nginx caddy)
 if [ -n "${BEFORE:-}" ]; then
-  start_cutover before 18087 18187 off "$BEFORE"
+  start_cutover before 18087 18187 off "$BEFORE" "${BEFORE_TUNING:-}"
   ORDER+=(before)
 fi
 if [ -n "${BASELINE:-}" ]; then
@@ -167,6 +171,11 @@ if [ -n "${BASELINE:-}" ]; then
   pids+=($!)
   ORDER+=(pingora)
 fi
+# SKIP="caddy nginx" leaves peers out of the rounds (quicker A/B runs).
+for skip in ${SKIP:-}; do
+  for i in "${!ORDER[@]}"; do [ "${ORDER[$i]}" = "$skip" ] && unset 'ORDER[i]'; done
+done
+ORDER=("${ORDER[@]}")
 PATH_=/
 WRK_EXTRA=()
 case "$VARIANT" in

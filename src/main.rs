@@ -4,6 +4,7 @@ mod access_log;
 mod client;
 mod follow;
 mod logging;
+mod memory;
 mod notify;
 mod up;
 mod upgrade;

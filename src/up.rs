@@ -249,6 +249,7 @@ async fn serve(start: Start) -> anyhow::Result<ExitCode> {
     data_plane
         .register_metrics(&registry)
         .context("cannot register metrics")?;
+    crate::memory::trim_after_closes(Arc::clone(data_plane.connections()));
 
     journal.update(|state| {
         for (name, app) in &serving.apps {
