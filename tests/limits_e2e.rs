@@ -303,6 +303,39 @@ fn pipelined_requests_are_answered_in_order() {
     }
 }
 
+/// Between requests a connection waits outside pingora, except when pingora
+/// may hold bytes of the next request already. Every way a request can end
+/// (no body, a sized body, a chunked one, a request pipelined behind a
+/// body) is followed by another on the same connection, after a pause
+/// (the wait outside pingora) or at once (pipelined).
+#[test]
+fn requests_with_and_without_bodies_pipelined_or_after_a_pause_share_one_connection() {
+    let cutover = start("header_timeout: 5s");
+    let mut s = connect(cutover.proxy);
+    let get = b"GET /headers HTTP/1.1\r\nHost: a\r\n\r\n".as_slice();
+    let sized = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello".as_slice();
+    let chunked = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".as_slice();
+    let steps: [(&[&[u8]], &str); 6] = [
+        (&[get], "x-forwarded-for"),
+        (&[sized], "received 5 bytes"),
+        (&[get], "x-forwarded-for"),
+        (&[chunked], "received 5 bytes"),
+        (&[sized, get], "x-forwarded-for"),
+        (&[get], "x-forwarded-for"),
+    ];
+    for (i, (requests, last_body)) in steps.iter().enumerate() {
+        s.write_all(&requests.concat()).unwrap();
+        let responses = read_responses(&mut s, requests.len());
+        assert!(responses.iter().all(|r| r.status == 200), "step {i}");
+        let body = &responses.last().unwrap().body;
+        assert!(body.to_ascii_lowercase().contains(last_body), "step {i}: {body}");
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Still the same connection, and still open.
+    s.write_all(get).unwrap();
+    assert_eq!(read_responses(&mut s, 1)[0].status, 200);
+}
+
 #[test]
 fn slowloris_connections_are_cut_and_do_not_stop_other_clients() {
     let cutover = start("header_timeout: 2s");

@@ -406,3 +406,42 @@ fn sse_gets_retry_after_the_event_in_flight_and_a_clean_end_on_drain() {
         "{metrics}"
     );
 }
+
+/// The tunnel runs after pingora let go of the connection, so bytes the
+/// client sent with its handshake would be stranded in pingora: RFC 6455
+/// forbids them before the 101, and they get 400. The connection before
+/// it, and a proper handshake after it, are served; the tunnel is counted
+/// as a 101 in `requests_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_handshake_with_bytes_after_it_gets_400_and_a_proper_one_is_counted_as_101() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cutover = Cutover::builder()
+        .app(App::demo("web", "v1"))
+        .route("*", "/", "web")
+        .start();
+    let handshake = "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let mut early = tokio::net::TcpStream::connect(cutover.proxy).await.unwrap();
+    // A masked text frame "hi" right behind the handshake.
+    let mut bytes = handshake.as_bytes().to_vec();
+    bytes.extend_from_slice(&[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2]);
+    early.write_all(&bytes).await.unwrap();
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(10), early.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    let mut ws = connect(&cutover, None).await;
+    ws.send(Message::Text("after".into())).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "after");
+    let upgrades = cutover
+        .metrics()
+        .into_iter()
+        .find(|s| s.name == "cutover_requests_total" && s.labels.get("code").map(String::as_str) == Some("101"))
+        .map(|s| s.value);
+    assert_eq!(upgrades, Some(1.0), "the 400 is not a 101, the tunnel is");
+    ws.close(None).await.unwrap();
+}
