@@ -7,8 +7,8 @@
 //! heaps too (57.6 → 18.0 MiB, baseline 16.9; BENCHMARKS.md, "Connection
 //! scale"). It walks every arena under its lock, so it runs only after the
 //! number of open client connections fell by [`DROP`] from the highest
-//! count seen since the last trim, at most once per [`CHECK`], on a
-//! blocking thread.
+//! count seen since the last trim, at most once per [`CHECK`] and for at
+//! most a tenth of the time, on a blocking thread.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +31,11 @@ pub fn trim_after_closes(gate: Arc<ConnectionGate>) {
         loop {
             interval.tick().await;
             if since_trim.fell_by_drop(gate.open()) {
-                let _ = tokio::task::spawn_blocking(trim).await;
+                let took = tokio::task::spawn_blocking(trim).await.unwrap_or_default();
+                tracing::debug!(took = ?took, "freed memory handed back to the system");
+                // The walk holds each arena's lock: at most a tenth of the
+                // time goes to it, however often connections come and go.
+                tokio::time::sleep(took.saturating_mul(9)).await;
             }
         }
     });
@@ -56,13 +60,15 @@ impl HighWater {
 
 /// Releases free heap memory to the system (glibc only; other allocators
 /// return memory on their own).
-fn trim() {
+fn trim() -> Duration {
+    let started = std::time::Instant::now();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes no pointer and only touches the allocator's
     // own state, under its locks.
     unsafe {
         libc::malloc_trim(0);
     }
+    started.elapsed()
 }
 
 #[cfg(test)]

@@ -336,6 +336,43 @@ fn requests_with_and_without_bodies_pipelined_or_after_a_pause_share_one_connect
     assert_eq!(read_responses(&mut s, 1)[0].status, 200);
 }
 
+/// A pipelined batch larger than the loop's first read (4 KiB), split at
+/// every place around the end of the second head: pingora keeps the part
+/// it read ahead, and the loop must not wait for bytes pingora holds.
+#[test]
+fn a_pipelined_batch_split_anywhere_around_a_heads_end_is_answered_in_full() {
+    let cutover = start("header_timeout: 5s");
+    let request = |seq: usize, pad: usize| {
+        format!(
+            "GET /headers HTTP/1.1\r\nHost: a\r\nX-Seq: {seq}\r\nX-Pad: {}\r\n\r\n",
+            "p".repeat(pad)
+        )
+        .into_bytes()
+    };
+    let second = request(1, 0);
+    let third = request(2, 0);
+    for back in 0..=4 {
+        // The first read ends `back` bytes before the second head's end.
+        let first_len = 4096 + back - second.len();
+        let first = request(0, first_len - request(0, 0).len());
+        assert_eq!(first.len(), first_len);
+        let mut s = connect(cutover.proxy);
+        s.write_all(&[first, second.clone(), third.clone()].concat()).unwrap();
+        let responses = read_responses(&mut s, 3);
+        for (i, r) in responses.iter().enumerate() {
+            assert_eq!(r.status, 200, "split {back} before the end, answer {i}");
+            assert!(
+                r.body.to_ascii_lowercase().contains(&format!("x-seq: {i}")),
+                "{i}: {}",
+                r.body
+            );
+        }
+        // And the connection goes on.
+        s.write_all(&request(3, 0)).unwrap();
+        assert_eq!(read_responses(&mut s, 1)[0].status, 200, "split {back}");
+    }
+}
+
 #[test]
 fn slowloris_connections_are_cut_and_do_not_stop_other_clients() {
     let cutover = start("header_timeout: 2s");

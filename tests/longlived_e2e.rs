@@ -445,3 +445,42 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
     assert_eq!(upgrades, Some(1.0), "the 400 is not a 101, the tunnel is");
     ws.close(None).await.unwrap();
 }
+
+/// A handshake that also says `Connection: close` still becomes a tunnel
+/// (the tunnel's end closes the connection anyway).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_handshake_saying_connection_close_still_gets_its_tunnel() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cutover = Cutover::builder()
+        .app(App::demo("web", "v1"))
+        .route("*", "/", "web")
+        .start();
+    let mut s = tokio::net::TcpStream::connect(cutover.proxy).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: close\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 1, "closed after {:?}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    // A masked text frame "hi"; the demo app echoes it unmasked.
+    s.write_all(&[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2])
+        .await
+        .unwrap();
+    let mut echo = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(echo, [0x81, 2, b'h', b'i']);
+}

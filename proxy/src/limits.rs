@@ -61,8 +61,9 @@ fn keepalive_secs(limits: &Limits) -> u64 {
 /// Runs first for every request (`early_request_filter`).
 pub async fn on_request_head(session: &mut Session, limits: &Limits) -> Result<()> {
     // Outside a limited HTTP/1 connection (HTTP/2) there is no clock.
+    let head = session.as_http1().map(|h1| h1.get_headers_raw_bytes().len());
     let body = body_length(session.req_header());
-    let _ = CONNECTION.try_with(|connection| connection.clock.head_complete(body));
+    let _ = CONNECTION.try_with(|connection| connection.clock.head_complete(head, body));
 
     // pingora sets keep-alive to "no timeout" after reading each HTTP/1.1
     // head (`HttpSession::respect_keepalive`). Only lengthen it where

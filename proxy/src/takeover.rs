@@ -41,9 +41,14 @@ impl CutoverProxy {
                     400,
                     "bad request: a WebSocket client must wait for the handshake's answer before sending data\n",
                 )),
-                Err(HandOffError::NotHttp1) => Some((500, "a WebSocket needs an HTTP/1.1 connection\n")),
+                Err(HandOffError::NotHttp1 | HandOffError::NotReusable) => {
+                    Some((500, "a WebSocket needs an HTTP/1.1 connection\n"))
+                }
             };
             if let Some((code, why)) = refused {
+                // What the client sent after its head is no request: the
+                // connection ends with this answer.
+                session.set_keepalive(None);
                 respond(session, code, Bytes::from_static(why.as_bytes()), false).await?;
                 return Ok(true);
             }

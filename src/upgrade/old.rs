@@ -89,11 +89,13 @@ pub async fn run(running: &Running<'_>, request: UpgradeRequest, stop: impl std:
         Err(reason) => {
             attempt.undo(running).await;
             running.upgrades.count(UpgradeOutcome::Failed);
+            // Verbs are allowed again before the outcome is out: whoever
+            // follows the upgrade may deploy as soon as it reads "failed".
+            drop(guard);
             log.finish(
                 UpgradeOutcome::Failed,
                 format!("{reason}; the running cutover (pid {}) serves on", std::process::id()),
             );
-            drop(guard);
             Ended::ServingOn
         }
     }

@@ -160,6 +160,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> LimitedApp<A> {
     /// (see [`connection`](super::connection)).
     async fn serve_h1(&self, mut stream: Stream, connection: &Connection, shutdown: &ShutdownWatch) {
         let mut settings = None;
+        let mut first = true;
         let mut waits = true;
         loop {
             let head = match waits {
@@ -170,10 +171,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> LimitedApp<A> {
                 false => None,
             };
             let mut session = ServerSession::new_http1(stream);
-            match settings.take() {
-                Some(settings) => HttpPersistentSettings::apply_to_session(settings, &mut session),
-                None => {
-                    // The first request on the connection.
+            match (first, settings.take()) {
+                (false, Some(settings)) => HttpPersistentSettings::apply_to_session(settings, &mut session),
+                // pingora always returns settings with a reused stream;
+                // without them the session keeps its defaults.
+                (false, None) => {}
+                (true, _) => {
+                    first = false;
                     if *shutdown.borrow() {
                         session.set_keepalive(None);
                     } else {

@@ -41,26 +41,36 @@ pub(crate) enum Fed {
     TooLarge,
 }
 
-/// What was read of the current request past its head, to tell whether a
-/// finished request left bytes of the next one in pingora's hands
-/// (pipelining): only when it did not may the keep-alive loop wait for the
-/// next request itself, with no pingora session and no buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct ReadAhead {
-    /// The head's end was found in bytes this clock scanned (not in bytes
-    /// pingora had read ahead with the previous request).
-    scanned: bool,
-    /// Bytes read after the head's end: the body, and whatever followed it.
-    past_head: u64,
-    /// The body's length by the head's framing; `None` when it is not known
-    /// up front (chunked, or a framing pingora will refuse).
-    body: Option<u64>,
+/// What the client sent against what pingora consumed of it, to tell
+/// whether pingora holds bytes of a next request once a response is
+/// finished (pipelining, or a body read past its end): only when it does
+/// not may the keep-alive loop wait for the next request itself, with no
+/// pingora session and no buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ledger {
+    /// Bytes read from the client (every read pingora or the loop made).
+    delivered: u64,
+    /// Bytes of heads and bodies pingora parsed or will drain.
+    consumed: u64,
+    /// False once a request's length was not known up front (a chunked
+    /// body): the two counts no longer say anything about this connection.
+    exact: bool,
 }
 
-impl ReadAhead {
-    /// Exactly the head and its body were read: nothing of a next request.
-    fn nothing_ahead(self) -> bool {
-        self.scanned && self.body == Some(self.past_head)
+impl Default for Ledger {
+    fn default() -> Self {
+        Self {
+            delivered: 0,
+            consumed: 0,
+            exact: true,
+        }
+    }
+}
+
+impl Ledger {
+    /// Everything read so far belongs to requests pingora parsed.
+    fn settled(self) -> bool {
+        self.exact && self.delivered == self.consumed
     }
 }
 
@@ -68,7 +78,7 @@ impl ReadAhead {
 #[derive(Debug)]
 struct State {
     phase: Phase,
-    read: ReadAhead,
+    ledger: Ledger,
 }
 
 /// A connection's clock. Every method is a short critical section; the lock
@@ -93,7 +103,7 @@ impl HeadClock {
                     until,
                     head_until: until,
                 },
-                read: ReadAhead::default(),
+                ledger: Ledger::default(),
             }),
         }
     }
@@ -122,41 +132,44 @@ impl HeadClock {
 
     /// The previous response is finished: the connection may idle for
     /// `keepalive_timeout`, then its next head gets `header_timeout` from
-    /// its first byte. True when nothing of the next request was read yet
-    /// (see [`ReadAhead`]).
+    /// its first byte. True when pingora holds nothing of a next request
+    /// (see [`Ledger`]).
     pub(crate) fn response_finished(&self) -> bool {
         let mut state = self.lock();
         state.phase = Phase::Idle {
             until: deadline(self.keepalive_timeout),
             head_until: None,
         };
-        std::mem::take(&mut state.read).nothing_ahead()
+        state.ledger.settled()
     }
 
-    /// pingora parsed a complete head (it may have come from bytes read
-    /// ahead with the previous request, which this clock never scanned),
-    /// whose body is `body` bytes long (`None`: not known up front).
-    pub(crate) fn head_complete(&self, body: Option<u64>) {
+    /// pingora parsed a complete head of `head` bytes (it may have come
+    /// from bytes read ahead with the previous request), whose body is
+    /// `body` bytes long; `None` for either: not known.
+    pub(crate) fn head_complete(&self, head: Option<usize>, body: Option<u64>) {
         let mut state = self.lock();
-        if state.phase != Phase::Request {
-            state.read.scanned = false;
-        }
-        state.read.body = body;
         state.phase = Phase::Request;
+        match (head, body) {
+            (Some(head), Some(body)) => {
+                let ledger = &mut state.ledger;
+                ledger.consumed = ledger.consumed.saturating_add(head as u64).saturating_add(body);
+            }
+            _ => state.ledger.exact = false,
+        }
     }
 
-    /// Nothing was read past the current request's head: no byte of a body,
-    /// none of a next request (pingora holds no byte the client sent).
-    pub(crate) fn nothing_past_head(&self) -> bool {
-        let read = self.lock().read;
-        read.scanned && read.past_head == 0
+    /// pingora holds no byte the client sent past the current request's
+    /// head and body (none of a next request, nothing the client sent
+    /// early).
+    pub(crate) fn settled(&self) -> bool {
+        self.lock().ledger.settled()
     }
 
     /// Accounts bytes read while a request is under way (its body, or what
     /// follows it).
-    pub(crate) fn read_past_head(&self, bytes: usize) {
+    pub(crate) fn delivered(&self, bytes: usize) {
         let mut state = self.lock();
-        state.read.past_head = state.read.past_head.saturating_add(bytes as u64);
+        state.ledger.delivered = state.ledger.delivered.saturating_add(bytes as u64);
     }
 
     /// Accounts bytes read from the client.
@@ -165,6 +178,7 @@ impl HeadClock {
             return Fed::Pending;
         }
         let mut state = self.lock();
+        state.ledger.delivered = state.ledger.delivered.saturating_add(bytes.len() as u64);
         let (until, before, mut scan) = match state.phase {
             Phase::Request => return Fed::Pending,
             Phase::Idle { head_until, .. } => (
@@ -177,11 +191,6 @@ impl HeadClock {
         match scan.feed(bytes) {
             Some(end) if before.saturating_add(end) <= MAX_HEAD_BYTES => {
                 state.phase = Phase::Request;
-                state.read = ReadAhead {
-                    scanned: true,
-                    past_head: (bytes.len() - end) as u64,
-                    body: None,
-                };
                 Fed::Complete
             }
             Some(_) => Fed::TooLarge,
@@ -270,57 +279,49 @@ mod tests {
         read.extend(vec![b'x'; 2 * MAX_HEAD_BYTES]);
         assert_eq!(clock.feed(&read), Fed::Complete);
         assert_eq!(clock.phase(), Phase::Request);
-        assert!(
-            !clock.response_finished(),
-            "the 2x64 KiB after the head were never claimed by a body"
-        );
+        clock.head_complete(Some(27), Some(0));
+        assert!(!clock.response_finished(), "2x64 KiB after the head are no body of it");
         assert!(matches!(clock.phase(), Phase::Idle { head_until: None, .. }));
     }
 
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+
     #[test]
-    fn a_request_read_exactly_leaves_nothing_ahead() {
+    fn requests_read_exactly_leave_the_ledger_settled() {
         let clock = HeadClock::new(Duration::from_secs(10), Duration::from_secs(10));
-        assert_eq!(
-            clock.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab"),
-            Fed::Complete
-        );
-        clock.head_complete(Some(5));
-        clock.read_past_head(3);
+        let post = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n";
+        assert_eq!(clock.feed(&[&post[..], b"ab"].concat()), Fed::Complete);
+        clock.head_complete(Some(post.len()), Some(5));
+        assert!(!clock.settled(), "3 body bytes to come");
+        clock.delivered(3);
+        assert!(clock.settled());
         assert!(clock.response_finished());
         // A bodiless request, its head split over two reads.
-        assert_eq!(clock.feed(b"GET / HTTP/1.1\r\n"), Fed::Pending);
-        assert_eq!(clock.feed(b"Host: a\r\n\r\n"), Fed::Complete);
-        clock.head_complete(Some(0));
+        assert_eq!(clock.feed(&GET[..10]), Fed::Pending);
+        assert_eq!(clock.feed(&GET[10..]), Fed::Complete);
+        clock.head_complete(Some(GET.len()), Some(0));
         assert!(clock.response_finished());
     }
 
     #[test]
-    fn bytes_past_the_body_or_an_unknown_body_or_an_unscanned_head_mean_something_ahead() {
+    fn read_ahead_is_owed_until_pingora_parses_it_and_an_unknown_length_ends_the_ledger() {
         let clock = HeadClock::new(Duration::from_secs(10), Duration::from_secs(10));
-        // Pipelined: the next request came with this one's head.
-        assert_eq!(
-            clock.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\n"),
-            Fed::Complete
-        );
-        clock.head_complete(Some(0));
+        // Two pipelined requests in one read, and half a third.
+        let batch = [GET, GET, &GET[..7]].concat();
+        assert_eq!(clock.feed(&batch), Fed::Complete);
+        clock.head_complete(Some(GET.len()), Some(0));
+        assert!(!clock.response_finished(), "pingora holds the second and a half");
+        clock.head_complete(Some(GET.len()), Some(0));
+        assert!(!clock.response_finished(), "pingora holds half of the third");
+        clock.delivered(GET.len() - 7);
+        clock.head_complete(Some(GET.len()), Some(0));
+        assert!(clock.response_finished(), "all three parsed: settled again");
+        // Chunked: nothing can be told from here on.
+        clock.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        clock.head_complete(Some(48), None);
         assert!(!clock.response_finished());
-        // Read past the end of the body.
-        assert_eq!(
-            clock.feed(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n"),
-            Fed::Complete
-        );
-        clock.head_complete(Some(2));
-        clock.read_past_head(4);
-        assert!(!clock.response_finished());
-        // Chunked: the length is not known up front.
-        assert_eq!(
-            clock.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            Fed::Complete
-        );
-        clock.head_complete(None);
-        assert!(!clock.response_finished());
-        // A head pingora parsed from bytes it had read ahead.
-        clock.head_complete(Some(0));
+        clock.feed(GET);
+        clock.head_complete(Some(GET.len()), Some(0));
         assert!(!clock.response_finished());
     }
 

@@ -54,6 +54,8 @@ pub(crate) enum HandOffError {
     /// The client sent bytes after its head (pingora holds them, and they
     /// cannot be taken back): a WebSocket client must wait for the 101.
     BytesAfterHead,
+    /// pingora would not return the stream after this request.
+    NotReusable,
 }
 
 /// Whether the current request could hand its connection off now.
@@ -64,7 +66,7 @@ pub(crate) fn can_hand_off() -> Result<(), HandOffError> {
 /// The current connection, when it can be handed off.
 fn connection() -> Result<Arc<Connection>, HandOffError> {
     let connection = CONNECTION.try_with(Arc::clone).map_err(|_| HandOffError::NotHttp1)?;
-    match connection.clock.nothing_past_head() {
+    match connection.clock.settled() {
         true => Ok(connection),
         false => Err(HandOffError::BytesAfterHead),
     }
@@ -76,10 +78,17 @@ fn connection() -> Result<Arc<Connection>, HandOffError> {
 /// stream to the keep-alive loop, which keep-alive is forced on for here.
 pub(crate) fn hand_off(session: &mut Session, next: Continuation) -> Result<(), HandOffError> {
     let connection = connection()?;
-    // pingora returns the stream only from a session it would keep alive
-    // (it turns keep-alive off at shutdown, and for `Connection: close`).
+    // pingora returns the stream only from a session it would keep alive:
+    // it turns keep-alive off at shutdown, and keeps it off for a request
+    // saying `Connection: close` (`set_server_keepalive`). The client's
+    // `Connection` header has served (the backend's request was built from
+    // it); once upgraded, the tunnel's end closes the connection anyway.
+    let _ = session.req_header_mut().remove_header(&http::header::CONNECTION);
     session.set_keepalive(Some(0)); // 0: no timeout
     session.set_keepalive_reuses_remaining(None);
+    if session.get_keepalive().is_none() {
+        return Err(HandOffError::NotReusable);
+    }
     *connection.next.lock().unwrap_or_else(PoisonError::into_inner) = Some(next);
     Ok(())
 }

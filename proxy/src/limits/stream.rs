@@ -205,7 +205,7 @@ impl AsyncRead for LimitedStream {
                 let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
                 let read = buf.filled().len() - before;
                 if read > 0 {
-                    this.clock.read_past_head(read);
+                    this.clock.delivered(read);
                 }
                 return polled;
             }
